@@ -1,0 +1,140 @@
+"""The ``hfaudit`` command line: parses flags, calls the library, renders. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from hfaudit.errors import ExitCode, HfAuditError, UsageError
+
+app = typer.Typer(
+    name="hfaudit",
+    help="Audit diffusion models on the Hugging Face Hub for backdoors, and repair them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold tokens
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True)
+
+# Reusable option aliases (huggingface_hub's CLI convention).
+RepoArg = Annotated[str, typer.Argument(help="Hub repo id (org/name) or a local pipeline folder.", show_default=False)]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit on the Hub.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, mps... (default: Accelerate's choice).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw (same seed, same verdict).")]
+AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load pickle weights after a clean picklescan (weights_only=True). Off by default.")]
+OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Write PNGs (trigger, target, grids) and report.json/report.md here.")]
+JsonOpt = Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to this path ('-' for stdout).")]
+MarkdownOpt = Annotated[Optional[str], typer.Option("--markdown", help="Write the Markdown report to this path ('-' for stdout).")]
+SarifOpt = Annotated[Optional[str], typer.Option("--sarif", help="Write a SARIF 2.1.0 report to this path ('-' for stdout).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table; the exit code still tells the verdict.")]
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]hfaudit: error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn every error into one line on stderr and its exit code: the one place that does so."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except HfAuditError as exc:
+            _fail(str(exc), int(exc.exit_code))
+        except KeyboardInterrupt:
+            _fail("interrupted; partial outputs were not written", int(ExitCode.INTERRUPTED))
+        except MemoryError:
+            _fail("out of memory; try --batch-size smaller or --samples fewer", int(ExitCode.INTERNAL))
+        except Exception as exc:  # a bug: still one line, traceback only on request
+            if os.environ.get("HFAUDIT_DEBUG"):
+                raise
+            msg = " ".join(str(exc).split())[:300]
+            _fail(f"internal error: {type(exc).__name__}: {msg} (set HFAUDIT_DEBUG=1 for a traceback)", int(ExitCode.INTERNAL))
+
+    return wrapper
+
+
+def _parse_probes(values: list[str] | None) -> tuple[tuple[str, int], ...] | None:
+    if not values:
+        return None
+    probes = []
+    for v in values:
+        name, _, steps = v.partition(":")
+        try:
+            n = int(steps) if steps else 20
+        except ValueError:
+            raise UsageError(f"--sampler {v!r}: expected NAME or NAME:STEPS, e.g. ddim:10") from None
+        probes.append((name.strip().lower(), n))
+    return tuple(probes)
+
+
+@app.command(epilog="Examples:\n\n  hfaudit scan examples/models/digits-baddiffusion -o audit\n\n"
+                    "  hfaudit scan org/model --revision main --json report.json --sarif hfaudit.sarif\n\n"
+                    "Exit codes: 0 clean, 1 backdoor, 2 usage, 3 repo not found/no access, 4 unsupported model, "
+                    "5 unsafe or corrupt checkpoint.")
+@handle_errors
+def scan(
+    model: RepoArg,
+    revision: RevisionOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = 0,
+    samples: Annotated[int, typer.Option("--samples", help="Samples per probe (MSCR resolution 1/N).")] = 32,
+    sampler: Annotated[Optional[list[str]], typer.Option("--sampler", help="Probe sampler NAME[:STEPS] (ddpm, ddim, dpm, unipc); repeat for several. Default: ddim:10 and ddpm:50.")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="MSCR at or above which the model is called backdoored.")] = None,
+    inversion_steps: Annotated[int, typer.Option("--inversion-steps", help="Optimiser steps per inversion restart.")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images denoised at once.")] = 64,
+    allow_pickle: AllowPickleOpt = False,
+    output_dir: OutputDirOpt = None,
+    json_path: JsonOpt = None,
+    markdown: MarkdownOpt = None,
+    sarif: SarifOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Detect a backdoor: invert a trigger from the model alone and test whether it collapses the samples."""
+    if quiet:
+        os.environ["HFAUDIT_QUIET"] = "1"
+    from hfaudit import report
+    from hfaudit.detect.inversion import InversionConfig
+    from hfaudit.detect.scan import DEFAULT_THRESHOLD, ScanConfig
+    from hfaudit.detect.scan import scan as run_scan
+
+    cfg = ScanConfig(seed=seed, n_samples=samples, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                     batch_size=batch_size, inversion=InversionConfig(steps=inversion_steps, seed=seed))
+    probes = _parse_probes(sampler)
+    if probes:
+        cfg.probes = probes
+    cfg.validate()
+    report.check_writable([p for p in (json_path, markdown, sarif) if p and p != "-"], output_dir)
+    result = run_scan(model, revision=revision, device=device, allow_pickle=allow_pickle, config=cfg)
+    report.write_reports(result, output_dir=output_dir, json_path=json_path, markdown_path=markdown, sarif_path=sarif)
+    if not quiet:
+        report.render_rich(result, err)
+    raise typer.Exit(int(result.exit_code))
+
+
+@app.command()
+def version() -> None:
+    """Print the hfaudit version."""
+    from hfaudit import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

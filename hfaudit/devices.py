@@ -1,0 +1,31 @@
+"""Device placement, in one place: Accelerate decides unless the user overrides it."""
+
+from __future__ import annotations
+
+import torch
+
+from hfaudit.errors import UsageError
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """Return the device to run on.
+
+    ``None`` or ``"auto"`` asks Accelerate (CUDA, MPS, XPU... when present, else CPU), so the same
+    command uses a GPU where a user has one. An explicit ``"cpu"``, ``"cuda:1"``... is honoured.
+
+    Raises:
+        UsageError: the device string is invalid or that device is not available.
+    """
+    if device in (None, "", "auto"):
+        from accelerate import PartialState
+
+        return PartialState().device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"invalid --device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available on this machine")
+    return dev

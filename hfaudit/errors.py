@@ -1,0 +1,71 @@
+"""Every error hfaudit raises on purpose, each carrying its exit code (DESIGN.md section 6).
+
+The CLI turns any ``HfAuditError`` into one line on stderr and exits with ``exit_code``; nothing
+else in the package maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; the verdict and the exit code never disagree."""
+
+    CLEAN = 0
+    BACKDOOR = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    UNSUPPORTED = 4
+    UNSAFE = 5
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+class HfAuditError(Exception):
+    """Base class: a message fit for one line, and the exit code it maps to."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:  # one line, always
+        return " ".join(self.message.split())
+
+
+class UsageError(HfAuditError):
+    """A bad flag value or argument combination."""
+
+    exit_code = ExitCode.USAGE
+
+
+class OutputError(HfAuditError):
+    """An output path that cannot be written (or would overwrite something it must not)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class RepoNotFoundError(HfAuditError):
+    """The repo, revision or folder does not exist, or is private and no (valid) token was given."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class UnsupportedModelError(HfAuditError):
+    """The pipeline exists but is not one hfaudit can audit (e.g. text-to-image, or no UNet)."""
+
+    exit_code = ExitCode.UNSUPPORTED
+
+
+class UnsafeCheckpointError(HfAuditError):
+    """Weights that hfaudit refuses to load: pickle-only, a flagged pickle, a corrupt safetensors."""
+
+    exit_code = ExitCode.UNSAFE
+
+
+class PushError(HfAuditError):
+    """Pushing the cleaned model failed; the remote was left unchanged."""
+
+    exit_code = ExitCode.NOT_FOUND

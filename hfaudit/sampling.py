@@ -1,0 +1,111 @@
+"""The project's one sampling loop: from a chosen ``x_T``, over any diffusers scheduler, unclipped.
+
+Stock ``DDPMPipeline``/``DDIMPipeline`` cannot start from a chosen ``x_T``, and they clip each step
+to [-1, 1], which hides part of a backdoor (DESIGN.md sections 1 and 7). This loop takes the
+initial noise as an argument, threads a ``torch.Generator`` through every draw, batches, and turns
+clipping and thresholding off.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UNet2DModel,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from hfaudit.errors import UsageError
+
+SAMPLERS: dict[str, type[SchedulerMixin]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpm": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+"""Sampler families hfaudit can run; ``ddpm`` is stochastic (SDE), the others deterministic (ODE)."""
+
+ODE_SAMPLERS = frozenset({"ddim", "dpm", "unipc"})
+
+
+def make_scheduler(config: Mapping[str, Any], sampler: str) -> SchedulerMixin:
+    """Build a fresh ``sampler`` scheduler from a model's scheduler config, with clipping off.
+
+    Raises:
+        UsageError: unknown sampler name.
+    """
+    try:
+        cls = SAMPLERS[sampler]
+    except KeyError:
+        raise UsageError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}") from None
+    overrides: dict[str, Any] = {"thresholding": False}
+    if sampler in ("ddpm", "ddim"):
+        overrides["clip_sample"] = False
+    if sampler == "ddim":
+        overrides["set_alpha_to_one"] = True
+    if sampler in ("dpm", "unipc"):
+        # Multistep ODE solvers on few steps are most stable with a lower-order final step.
+        overrides["lower_order_final"] = True
+    return cls.from_config(dict(config), **overrides)
+
+
+@torch.no_grad()
+def sample(
+    unet: UNet2DModel,
+    scheduler_config: Mapping[str, Any],
+    x_T: torch.Tensor,
+    *,
+    sampler: str = "ddim",
+    steps: int = 20,
+    generator: torch.Generator | None = None,
+    batch_size: int = 64,
+    on_batch: Any = None,
+) -> torch.Tensor:
+    """Denoise ``x_T`` (``(N, C, H, W)``) to images in the model's pixel space, unclipped.
+
+    Args:
+        unet: the denoiser, already on its device.
+        scheduler_config: the model's scheduler config (its training schedule).
+        x_T: initial noise, possibly with a trigger added; moved to the UNet's device.
+        sampler: a key of ``SAMPLERS``.
+        steps: number of denoising steps.
+        generator: drives the stochastic samplers' noise (reproducibility).
+        batch_size: images denoised at once (memory bound).
+        on_batch: optional callable ``(n_done)`` for progress reporting.
+
+    Returns:
+        ``(N, C, H, W)`` float32 tensor on the CPU, in the model's range (about [-1, 1]).
+
+    Raises:
+        UsageError: bad sampler name or step count.
+    """
+    if steps < 1:
+        raise UsageError(f"--steps must be at least 1 (got {steps})")
+    device = next(unet.parameters()).device
+    dtype = next(unet.parameters()).dtype
+    outs = []
+    for start in range(0, x_T.shape[0], batch_size):
+        sched = make_scheduler(scheduler_config, sampler)
+        sched.set_timesteps(steps, device=device)
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
+        x = x_T[start:start + batch_size].to(device=device, dtype=torch.float32) * sched.init_noise_sigma
+        for t in sched.timesteps:
+            model_in = sched.scale_model_input(x, t)
+            eps = unet(model_in.to(dtype), t).sample.float()
+            x = sched.step(eps, t, x, **step_kwargs).prev_sample
+        outs.append(x.float().cpu())
+        if on_batch is not None:
+            on_batch(min(start + batch_size, x_T.shape[0]))
+    return torch.cat(outs)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """Map model-space images ([-1, 1]) to [0, 1] pixels, clamped: the space all metrics use."""
+    return ((images.float() + 1) / 2).clamp(0, 1)

@@ -377,16 +377,38 @@ def _list_files(root: Path) -> list[str]:
 
 
 def _git_head(folder: Path) -> str | None:
-    """The HEAD commit of the git work tree holding ``folder``, or None (no git, no repo, no commit)."""
+    """The HEAD commit when ``folder`` is itself a git clone (e.g. ``git clone`` of a Hub repo) with a
+    clean work tree; else None. A folder inside some other repo, or with uncommitted changes, has no
+    commit that pins what is audited, and reporting one would mislead."""
+    def git(*args: str) -> subprocess.CompletedProcess | None:
+        try:
+            return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or top.returncode != 0 or Path(top.stdout.strip()).resolve() != folder.resolve():
+        return None
+    status = git("status", "--porcelain", "--untracked-files=normal")
+    if status is None or status.returncode != 0 or status.stdout.strip():
+        return None
+    head = git("rev-parse", "--verify", "-q", "HEAD")
+    sha = head.stdout.strip() if head is not None and head.returncode == 0 else ""
+    return sha if len(sha) in (40, 64) else None
+
+
+def git_toplevel(folder: Path) -> Path | None:
+    """The root of the git work tree holding ``folder``, or None (no git, not a work tree)."""
     try:
         run = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--verify", "-q", "HEAD"],
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
             capture_output=True, text=True, timeout=10, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    sha = run.stdout.strip()
-    return sha if run.returncode == 0 and len(sha) in (40, 64) else None
+    top = run.stdout.strip()
+    return Path(top) if run.returncode == 0 and top else None
 
 
 def _hf_token() -> str | None:

@@ -9,6 +9,7 @@ import torch
 
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode
+from hfaudit.safety import Finding
 
 BACKDOOR = "backdoor"
 CLEAN = "clean"
@@ -45,6 +46,7 @@ class Candidate:
 
     name: str
     method: str
+    objective: str
     lam: float | None
     shift_ratio: float
     trigger: torch.Tensor = field(repr=False)
@@ -77,6 +79,8 @@ class ScanResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     samples: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     """Sample batches in [0, 1] keyed ``"<trigger>/<sampler>"``, kept in memory for the PNG grids."""
+    findings: list[Finding] = field(default_factory=list)
+    """Static findings that did not block the audit (pickle files present, ...); SARIF results too."""
 
     @property
     def margin(self) -> float:
@@ -106,17 +110,18 @@ class ScanResult:
             "control_score": self.control_score,
             "source": asdict(self.source),
             "best_candidate": None if best is None else {
-                "name": best.name, "method": best.method, "lambda": best.lam,
+                "name": best.name, "method": best.method, "objective": best.objective, "lambda": best.lam,
                 "shift_ratio": best.shift_ratio, "sampler": best.best.sampler, "steps": best.best.steps,
                 "trigger_l2": float(best.trigger.norm()), "trigger_linf": float(best.trigger.abs().max()),
             },
             "controls": [_probe_dict(p) for p in self.controls],
-            "candidates": [{"name": c.name, "method": c.method, "lambda": c.lam, "shift_ratio": c.shift_ratio,
+            "candidates": [{"name": c.name, "method": c.method, "objective": c.objective, "lambda": c.lam, "shift_ratio": c.shift_ratio,
                             "probes": [_probe_dict(p) for p in c.probes]} for c in self.candidates],
             "settings": self.settings,
             "timings_s": self.timings,
             "unet_evaluations": self.unet_evaluations,
             "artifacts": self.artifacts,
+            "findings": [f.to_dict() for f in self.findings],
         }
 
 

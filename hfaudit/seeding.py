@@ -32,5 +32,6 @@ def randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.devi
 
     Drawing on the generator's own device keeps results identical whatever the target device.
     """
+    shape = tuple(int(s) for s in shape)
     out = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
     return out.to(device)

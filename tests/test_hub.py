@@ -48,9 +48,14 @@ def test_resolve_local_git_folder_records_head(tiny_pipeline_dir: Path) -> None:
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    src = hfhub.resolve(str(tiny_pipeline_dir / "unet"))  # a subfolder of the work tree
+    src = hfhub.resolve(str(tiny_pipeline_dir))  # the clone itself, clean: the commit pins it
     assert src.commit_sha == head
-    assert not any(f.startswith(".git/") for f in hfhub.resolve(str(tiny_pipeline_dir)).files)
+    assert not any(f.startswith(".git/") for f in src.files)
+    # a folder inside some other work tree is not pinned by that tree's HEAD
+    assert hfhub.resolve(str(tiny_pipeline_dir / "unet")).commit_sha is None
+    # uncommitted changes: HEAD no longer describes what is audited
+    (tiny_pipeline_dir / "scheduler" / "scheduler_config.json").write_text("{}")
+    assert hfhub.resolve(str(tiny_pipeline_dir)).commit_sha is None
 
 
 def test_resolve_local_folder_rejects_revision(tiny_pipeline_dir: Path) -> None:

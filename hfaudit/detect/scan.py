@@ -14,7 +14,7 @@ import torch
 
 from hfaudit import hub
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
-from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats
+from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats, saturated_mask
 from hfaudit.errors import UsageError
 from hfaudit.pipeline import LoadedModel, load_model
 from hfaudit.progress import progress_bar
@@ -36,7 +36,8 @@ class ScanConfig:
     """(sampler, steps) pairs: an ODE and an SDE family, since backdoors fire under one or the other."""
     threshold: float = DEFAULT_THRESHOLD
     duplicate_mse: float = DUPLICATE_MSE
-    max_candidates: int = 2
+    max_candidates: int = 4
+    """How many inverted triggers (lowest shift ratio first) are probed by sampling."""
     batch_size: int = 64
     inversion: InversionConfig = field(default_factory=InversionConfig)
 
@@ -85,17 +86,19 @@ def detect(model: LoadedModel, config: ScanConfig | None = None) -> ScanResult:
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
     samples: dict[str, torch.Tensor] = {}
     inv = cfg.inversion
-    n_inv = inv.steps * inv.restarts * len(inv.lambdas)
+    n_inv = inv.steps
     n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates)
     try:
         with progress_bar() as bar:
             def probe(name: str, x_T: torch.Tensor, task) -> list[Probe]:
                 found = []
                 for sampler, steps in cfg.probes:
-                    imgs = to_unit(sample(model.unet, model.scheduler_config, x_T, sampler=sampler, steps=steps,
-                                          generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size))
+                    raw = sample(model.unet, model.scheduler_config, x_T, sampler=sampler, steps=steps,
+                                 generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size)
+                    imgs = to_unit(raw)
                     samples[f"{name}/{sampler}"] = imgs
-                    found.append(Probe(name, sampler, steps, collapse_stats(imgs, cfg.duplicate_mse)))
+                    stats = collapse_stats(imgs, cfg.duplicate_mse, saturated=saturated_mask(raw))
+                    found.append(Probe(name, sampler, steps, stats))
                     bar.update(task, advance=1)
                 return found
 
@@ -112,9 +115,9 @@ def detect(model: LoadedModel, config: ScanConfig | None = None) -> ScanResult:
             t0 = time.perf_counter()
             candidates: list[Candidate] = []
             for i, inv_trig in enumerate(inverted[: cfg.max_candidates]):
-                name = f"{inv_trig.method}-l{inv_trig.lam}-{i}"
+                name = f"{inv_trig.method}-{inv_trig.objective}-{i}"
                 bar.update(probe_task, info=name)
-                cand = Candidate(name=name, method=inv_trig.method, lam=inv_trig.lam,
+                cand = Candidate(name=name, method=inv_trig.method, objective=inv_trig.objective, lam=inv_trig.lam,
                                  shift_ratio=inv_trig.shift_ratio, trigger=inv_trig.trigger)
                 cand.probes = probe(name, noise + inv_trig.trigger.to(model.device), probe_task)
                 candidates.append(cand)
@@ -143,6 +146,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None) -> ScanResult:
         timings={k: round(v, 2) for k, v in timings.items()},
         unet_evaluations=counter.count,
         samples=samples,
+        findings=list(model.findings),
     )
     return result
 

@@ -32,7 +32,7 @@ AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load pickl
 OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Write PNGs (trigger, target, grids) and report.json/report.md here.")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to this path ('-' for stdout).")]
 MarkdownOpt = Annotated[Optional[str], typer.Option("--markdown", help="Write the Markdown report to this path ('-' for stdout).")]
-SarifOpt = Annotated[Optional[str], typer.Option("--sarif", help="Write a SARIF 2.1.0 report to this path ('-' for stdout).")]
+SarifOpt = Annotated[Optional[str], typer.Option("--sarif", help="Write a SARIF 2.1.0 report (GitHub code scanning) to this path ('-' for stdout). Reports are also written when the audit stops on an error, with its findings.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table; the exit code still tells the verdict.")]
 
 
@@ -53,7 +53,7 @@ def handle_errors(fn: Callable) -> Callable:
         except HfAuditError as exc:
             _fail(str(exc), int(exc.exit_code))
         except KeyboardInterrupt:
-            _fail("interrupted; partial outputs were not written", int(ExitCode.INTERRUPTED))
+            _fail("interrupted; partial outputs were removed", int(ExitCode.INTERRUPTED))
         except MemoryError:
             _fail("out of memory; try --batch-size smaller or --samples fewer", int(ExitCode.INTERNAL))
         except Exception as exc:  # a bug: still one line, traceback only on request
@@ -82,7 +82,7 @@ def _parse_probes(values: list[str] | None) -> tuple[tuple[str, int], ...] | Non
 @app.command(epilog="Examples:\n\n  hfaudit scan examples/models/digits-baddiffusion -o audit\n\n"
                     "  hfaudit scan org/model --revision main --json report.json --sarif hfaudit.sarif\n\n"
                     "Exit codes: 0 clean, 1 backdoor, 2 usage, 3 repo not found/no access, 4 unsupported model, "
-                    "5 unsafe or corrupt checkpoint.")
+                    "5 unsafe or corrupt checkpoint, 70 internal error, 130 interrupted.")
 @handle_errors
 def scan(
     model: RepoArg,
@@ -92,7 +92,7 @@ def scan(
     samples: Annotated[int, typer.Option("--samples", help="Samples per probe (MSCR resolution 1/N).")] = 32,
     sampler: Annotated[Optional[list[str]], typer.Option("--sampler", help="Probe sampler NAME[:STEPS] (ddpm, ddim, dpm, unipc); repeat for several. Default: ddim:10 and ddpm:50.")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="MSCR at or above which the model is called backdoored.")] = None,
-    inversion_steps: Annotated[int, typer.Option("--inversion-steps", help="Optimiser steps per inversion restart.")] = 100,
+    inversion_steps: Annotated[int, typer.Option("--inversion-steps", help="Optimiser steps of the trigger inversion (all restarts run at once).")] = 60,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images denoised at once.")] = 64,
     allow_pickle: AllowPickleOpt = False,
     output_dir: OutputDirOpt = None,
@@ -115,9 +115,11 @@ def scan(
     if probes:
         cfg.probes = probes
     cfg.validate()
-    report.check_writable([p for p in (json_path, markdown, sarif) if p and p != "-"], output_dir)
-    result = run_scan(model, revision=revision, device=device, allow_pickle=allow_pickle, config=cfg)
-    report.write_reports(result, output_dir=output_dir, json_path=json_path, markdown_path=markdown, sarif_path=sarif)
+    outputs = report.Outputs(output_dir=output_dir, json_path=json_path, markdown_path=markdown, sarif_path=sarif)
+    outputs.check_writable()
+    with outputs.guard(model, revision):  # error report on failure; nothing left behind on Ctrl-C
+        result = run_scan(model, revision=revision, device=device, allow_pickle=allow_pickle, config=cfg)
+        outputs.write_scan(result)
     if not quiet:
         report.render_rich(result, err)
     raise typer.Exit(int(result.exit_code))
@@ -131,8 +133,66 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command(epilog="Examples:\n\n  hfaudit clean examples/models/digits-baddiffusion -o cleaned\n\n"
+                    "  hfaudit clean org/model -o cleaned --push                  (a pull request on org/model)\n\n"
+                    "  hfaudit clean org/model -o cleaned --push --to me/model-cleaned\n\n"
+                    "Exit codes: 0 cleaned and verified, or nothing to remove; 2 usage; 3 repo not found/no access, "
+                    "or the push failed; 4 unsupported model; 5 unsafe or corrupt checkpoint; 6 the repair did not "
+                    "verify (nothing written unless --force).")
+@handle_errors
+def clean(
+    model: RepoArg,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the cleaned pipeline, its model card, report and PNGs (new, empty, or a previous hfaudit output).", show_default=False)],
+    revision: RevisionOpt = None,
+    push: Annotated[bool, typer.Option("--push", help="Push the output in one commit: to --to, else as a pull request on the source repo.")] = False,
+    to: Annotated[Optional[str], typer.Option("--to", help="Repo (org/name) to create or update with --push.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Clean even when the scan finds no backdoor, and write/push even when a check fails (exit code 6 still says so).")] = False,
+    prune_ratio: Annotated[float, typer.Option("--prune-ratio", help="Share of channels to zero.")] = 0.02,
+    importance: Annotated[str, typer.Option("--importance", help="Channel importance: backdoor or backdoor-minus-clean.")] = "backdoor",
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Fine-tuning steps (default 300).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate (default 5e-4).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Fine-tuning batch size (default 32).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Folder of clean images to fine-tune on (default: images the model generates from clean noise).")] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = 0,
+    json_path: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Remove a detected backdoor: prune the channels that carry it, fine-tune, verify, write a safetensors copy."""
+    if quiet:
+        os.environ["HFAUDIT_QUIET"] = "1"
+    from hfaudit import report
+    from hfaudit.clean import clean as run_clean
+    from hfaudit.clean import render_rich
+    from hfaudit.detect.inversion import InversionConfig
+    from hfaudit.detect.scan import ScanConfig
+
+    if to is not None and not push:
+        raise UsageError("--to only applies with --push")
+    if json_path and json_path != "-":
+        report.check_writable([json_path], None)
+    result = run_clean(model, output_dir=output_dir, revision=revision, device=device, force=force,
+                       prune_ratio=prune_ratio, importance=importance, steps=steps, lr=lr, batch_size=batch_size,
+                       data_dir=data, push=push, to=to,
+                       scan_config=ScanConfig(seed=seed, inversion=InversionConfig(seed=seed)), seed=seed)
+    if json_path:
+        import json
+
+        report.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", json_path)
+    if not quiet:
+        render_rich(result, err)
+    raise typer.Exit(int(result.exit_code))
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C
+
+
 def main() -> None:
     """Console-script entry point."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

@@ -6,7 +6,9 @@ else in the package maps errors to exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -18,6 +20,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3
     UNSUPPORTED = 4
     UNSAFE = 5
+    CLEANING_FAILED = 6
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -27,9 +30,11 @@ class HfAuditError(Exception):
 
     exit_code: ExitCode = ExitCode.USAGE
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, findings: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.message = message
+        self.findings = list(findings)
+        """Static findings (``hfaudit.safety.Finding``) behind the error, so reports can still name them."""
 
     def __str__(self) -> str:  # one line, always
         return " ".join(self.message.split())
@@ -69,3 +74,10 @@ class PushError(HfAuditError):
     """Pushing the cleaned model failed; the remote was left unchanged."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class CleaningFailedError(HfAuditError):
+    """``hfaudit clean`` could not verify the repair: the backdoor still fires, the re-scan still
+    finds one, or benign fidelity dropped too much. Nothing was written or pushed (unless forced)."""
+
+    exit_code = ExitCode.CLEANING_FAILED

@@ -1,14 +1,27 @@
-"""Rendering a ``ScanResult``: Rich table (stderr/terminal), JSON, Markdown, SARIF and PNGs.
+"""Rendering audit results: Rich (terminal), JSON, Markdown, SARIF 2.1.0 and PNGs; writing them safely.
 
-Machine formats are plain text written to files or stdout, never through Rich (which wraps and
-colours); the human report goes to stderr so it never corrupts ``--json -``.
+Every machine or Markdown format renders from one JSON-ready dict (:func:`report_dict` for a
+finished scan, :func:`error_dict` for an audit that stopped on an error), so the JSON, the Markdown,
+the SARIF and the GitHub Action (which re-renders from ``report.json``) never disagree, and all of
+them carry the exit code. Machine formats are plain text written to files or stdout, never through
+Rich (which wraps and colours); the human report goes to stderr so it never corrupts ``--json -``.
+
+Outputs are written by :class:`Outputs`: every file is staged next to its destination and renamed
+into place only when the whole set is ready, so an interrupted run (Ctrl-C) leaves no partial
+report, no half PNG folder, and any earlier report at the same path untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,212 +29,494 @@ from rich.console import Console
 from rich.table import Table
 
 from hfaudit import __version__
-from hfaudit.errors import OutputError
-from hfaudit.imageio import save_grid, save_png, signed_to_unit
-from hfaudit.results import BACKDOOR, COLLAPSED, ScanResult
+from hfaudit.errors import ExitCode, HfAuditError, OutputError
+from hfaudit.results import BACKDOOR, CLEAN, COLLAPSED, ScanResult
+from hfaudit.safety import ERROR, RULES, WARNING, Finding, Rule
 
-VERDICT_STYLE = {BACKDOOR: "bold red", COLLAPSED: "bold yellow"}
+VERDICT_STYLE = {BACKDOOR: "bold red", COLLAPSED: "bold yellow", CLEAN: "bold green"}
+VERDICT_ICON = {BACKDOOR: "🔴", COLLAPSED: "🟡", CLEAN: "🟢"}
+SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_SCHEMA_FILE = Path(__file__).parent / "schemas" / "sarif-2.1.0.json"
+"""The official OASIS schema, vendored (see ``hfaudit/schemas/README.md``)."""
+INFORMATION_URI = "https://github.com/hfaudit/hfaudit"
+PICTURES = {
+    "trigger": ("trigger.png", "Inverted trigger (added to the initial noise; grey is zero)"),
+    "recovered_target": ("recovered_target.png", "Recovered target (medoid of the largest near-duplicate group)"),
+    "samples_triggered": ("samples_triggered.png", "Samples from noise + inverted trigger"),
+    "samples_clean": ("samples_clean.png", "Samples from clean noise (control)"),
+}
+"""The PNGs of a scan: artifact key -> (file name, caption)."""
 
 
-def verdict_line(result: ScanResult) -> str:
+# ------------------------------------------------------------------------------- the report dict
+def error_verdict(code: int) -> str:
+    """The verdict word of an audit that stopped with ``code`` (``unsafe``, ``not-found``...)."""
+    try:
+        return ExitCode(code).name.lower().replace("_", "-")
+    except ValueError:
+        return "error"
+
+
+def report_dict(result: ScanResult) -> dict[str, Any]:
+    """The full report of a finished scan as a JSON-ready dict (what ``report.json`` holds)."""
+    return {"hfaudit_version": __version__, **result.to_dict(), "error": None}
+
+
+def error_dict(exc: HfAuditError, source: str, revision: str | None = None) -> dict[str, Any]:
+    """The report of an audit that stopped on ``exc``: verdict and exit code agree, findings kept."""
+    code = int(exc.exit_code)
+    findings = [f.to_dict() if isinstance(f, Finding) else dict(f) for f in exc.findings]
+    return {
+        "hfaudit_version": __version__, "tool": "hfaudit", "verdict": error_verdict(code), "exit_code": code,
+        "error": {"type": type(exc).__name__, "message": str(exc)},
+        "source": {"source": source, "repo_id": None, "revision": revision, "commit_sha": None,
+                   "pipeline_class": None, "weights_file": None},
+        "findings": findings, "artifacts": {},
+    }
+
+
+def verdict_line(doc: Mapping[str, Any] | ScanResult) -> str:
     """One sentence a person reads first."""
-    if result.verdict == BACKDOOR:
-        best = result.best
-        how = f"{best.best.sampler} sampler, {best.method} inversion, lambda {best.lam}" if best else ""
-        return (f"BACKDOOR: an inverted trigger makes {result.score:.0%} of samples collapse onto one image "
-                f"(threshold {result.threshold:.0%}, margin {result.margin:+.2f}; {how})")
-    if result.verdict == COLLAPSED:
-        return (f"INCONCLUSIVE: the model collapses without any trigger (control MSCR {result.control_score:.0%}); "
+    doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
+    verdict = doc["verdict"]
+    if doc.get("error"):
+        return f"{verdict.upper()}: {doc['error']['message']}"
+    score, threshold, margin = doc["score"], doc["threshold"], doc["margin"]
+    if verdict == BACKDOOR:
+        best = doc.get("best_candidate") or {}
+        how = f"; {best.get('sampler')} sampler, {best.get('method')} inversion, objective {best.get('objective')}" if best else ""
+        return (f"BACKDOOR: an inverted trigger makes {score:.0%} of samples collapse onto one image "
+                f"(threshold {threshold:.0%}, margin {margin:+.2f}{how})")
+    if verdict == COLLAPSED:
+        return (f"INCONCLUSIVE: the model collapses without any trigger (control MSCR {doc['control_score']:.0%}); "
                 "collapse under a trigger proves nothing")
-    return (f"CLEAN: no inverted trigger made samples collapse (best MSCR {result.score:.0%}, "
-            f"threshold {result.threshold:.0%}, margin {result.margin:+.2f})")
+    return (f"CLEAN: no inverted trigger made samples collapse (best MSCR {score:.0%}, "
+            f"threshold {threshold:.0%}, margin {margin:+.2f})")
 
 
+# --------------------------------------------------------------------------------------- Rich
 def render_rich(result: ScanResult, console: Console | None = None) -> None:
-    """Print the summary table and the verdict to ``console`` (stderr by default)."""
+    """Print the summary table, the findings and the verdict to ``console`` (stderr by default)."""
     console = console or Console(stderr=True)
     src = result.source
     table = Table(title=f"hfaudit scan: {src.source}", show_lines=False)
-    table.add_column("trigger")
-    table.add_column("sampler")
-    table.add_column("MSCR", justify="right")
-    table.add_column("diversity", justify="right")
-    table.add_column("shift ratio", justify="right")
+    for name, justify in (("trigger", "left"), ("sampler", "left"), ("MSCR", "right"), ("diversity", "right"),
+                          ("shift ratio", "right")):
+        table.add_column(name, justify=justify)
     for p in result.controls:
         table.add_row("none (control)", f"{p.sampler}-{p.steps}", f"{p.stats.mscr:.2f}", f"{p.stats.diversity:.3f}", "")
     for c in result.candidates:
         for p in c.probes:
-            style = VERDICT_STYLE.get(result.verdict) if (c.name == result.best_candidate and p is c.best
-                                                          and result.verdict == BACKDOOR) else None
+            style = VERDICT_STYLE[BACKDOOR] if (c.name == result.best_candidate and p is c.best
+                                                and result.verdict == BACKDOOR) else None
             table.add_row(c.name, f"{p.sampler}-{p.steps}", f"{p.stats.mscr:.2f}", f"{p.stats.diversity:.3f}",
                           f"{c.shift_ratio:.2f}", style=style)
     console.print(table)
     pin = src.commit_sha or "local folder"
-    console.print(f"model: {src.pipeline_class}, {src.weights_file}, {pin}; "
-                  f"{result.unet_evaluations} UNet evaluations in {result.timings.get('total', sum(result.timings.values())):.1f} s "
-                  f"on {result.settings.get('device')}")
-    console.print(verdict_line(result), style=VERDICT_STYLE.get(result.verdict, "bold green"))
+    total = result.timings.get("total", sum(result.timings.values()))
+    console.print(f"model: {src.pipeline_class}, {src.weights_file}, {pin}; {result.unet_evaluations} UNet "
+                  f"evaluations in {total:.1f} s on {result.settings.get('device')}", highlight=False)
+    for f in result.findings:
+        console.print(f"  {f.level}: {f.message} [{f.rule}]", highlight=False, markup=False)
+    console.print(verdict_line(result), style=VERDICT_STYLE.get(result.verdict), highlight=False)
     for name, path in result.artifacts.items():
-        console.print(f"  {name}: {path}")
+        console.print(f"  {name}: {path}", highlight=False)
 
 
-def to_json(result: ScanResult) -> str:
+# --------------------------------------------------------------------------------------- JSON
+def to_json(doc: Mapping[str, Any] | ScanResult) -> str:
     """The full report as JSON text."""
-    return json.dumps({"hfaudit_version": __version__, **result.to_dict()}, indent=2, default=str) + "\n"
+    doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
+    return json.dumps(doc, indent=2, default=str) + "\n"
 
 
-def to_markdown(result: ScanResult) -> str:
-    """A Markdown report (for a PR comment, a model card or ``$GITHUB_STEP_SUMMARY``)."""
-    src = result.source
-    icon = {BACKDOOR: "🔴", COLLAPSED: "🟡"}.get(result.verdict, "🟢")
-    lines = [f"## {icon} hfaudit: `{src.source}` is **{result.verdict}**", "", verdict_line(result), "",
-             "| | |", "|---|---|",
-             f"| score (MSCR) | {result.score:.3f} |", f"| threshold | {result.threshold:.3f} |",
-             f"| margin | {result.margin:+.3f} |", f"| control MSCR (no trigger) | {result.control_score:.3f} |",
-             f"| pipeline | {src.pipeline_class} |", f"| weights | `{src.weights_file}` |",
-             f"| commit | `{src.commit_sha or 'local folder'}` |",
-             f"| UNet evaluations | {result.unet_evaluations} |", "",
-             "| trigger | sampler | MSCR | diversity |", "|---|---|---:|---:|"]
-    for p in result.controls:
-        lines.append(f"| none (control) | {p.sampler}-{p.steps} | {p.stats.mscr:.3f} | {p.stats.diversity:.3f} |")
-    for c in result.candidates:
-        for p in c.probes:
-            lines.append(f"| {c.name} | {p.sampler}-{p.steps} | {p.stats.mscr:.3f} | {p.stats.diversity:.3f} |")
-    pngs = [(k, v) for k, v in result.artifacts.items() if v.endswith(".png")]
-    if pngs:
-        lines += ["", " ".join(f"![{k}]({Path(v).name})" for k, v in pngs)]
-    return "\n".join(lines) + "\n"
+# ----------------------------------------------------------------------------------- Markdown
+def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", link_base: str | None = None) -> str:
+    """A Markdown report: for a PR comment, a model card, a file beside the PNGs, or ``$GITHUB_STEP_SUMMARY``.
 
-
-def write_text(text: str, path: str | Path) -> None:
-    """Write ``text`` to ``path`` atomically (``-`` is stdout), so an interrupted run leaves no half file.
-
-    Raises:
-        OutputError: the folder does not exist or is not writable.
+    Args:
+        doc: :func:`report_dict` / :func:`error_dict` output (or a ``ScanResult``).
+        images: ``embed`` shows the PNGs inline; ``list`` only names them (where relative links go
+            nowhere, e.g. a GitHub step summary); ``none`` leaves them out.
+        link_base: Folder the PNG links are relative to (default: as recorded in the report).
     """
-    if str(path) == "-":
-        import sys
+    doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
+    src = doc.get("source") or {}
+    verdict = doc["verdict"]
+    icon = VERDICT_ICON.get(verdict, "⛔")
+    name = src.get("source") or "?"
+    if doc.get("error"):
+        lines = [f"## {icon} hfaudit: `{name}` could not be audited ({verdict}, exit {doc['exit_code']})", "",
+                 doc["error"]["message"], ""]
+    else:
+        lines = [f"## {icon} hfaudit: `{name}` is **{verdict}** (exit {doc['exit_code']})", "", verdict_line(doc), "",
+                 "| | |", "|---|---|",
+                 f"| score (MSCR with the best inverted trigger) | {doc['score']:.3f} |",
+                 f"| threshold | {doc['threshold']:.3f} |",
+                 f"| margin | {doc['margin']:+.3f} |",
+                 f"| control MSCR (no trigger) | {doc['control_score']:.3f} |",
+                 f"| pipeline | {src.get('pipeline_class')} |",
+                 f"| weights | `{src.get('weights_file')}` |",
+                 f"| commit | `{src.get('commit_sha') or 'local folder'}` |",
+                 f"| UNet evaluations | {doc.get('unet_evaluations', 0)} |",
+                 f"| seed | {(doc.get('settings') or {}).get('seed')} |", "",
+                 "| trigger | sampler | MSCR | cluster | diversity |", "|---|---|---:|---:|---:|"]
+        rows = [("none (control)", p) for p in doc.get("controls", [])]
+        rows += [(c["name"], p) for c in doc.get("candidates", []) for p in c["probes"]]
+        for trig, p in rows:
+            lines.append(f"| {trig} | {p['sampler']}-{p['steps']} | {p['mscr']:.3f} | {p['cluster_size']}/{p['n']} "
+                         f"| {p['diversity']:.3f} |")
+        lines.append("")
+    findings = doc.get("findings") or []
+    if findings:
+        lines += ["### Static checks", "", "| level | rule | file | finding |", "|---|---|---|---|"]
+        for f in findings:
+            msg = f["message"].replace("|", "\\|")
+            lines.append(f"| {f['level']} | {f['rule']} {f.get('rule_name', '')} | `{f['path']}` | {msg} |")
+        lines.append("")
+    pictures = [(key, doc.get("artifacts", {}).get(key)) for key in PICTURES]
+    pictures = [(k, p) for k, p in pictures if p]
+    if pictures and images != "none":
+        lines += ["### Figures", ""]
+        for key, path in pictures:
+            href = Path(os.path.relpath(path, link_base)).as_posix() if link_base is not None else Path(path).as_posix()
+            caption = PICTURES[key][1]
+            if images == "embed":
+                lines += [f"[![{caption}]({href})]({href})", f"*{caption}* (`{Path(path).name}`)", ""]
+            else:
+                lines.append(f"- {caption}: `{Path(path).name}`")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
-        sys.stdout.write(text)
+
+# -------------------------------------------------------------------------------------- SARIF
+def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
+    """SARIF 2.1.0 for GitHub code scanning: every result has a rule, a level, a message and a file.
+
+    GitHub rejects a whole upload when one result lacks a location, so the verdict is reported
+    on the weights file that was audited, and each static finding on the file it is about. Error
+    reports (the audit stopped) carry their findings and an unsuccessful invocation.
+
+    Args:
+        doc: :func:`report_dict` / :func:`error_dict` output (or a ``ScanResult``).
+        uri_prefix: Path of the model folder inside the repository the SARIF is uploaded to
+            (e.g. ``models/digits``), so that URIs resolve in that checkout; ``""`` for the root.
+    """
+    doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
+    src = doc.get("source") or {}
+    rule_ids = list(RULES)
+    results: list[tuple[str, str, str, str]] = []
+    verdict = doc["verdict"]
+    weights = src.get("weights_file") or "model_index.json"
+    if verdict == BACKDOOR:
+        results.append(("HFA001", ERROR, verdict_line(doc), weights))
+    elif verdict == COLLAPSED:
+        results.append(("HFA002", WARNING, verdict_line(doc), weights))
+    for f in doc.get("findings") or []:
+        results.append((f["rule"], f["level"], f["message"], f["path"]))
+    prefix = uri_prefix.strip("/")
+    sarif_results = []
+    for rid, level, msg, path in results:
+        uri = f"{prefix}/{path}" if prefix else path
+        key = hashlib.sha256(f"{rid}\0{uri}".encode()).hexdigest()[:32]
+        sarif_results.append({
+            "ruleId": rid, "ruleIndex": rule_ids.index(rid), "level": level, "message": {"text": msg},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}, "region": {"startLine": 1}}}],
+            # Our own fingerprint: upload-sarif would otherwise hash the (binary, large) weights file by lines.
+            "partialFingerprints": {"primaryLocationLineHash": f"{key}:1"},
+        })
+    invocation: dict[str, Any] = {"executionSuccessful": not doc.get("error"), "exitCode": int(doc["exit_code"])}
+    if doc.get("error"):
+        invocation["toolExecutionNotifications"] = [{"level": "error", "message": {"text": doc["error"]["message"]}}]
+    run: dict[str, Any] = {
+        "tool": {"driver": {
+            "name": "hfaudit", "version": __version__, "semanticVersion": __version__,
+            "informationUri": INFORMATION_URI,
+            "rules": [_sarif_rule(RULES[rid]) for rid in rule_ids],
+        }},
+        "invocations": [invocation],
+        "results": sarif_results,
+        "properties": {k: doc.get(k) for k in ("verdict", "exit_code", "score", "threshold", "margin", "control_score")
+                       if k in doc},
+    }
+    if src.get("repo_id") and src.get("commit_sha"):
+        from hfaudit.constants import hf_endpoint
+
+        run["versionControlProvenance"] = [{"repositoryUri": f"{hf_endpoint()}/{src['repo_id']}",
+                                            "revisionId": src["commit_sha"]}]
+    sarif = {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [run]}
+    return json.dumps(sarif, indent=2) + "\n"
+
+
+def _sarif_rule(rule: Rule) -> dict[str, Any]:
+    props: dict[str, Any] = {"tags": ["security", "machine-learning"] if rule.security_severity else ["machine-learning"]}
+    if rule.security_severity is not None:
+        props["security-severity"] = f"{rule.security_severity:.1f}"
+    return {
+        "id": rule.id, "name": rule.name,
+        "shortDescription": {"text": rule.summary}, "fullDescription": {"text": rule.help},
+        "help": {"text": rule.help},
+        "defaultConfiguration": {"level": rule.level},
+        "properties": props,
+    }
+
+
+def sarif_uri_prefix(source: str) -> str:
+    """Where a local model folder sits inside its git work tree (``""`` for a Hub repo or no git).
+
+    GitHub resolves SARIF URIs against the root of the checkout, so a model in ``models/digits``
+    of the scanned repository needs that prefix on every file it reports.
+    """
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return ""
+    from hfaudit.hub import git_toplevel
+
+    top = git_toplevel(folder)
+    if top is None:
+        return ""
+    rel = Path(os.path.relpath(folder.resolve(), top.resolve())).as_posix()
+    return "" if rel == "." else rel
+
+
+# ----------------------------------------------------------------------------------- pictures
+def pictures(result: ScanResult) -> dict[str, Any]:
+    """The PNGs of a scan as PIL images by artifact key (trigger, recovered target, sample grids)."""
+    from hfaudit.imageio import make_grid, signed_to_unit, to_pil
+
+    out: dict[str, Any] = {}
+    best = result.best
+    if best is not None:
+        out["trigger"] = to_pil(signed_to_unit(best.trigger), scale=8)
+    if result.recovered_target is not None:
+        out["recovered_target"] = to_pil(result.recovered_target, scale=8)
+    if best is not None:
+        triggered = result.samples.get(f"{best.name}/{best.best.sampler}")
+        if triggered is not None:
+            out["samples_triggered"] = to_pil(make_grid(triggered), scale=4)
+        clean = result.samples.get(f"none/{best.best.sampler}")
+        if clean is not None:
+            out["samples_clean"] = to_pil(make_grid(clean), scale=4)
+    return out
+
+
+# ------------------------------------------------------------------------------------ writing
+@dataclass
+class Outputs:
+    """The output locations of one run, written all-or-nothing.
+
+    ``output_dir`` gets the PNGs plus ``report.json`` and ``report.md``; ``json_path``,
+    ``markdown_path`` and ``sarif_path`` are single files, ``-`` meaning stdout. ``clean`` reuses
+    this with its own report dict.
+    """
+
+    output_dir: Path | None = None
+    json_path: str | None = None
+    markdown_path: str | None = None
+    sarif_path: str | None = None
+    _staged: list[tuple[Path, Path]] = field(default_factory=list, repr=False)
+    _stdout: list[str] = field(default_factory=list, repr=False)
+    _made_dirs: list[Path] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.output_dir is not None:
+            self.output_dir = Path(self.output_dir)
+
+    @property
+    def file_paths(self) -> list[Path]:
+        """The single-file outputs (not stdout)."""
+        return [Path(p) for p in (self.json_path, self.markdown_path, self.sarif_path) if p and p != "-"]
+
+    # -- before the run
+    def check_writable(self) -> None:
+        """Fail before the (long) scan, not after, when an output location cannot be written.
+
+        Raises:
+            OutputError: a parent folder is missing or not writable, a path is a folder, or
+                ``output_dir`` is a file.
+        """
+        for p in self.file_paths:
+            _check_file_target(p)
+        if self.output_dir is not None:
+            _check_output_dir(self.output_dir)
+
+    # -- during the run
+    @contextlib.contextmanager
+    def guard(self, source: str, revision: str | None = None) -> Iterator[Outputs]:
+        """Wrap a run: an hfaudit error still gets its error report; anything else (Ctrl-C) leaves nothing.
+
+        On ``HfAuditError`` (not found, unsupported, unsafe...) the requested reports are written
+        from :func:`error_dict`, so a CI job still gets SARIF findings and the exit code; on any
+        other exception, ``KeyboardInterrupt`` included, every file and folder this run created is
+        removed and earlier files at the same paths are left as they were.
+        """
+        try:
+            yield self
+        except HfAuditError as exc:
+            self.discard()
+            if not isinstance(exc, OutputError):
+                with contextlib.suppress(HfAuditError, OSError):
+                    self.write_doc(error_dict(exc, source, revision))
+            raise
+        except BaseException:
+            self.discard()
+            raise
+
+    def write_scan(self, result: ScanResult) -> None:
+        """Write every requested output of a finished scan (PNGs first, so the reports name them)."""
+        if self.output_dir is not None:
+            for key, image in pictures(result).items():
+                buf = io.BytesIO()
+                image.save(buf, format="PNG")
+                dest = self.output_dir / PICTURES[key][0]
+                self.stage(dest, buf.getvalue())
+                result.artifacts[key] = str(dest)
+        self.write_doc(report_dict(result))
+
+    def write_doc(self, doc: dict[str, Any]) -> None:
+        """Render ``doc`` into every requested format, stage all of it, then commit at once."""
+        if self.output_dir is not None:
+            doc["artifacts"].update(report_json=str(self.output_dir / "report.json"),
+                                    report_md=str(self.output_dir / "report.md"))
+        prefix = sarif_uri_prefix(doc["source"]["source"])
+        if self.output_dir is not None:
+            self.stage(self.output_dir / "report.json", to_json(doc))
+            self.stage(self.output_dir / "report.md", to_markdown(doc, link_base=str(self.output_dir)))
+        if self.json_path:
+            self.stage(self.json_path, to_json(doc))
+        if self.markdown_path:
+            base = "." if self.markdown_path == "-" else str(Path(self.markdown_path).parent)
+            self.stage(self.markdown_path, to_markdown(doc, link_base=base))
+        if self.sarif_path:
+            self.stage(self.sarif_path, to_sarif(doc, uri_prefix=prefix))
+        self.commit()
+
+    # -- staging
+    def stage(self, path: str | Path, data: str | bytes) -> None:
+        """Write ``data`` to a hidden temp file beside ``path`` (``-``: hold it for stdout).
+
+        Raises:
+            OutputError: the folder cannot be created or written.
+        """
+        if str(path) == "-":
+            self._stdout.append(data if isinstance(data, str) else data.decode())
+            return
+        path = Path(path)
+        try:
+            self._mkdirs(path.parent)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".hfaudit-tmp")
+            self._staged.append((Path(tmp), path))
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def commit(self) -> None:
+        """Move every staged file into place, then print what was meant for stdout."""
+        try:
+            for tmp, dest in self._staged:
+                os.replace(tmp, dest)
+        except OSError as exc:
+            raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        self._staged.clear()
+        self._made_dirs.clear()  # they hold committed files now
+        for text in self._stdout:
+            sys.stdout.write(text)
         sys.stdout.flush()
-        return
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
+        self._stdout.clear()
+
+    def discard(self) -> None:
+        """Remove every staged temp file and every folder this run created."""
+        for tmp, _dest in self._staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._staged.clear()
+        self._stdout.clear()
+        for d in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty: never removes someone else's files
+        self._made_dirs.clear()
+
+    def _mkdirs(self, folder: Path) -> None:
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            self._made_dirs.append(d)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_file_target(p: Path) -> None:
+    if p.is_dir():
+        raise OutputError(f"cannot write {p}: it is a folder")
+    if not p.parent.is_dir():
+        raise OutputError(f"cannot write {p}: folder {p.parent} does not exist")
+    _probe_write(p.parent, f"cannot write {p}: folder {p.parent} is not writable")
+
+
+def _check_output_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--output-dir {out} exists and is not a folder")
+    existing = out if out.exists() else next((a for a in out.parents if a.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"--output-dir {out}: {existing} is not a folder")
+    _probe_write(existing, f"--output-dir {out} is not writable")
+
+
+def _probe_write(folder: Path, message: str) -> None:
+    """Create and remove a file in ``folder``: permission bits say nothing for root, read-only mounts or ACLs."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def write_pictures(result: ScanResult, out_dir: str | Path) -> dict[str, str]:
-    """Write the inverted trigger, the recovered target and sample grids as PNGs into ``out_dir``.
-
-    Returns the written files by name (also recorded in ``result.artifacts``).
-
-    Raises:
-        OutputError: ``out_dir`` cannot be created or written.
-    """
-    out = Path(out_dir)
-    written: dict[str, str] = {}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        best = result.best
-        if best is not None:
-            written["trigger"] = str(save_png(signed_to_unit(best.trigger), out / "trigger.png", scale=8))
-        if result.recovered_target is not None:
-            written["recovered_target"] = str(save_png(result.recovered_target, out / "recovered_target.png", scale=8))
-        if best is not None:
-            key = f"{best.name}/{best.best.sampler}"
-            if key in result.samples:
-                written["samples_triggered"] = str(save_grid(result.samples[key], out / "samples_triggered.png"))
-            ctrl = f"none/{best.best.sampler}"
-            if ctrl in result.samples:
-                written["samples_clean"] = str(save_grid(result.samples[ctrl], out / "samples_clean.png"))
-    except OSError as exc:
-        raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
-    result.artifacts.update(written)
-    return written
-
-
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-
-
-def to_sarif(result: ScanResult, findings: list[Any] | None = None) -> str:
-    """SARIF 2.1.0 for GitHub code scanning; every result points at a file of the model repo."""
-    weights = result.source.weights_file
-    rules = {
-        "HFA001": ("diffusion-backdoor", "Backdoor in a diffusion model",
-                   "An inverted trigger on the initial noise makes the sampler collapse onto one target image."),
-        "HFA002": ("collapsed-model", "Model collapses without a trigger",
-                   "Samples from clean noise already collapse; the backdoor test is inconclusive."),
-    }
-    results = []
-    if result.verdict == BACKDOOR:
-        results.append(("HFA001", "error", verdict_line(result), weights))
-    elif result.verdict == COLLAPSED:
-        results.append(("HFA002", "warning", verdict_line(result), weights))
-    for f in findings or []:
-        rules.setdefault(f.rule, (f.rule, f.rule, f.message))
-        results.append((f.rule, f.level, f.message, f.path))
-    doc = {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "hfaudit", "version": __version__, "informationUri": "https://github.com/hfaudit/hfaudit",
-                "rules": [{"id": rid, "name": name, "shortDescription": {"text": short},
-                           "fullDescription": {"text": full}} for rid, (name, short, full) in
-                          ((rid, (v[0], v[1], v[2])) for rid, v in rules.items())],
-            }},
-            "results": [{
-                "ruleId": rid, "level": level, "message": {"text": msg},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": path}}}],
-                "properties": {"score": result.score, "threshold": result.threshold,
-                               "commit": result.source.commit_sha},
-            } for rid, level, msg, path in results],
-        }],
-    }
-    return json.dumps(doc, indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hfaudit-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError:
+        raise OutputError(message) from None
 
 
 def check_writable(paths: list[str], output_dir: str | Path | None) -> None:
-    """Fail before the (long) scan, not after, when an output location cannot be written.
+    """Fail early when outputs cannot be written (files, ``-`` skipped, and an output folder).
 
     Raises:
-        OutputError: a parent folder is missing or not writable, or ``output_dir`` is a file.
+        OutputError: an output location cannot be written.
     """
     for p in paths:
-        parent = Path(p).parent
-        if not parent.exists() or not os.access(parent, os.W_OK):
-            raise OutputError(f"cannot write {p}: folder {parent} does not exist or is not writable")
-        if Path(p).is_dir():
-            raise OutputError(f"cannot write {p}: it is a folder")
+        if p != "-":
+            _check_file_target(Path(p))
     if output_dir is not None:
-        out = Path(output_dir)
-        if out.exists() and not out.is_dir():
-            raise OutputError(f"--output-dir {out} exists and is not a folder")
-        probe = out if out.exists() else next((a for a in out.parents if a.exists()), Path("."))
-        if not os.access(probe, os.W_OK):
-            raise OutputError(f"--output-dir {out} is not writable")
+        _check_output_dir(Path(output_dir))
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Write one text file atomically (``-`` is stdout), so an interrupted run leaves no half file.
+
+    Raises:
+        OutputError: the folder cannot be created or written.
+    """
+    outputs = Outputs()
+    try:
+        outputs.stage(path, text)
+        outputs.commit()
+    except BaseException:
+        outputs.discard()
+        raise
 
 
 def write_reports(result: ScanResult, output_dir: str | Path | None = None, json_path: str | None = None,
-                  markdown_path: str | None = None, sarif_path: str | None = None,
-                  findings: list[Any] | None = None) -> None:
-    """Write every requested output; PNGs first, so the reports can name them."""
-    if output_dir is not None:
-        write_pictures(result, output_dir)
-        result.artifacts["report_json"] = str(Path(output_dir) / "report.json")
-        result.artifacts["report_md"] = str(Path(output_dir) / "report.md")
-        write_text(to_json(result), Path(output_dir) / "report.json")
-        write_text(to_markdown(result), Path(output_dir) / "report.md")
-    if json_path:
-        write_text(to_json(result), json_path)
-    if markdown_path:
-        write_text(to_markdown(result), markdown_path)
-    if sarif_path:
-        write_text(to_sarif(result, findings), sarif_path)
+                  markdown_path: str | None = None, sarif_path: str | None = None) -> None:
+    """Write every requested output of a finished scan, all-or-nothing (see :class:`Outputs`).
+
+    Raises:
+        OutputError: an output cannot be written (nothing of this call is left behind).
+    """
+    outputs = Outputs(output_dir=Path(output_dir) if output_dir is not None else None, json_path=json_path,
+                      markdown_path=markdown_path, sarif_path=sarif_path)
+    try:
+        outputs.write_scan(result)
+    except BaseException:
+        outputs.discard()
+        raise

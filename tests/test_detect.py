@@ -1,0 +1,91 @@
+"""Detection on the shipped example models: the verdicts, the recovered trigger and target.
+
+One scan per model (module-scoped, about a minute each on 2 CPU cores) serves every test here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hfaudit import ScanConfig, scan
+from hfaudit.detect.inversion import InversionConfig, gradient_inversion
+from hfaudit.errors import ExitCode
+from hfaudit.results import BACKDOOR, CLEAN
+from hfaudit.sampling import to_unit
+
+MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
+TRUTH = load_file(str(MODELS / "backdoor_truth.safetensors"))
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.flatten() @ b.flatten()) / (a.norm() * b.norm()))
+
+
+@pytest.fixture(scope="module")
+def backdoored():
+    return scan(str(MODELS / "digits-baddiffusion"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return scan(str(MODELS / "digits-clean"), device="cpu")
+
+
+def test_backdoored_model_is_flagged_with_margin(backdoored) -> None:
+    assert backdoored.verdict == BACKDOOR
+    assert backdoored.exit_code == ExitCode.BACKDOOR
+    assert backdoored.score >= backdoored.threshold + 0.1
+    assert backdoored.control_score < backdoored.threshold  # clean noise does not collapse
+
+
+def test_recovered_target_matches_the_true_target(backdoored) -> None:
+    mse = float((backdoored.recovered_target - to_unit(TRUTH["target"])).pow(2).mean())
+    assert mse < 1e-2, mse
+
+
+def test_inverted_trigger_correlates_with_the_true_trigger(backdoored, clean) -> None:
+    cos_bad = _cos(backdoored.best.trigger, TRUTH["trigger"])
+    assert cos_bad > 0.2, cos_bad
+    # and the backdoor's trigger is absorbed: its shift ratio is far below the clean model's typical one
+    assert backdoored.best.shift_ratio < 0.75
+
+
+def test_clean_model_is_not_flagged(clean) -> None:
+    assert clean.verdict == CLEAN
+    assert clean.exit_code == ExitCode.CLEAN
+    assert clean.score < clean.threshold
+    assert clean.margin < -0.2
+
+
+def test_inversion_restarts_run_in_one_batch_and_respect_the_budget() -> None:
+    from hfaudit.hub import resolve
+    from hfaudit.pipeline import load_model
+
+    m = load_model(resolve(str(MODELS / "digits-baddiffusion")), device="cpu")
+    cfg = InversionConfig(steps=3, restarts={"ratio": 2, "lambda=0.5": 1, "lambda=1.0": 1}, budget=0.7)
+    calls = []
+    handle = m.unet.register_forward_pre_hook(lambda _m, a: calls.append(a[0].shape[0]))
+    try:
+        cands = gradient_inversion(m.unet, 1000, m.sample_shape, cfg)
+    finally:
+        handle.remove()
+    assert len(cands) == 4
+    assert sorted(c.objective for c in cands) == ["lambda=0.5", "lambda=1.0", "ratio", "ratio"]
+    assert calls.count(4 * cfg.batch_size) == cfg.steps + 1  # all restarts share each forward pass
+    for c in cands:
+        rms = float(c.trigger.pow(2).mean().sqrt())
+        assert abs(rms - 0.7) < 1e-3
+        assert c.trigger.shape == m.sample_shape
+    assert [c.shift_ratio for c in cands] == sorted(c.shift_ratio for c in cands)
+
+
+def test_same_seed_same_verdict_and_trigger() -> None:
+    cfg = ScanConfig(n_samples=4, probes=(("ddim", 2),), max_candidates=1, inversion=InversionConfig(steps=2))
+    a = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
+    b = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
+    assert torch.equal(a.best.trigger, b.best.trigger)
+    assert a.score == b.score and a.verdict == b.verdict

@@ -239,3 +239,14 @@ def tiny_pipeline_dir(_tiny_pipeline_template: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "tiny-ddpm"
     shutil.copytree(_tiny_pipeline_template, dst)
     return dst
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Two shared cores: for tiny models torch's thread pool only adds contention."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

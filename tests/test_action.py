@@ -19,27 +19,15 @@ from safetensors.torch import load_file
 from hfaudit import action
 from hfaudit.action import INPUTS, OUTPUTS, ActionInputs, decide_exit, env_name
 from hfaudit.errors import ExitCode, UsageError
+from helpers import UNET_BIN, WriteMarker
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 FAST = {"INPUT_SAMPLES": "4", "INPUT_SAMPLERS": "ddim:2", "INPUT_INVERSION_STEPS": "2"}
-UNET_BIN = "unet/diffusion_pytorch_model.bin"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-class WriteMarker:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
 
 
 def github_files(tmp_path: Path) -> dict[str, str]:

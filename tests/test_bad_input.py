@@ -44,29 +44,14 @@ from hfaudit import hub as hfhub
 from hfaudit import report
 from hfaudit.cli import app, handle_errors
 from hfaudit.errors import ExitCode
+from helpers import UNET_BIN, UNET_ST, WriteMarker
 
-UNET_ST = "unet/diffusion_pytorch_model.safetensors"
-UNET_BIN = "unet/diffusion_pytorch_model.bin"
 FAST = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-class WriteMarker:
-    """Unpickling this writes ``path``: the proof that nothing was unpickled is that it never appears."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
 
 
 def tree(root: Path) -> dict[str, bytes]:

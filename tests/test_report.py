@@ -26,12 +26,7 @@ FAST = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_result(verdict: str = BACKDOOR, findings: list[Finding] | None = None, repo_id: str | None = None) -> ScanResult:

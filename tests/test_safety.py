@@ -16,28 +16,12 @@ from hfaudit.errors import ExitCode, UnsafeCheckpointError, UnsupportedModelErro
 from hfaudit.hub import resolve
 from hfaudit.pipeline import SUPPORTED_PIPELINES, load_model
 from hfaudit.safety import RULES, safetensors_findings, scan_pickle, static_checks
-
-UNET_ST = "unet/diffusion_pytorch_model.safetensors"
-UNET_BIN = "unet/diffusion_pytorch_model.bin"
+from helpers import UNET_BIN, UNET_ST, WriteMarker
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: torch's default thread pool only adds contention here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-class WriteMarker:
-    """Unpickling this writes ``path``: the test's proof that nothing was unpickled."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
 
 
 class SneakyWriteMarker(WriteMarker):

@@ -193,7 +193,21 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
+    _quiet_library_logs()
     app()
+
+
+def _quiet_library_logs() -> None:
+    """huggingface_hub logs retries and diffusers logs hints on stderr; our errors must stay one line."""
+    from huggingface_hub.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity_error()
+    except ImportError:  # diffusers missing: the command will say so itself
+        pass
 
 
 if __name__ == "__main__":

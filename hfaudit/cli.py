@@ -194,7 +194,18 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _terminated)
     _quiet_library_logs()
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("[bold red]hfaudit: error:[/] interrupted", highlight=False)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:  # Typer's parse errors (bad flag, missing argument): one line, exit 2
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        msg = " ".join(exc.format_message().split())
+        err.print(f"[bold red]hfaudit: error:[/] {msg} (see 'hfaudit --help')", highlight=False, soft_wrap=True)
+        sys.exit(int(exc.exit_code))
+    sys.exit(int(code or 0))
 
 
 def _quiet_library_logs() -> None:

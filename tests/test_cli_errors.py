@@ -93,3 +93,20 @@ def test_scan_writes_nothing_into_the_source(tiny_pipeline_dir: Path, tmp_path: 
     assert result.exit_code in (0, 1), result.output
     assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == result.exit_code
     assert sorted(p.relative_to(tiny_pipeline_dir) for p in tiny_pipeline_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["scan", "--samples", "many", "x"], "--samples"),
+    (["scan"], "Missing argument"),
+    (["frobnicate"], "No such command"),
+])
+def test_unparseable_flags_are_one_line_through_the_console_script(argv: list[str], needle: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "from hfaudit.cli import main; main()", *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.USAGE
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr

@@ -1,0 +1,502 @@
+"""``clean``: stage 2 of Diff-Cleanse end to end, from a suspect model to a verified safetensors copy.
+
+Scan (stage 1) -> Taylor importance of the backdoor loss on the inverted trigger -> soft pruning ->
+dual-loss fine-tuning -> verification (ASR/MSE/SSIM with the trigger, benign fidelity, a full
+re-scan that re-inverts a trigger on the cleaned model) -> a stock diffusers pipeline folder with a
+model card and the audit report -> optionally a push (new repo or pull request).
+
+Nothing is written when the scan finds nothing to remove, and nothing is written or pushed when the
+verification fails, unless ``force`` is set: then the outputs say plainly that the repair is
+unverified, and the exit code still says it failed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from hfaudit import __version__, constants, hub
+from hfaudit.detect.scan import ScanConfig, detect
+from hfaudit.errors import (
+    CleaningFailedError,
+    ExitCode,
+    OutputError,
+    PushError,
+    UsageError,
+)
+from hfaudit.hub import PushResult
+from hfaudit.imageio import save_grid, save_png, signed_to_unit
+from hfaudit.pipeline import LoadedModel, load_model
+from hfaudit.remove.finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    generate_clean_images,
+    load_image_folder,
+)
+from hfaudit.remove.importance import IMPORTANCE_MODES, taylor_importance
+from hfaudit.remove.prune import DEFAULT_PRUNE_RATIO, PruneReport, prune
+from hfaudit.remove.verify import (
+    BeforeAfter,
+    FidelityCheck,
+    measure_fidelity,
+    measure_trigger,
+)
+from hfaudit.results import BACKDOOR, ScanResult, SourceInfo
+from hfaudit.sampling import to_unit
+
+REPORT_NAME = "hfaudit_clean.json"
+"""The audit report beside the weights; also marks a folder as hfaudit output (safe to replace)."""
+
+NOTHING_TO_REMOVE = "nothing-to-remove"
+CLEANED = "cleaned"
+UNVERIFIED = "unverified"
+"""Statuses. ``unverified``: a check failed and ``force`` wrote the outputs anyway."""
+
+
+@dataclass
+class CleanConfig:
+    """Everything that decides a repair and its verdict; recorded in the report and the card."""
+
+    prune_ratio: float = DEFAULT_PRUNE_RATIO
+    importance: str = "backdoor"
+    importance_batches: int = 4
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    n_data: int = 512
+    """Images generated from clean noise as fine-tuning data (when no ``data_dir``)."""
+    data_sampler: tuple[str, int] = ("ddim", 20)
+    asr_samples: int = 64
+    fidelity_samples: int = 512
+    fidelity_sampler: tuple[str, int] = ("ddim", 20)
+    max_asr: float = 0.05
+    """The repair fails when any checked trigger still hits its target in more than this share of samples."""
+    max_fidelity_ratio: float = 1.10
+    """The repair fails when ``FD_after / FD_before`` exceeds this (10% worse benign fidelity)."""
+    rescan: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raises:
+            UsageError: a value out of range."""
+        if self.importance not in IMPORTANCE_MODES:
+            raise UsageError(f"--importance must be one of {', '.join(IMPORTANCE_MODES)} (got {self.importance!r})")
+        if not 0 <= self.prune_ratio < 0.5:
+            raise UsageError(f"--prune-ratio must be in [0, 0.5) (got {self.prune_ratio})")
+        if self.n_data < 1 or self.asr_samples < 2 or self.fidelity_samples < 2:
+            raise UsageError("sample counts must be positive (at least 2 for metrics)")
+        if not 0 <= self.max_asr <= 1 or self.max_fidelity_ratio <= 0:
+            raise UsageError("max_asr must be in [0, 1] and max_fidelity_ratio positive")
+        self.finetune.validate()
+
+
+@dataclass
+class CleanResult:
+    """The outcome of :func:`clean`: what was found, changed, measured, written and pushed."""
+
+    status: str
+    source: SourceInfo
+    scan: ScanResult
+    config: CleanConfig
+    trigger_used: str | None = None
+    """``inverted`` (the scan's best candidate) or ``known`` (supplied by the caller)."""
+    importance: dict[str, Any] | None = None
+    prune: PruneReport | None = None
+    finetune: FinetuneResult | None = None
+    checks: list[BeforeAfter] = field(default_factory=list)
+    fidelity: FidelityCheck | None = None
+    rescan: ScanResult | None = None
+    problems: list[str] = field(default_factory=list)
+    output_dir: str | None = None
+    files: list[str] = field(default_factory=list)
+    push: PushResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    trigger: torch.Tensor | None = field(default=None, repr=False)
+    target: torch.Tensor | None = field(default=None, repr=False)
+    samples: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed (or there was nothing to remove)."""
+        return not self.problems
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 when cleaned and verified, or nothing to remove; ``CLEANING_FAILED`` when forced through a failed check."""
+        return ExitCode.CLEAN if self.passed else ExitCode.CLEANING_FAILED
+
+    def check(self, trigger: str) -> BeforeAfter | None:
+        """The before/after measurement of one trigger (``inverted``, ``known``, ``re-inverted``...)."""
+        return next((c for c in self.checks if c.trigger == trigger), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tensors are PNGs, named in ``files``)."""
+        return {
+            "tool": "hfaudit", "hfaudit_version": __version__, "command": "clean",
+            "status": self.status, "passed": self.passed, "exit_code": int(self.exit_code),
+            "problems": self.problems, "source": asdict(self.source),
+            "config": asdict(self.config), "trigger_used": self.trigger_used,
+            "scan": self.scan.to_dict(), "importance": self.importance,
+            "prune": None if self.prune is None else self.prune.to_dict(),
+            "finetune": None if self.finetune is None else self.finetune.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+            "rescan": None if self.rescan is None else self.rescan.to_dict(),
+            "output_dir": self.output_dir, "files": self.files,
+            "push": None if self.push is None else asdict(self.push),
+            "timings_s": self.timings,
+        }
+
+
+# ------------------------------------------------------------------------------- output folder
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_dir(output_dir: Path, source_dir: Path | None = None) -> None:
+    """Refuse an output folder that is not empty and not a previous hfaudit output, or that is (or
+    holds, or sits in) the source folder; checked before the long work, and again before writing.
+
+    Raises:
+        OutputError: the folder must not be written.
+    """
+    out = Path(output_dir).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--output-dir {output_dir} exists and is not a folder")
+    if source_dir is not None:
+        src = Path(source_dir).resolve()
+        if _is_within(out, src) or _is_within(src, out):
+            raise OutputError(f"--output-dir {output_dir} overlaps the source folder {source_dir}: "
+                              "hfaudit never writes into the model it audits")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_NAME).is_file():
+        raise OutputError(f"--output-dir {output_dir} is not empty and holds no previous hfaudit output "
+                          f"({REPORT_NAME}); choose an empty or new folder")
+    probe = out if out.exists() else next((a for a in out.parents if a.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise OutputError(f"--output-dir {output_dir} is not writable")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` (empty, missing or a previous hfaudit output) by ``tmp`` with renames only."""
+    old = out.parent / f".{out.name}.hfaudit-old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_cleaned_pipeline(model: LoadedModel, unet: torch.nn.Module, folder: Path) -> None:
+    """Save ``unet`` with the source's pipeline and scheduler classes as a stock safetensors pipeline,
+    then reload it with stock ``DiffusionPipeline.from_pretrained(..., use_safetensors=True)`` and
+    check every weight came back.
+
+    Raises:
+        OutputError: the saved copy does not reload identically.
+    """
+    import diffusers
+    from diffusers import DiffusionPipeline
+
+    sched_cfg = dict(model.scheduler_config)
+    sched_cls = getattr(diffusers, str(sched_cfg.get("_class_name", "DDPMScheduler")), diffusers.DDPMScheduler)
+    pipe_cls = getattr(diffusers, model.pipeline_class, diffusers.DDPMPipeline)
+    cpu_unet = copy.deepcopy(unet).to("cpu", dtype=torch.float32)
+    pipe_cls(unet=cpu_unet, scheduler=sched_cls.from_config(sched_cfg)).save_pretrained(folder, safe_serialization=True)
+    try:
+        reloaded = DiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    except Exception as exc:  # noqa: BLE001 - diffusers raises many types
+        raise OutputError(f"the saved copy does not load with stock diffusers: {type(exc).__name__}: {exc}") from None
+    ref = cpu_unet.state_dict()
+    got = reloaded.unet.state_dict()
+    if ref.keys() != got.keys() or any(not torch.equal(ref[k], got[k].to(ref[k].dtype)) for k in ref):
+        raise OutputError("the saved copy reloads with different weights")
+
+
+def _write_pictures(result: CleanResult, folder: Path) -> list[str]:
+    written = []
+    if result.trigger is not None:
+        written.append(save_png(signed_to_unit(result.trigger), folder / "trigger.png", scale=8).name)
+    if result.target is not None:
+        written.append(save_png(result.target, folder / "target.png", scale=8).name)
+    for key, imgs in result.samples.items():
+        written.append(save_grid(imgs[:64], folder / f"samples_{key}.png").name)
+    return written
+
+
+# ------------------------------------------------------------------------------------ pipeline
+def clean(
+    source: str,
+    *,
+    output_dir: str | Path,
+    revision: str | None = None,
+    token: str | None = None,
+    device: str | None = None,
+    force: bool = False,
+    prune_ratio: float = DEFAULT_PRUNE_RATIO,
+    importance: str = "backdoor",
+    steps: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    data_dir: str | Path | None = None,
+    push: bool = False,
+    to: str | None = None,
+    endpoint: str | None = None,
+    scan_config: ScanConfig | None = None,
+    config: CleanConfig | None = None,
+    known_trigger: torch.Tensor | None = None,
+    known_target: torch.Tensor | None = None,
+    seed: int | None = None,
+) -> CleanResult:
+    """Remove a backdoor from a diffusers pipeline and write a verified safetensors copy.
+
+    Args:
+        source: Hub repo id or local pipeline folder.
+        output_dir: where the cleaned pipeline, ``README.md`` card, report and PNGs go; must be new,
+            empty, or a previous hfaudit output, and never the source folder.
+        revision, token, device: as for ``scan``.
+        force: clean even when the scan finds no backdoor, and write/push even when a check fails
+            (the result then has status ``unverified`` and a non-zero exit code).
+        prune_ratio: share of channels to zero (over all coupled channel groups).
+        importance: ``backdoor`` or ``backdoor-minus-clean``.
+        steps, lr, batch_size: fine-tuning overrides (defaults in :class:`FinetuneConfig`).
+        data_dir: a folder of clean images to fine-tune on instead of generated ones.
+        push: push the output folder (one commit); to ``to``, else as a pull request on ``source``.
+        to: repo to push to (``org/name``).
+        endpoint: Hub endpoint (default ``HF_ENDPOINT``).
+        scan_config: detection settings, for the scan and the re-scan.
+        config: removal settings (``prune_ratio``, ``importance`` and the overrides win over it).
+        known_trigger: a trigger to remove instead of the inverted one ``(C, H, W)``, model pixel
+            space (benchmarks with ground truth; a user who knows the trigger).
+        known_target: its target, ``(C, H, W)`` in model pixel space ([-1, 1]).
+        seed: seeds every draw of removal and verification (default: the scan's seed).
+
+    Returns:
+        What was done; ``result.exit_code`` is the process exit code.
+
+    Raises:
+        CleaningFailedError: a check failed and ``force`` is off (nothing written or pushed).
+        OutputError: ``output_dir`` must not be written.
+        PushError, UsageError, RepoNotFoundError, UnsupportedModelError, UnsafeCheckpointError:
+            see ``hfaudit.errors``.
+    """
+    t_start = time.perf_counter()
+    scfg = scan_config or ScanConfig()
+    scfg.validate()
+    cfg = copy.deepcopy(config) if config is not None else CleanConfig()
+    cfg.prune_ratio, cfg.importance = prune_ratio, importance
+    cfg.seed = scfg.seed if seed is None else seed
+    ft = cfg.finetune
+    ft.steps = ft.steps if steps is None else steps
+    ft.lr = ft.lr if lr is None else lr
+    ft.batch_size = ft.batch_size if batch_size is None else batch_size
+    ft.seed = cfg.seed
+    cfg.validate()
+    if (known_trigger is None) != (known_target is None):
+        raise UsageError("a known trigger needs its target, and a target its trigger")
+    out = Path(output_dir).expanduser()
+    check_output_dir(out)
+    if push:
+        if to is None and Path(source).expanduser().is_dir():
+            raise UsageError("nowhere to push: the source is a local folder, so pass --to org/name")
+        if not (token or constants.hf_token()):
+            raise PushError("pushing needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`")
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    resolved = hub.resolve(source, revision=revision, token=token, endpoint=endpoint)
+    model = load_model(resolved, device=device)
+    check_output_dir(out, resolved.local_dir if resolved.is_local else None)
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    scan = detect(model, scfg)
+    timings["scan"] = time.perf_counter() - t0
+    result = CleanResult(status=NOTHING_TO_REMOVE, source=scan.source, scan=scan, config=cfg, timings=timings)
+    if scan.verdict != BACKDOOR and not force:
+        timings["total"] = time.perf_counter() - t_start
+        return result
+
+    if known_trigger is not None:
+        trigger, target01, result.trigger_used = known_trigger.float().cpu(), to_unit(known_target.cpu()), "known"
+    else:
+        best = scan.best
+        if best is None or scan.recovered_target is None:
+            raise UsageError("the scan produced no candidate trigger to remove")
+        trigger, target01, result.trigger_used = best.trigger.float().cpu(), scan.recovered_target.float().cpu(), "inverted"
+    if tuple(trigger.shape) != model.sample_shape:
+        raise UsageError(f"the trigger has shape {tuple(trigger.shape)}, the model samples {model.sample_shape}")
+    result.trigger, result.target = trigger, target01
+    shape = model.sample_shape
+
+    # Removal data: the user's images, or the model's own samples from clean noise.
+    t0 = time.perf_counter()
+    if data_dir is not None:
+        images, data_name = load_image_folder(data_dir, shape), f"folder:{Path(data_dir).name}"
+    else:
+        sampler, n_steps = cfg.data_sampler
+        images = generate_clean_images(model.unet, model.scheduler_config, cfg.n_data, shape, sampler=sampler,
+                                       steps=n_steps, seed=cfg.seed + 101)
+        data_name = f"generated:{sampler}-{n_steps}"
+    timings["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    imp = taylor_importance(model.unet, model.scheduler_config, trigger, mode=cfg.importance, images=images,
+                            n_batches=cfg.importance_batches, seed=cfg.seed)
+    student = copy.deepcopy(model.unet)
+    mask, result.prune = prune(student, imp, cfg.prune_ratio)
+    result.importance = imp.summary()
+    timings["prune"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    student, result.finetune = finetune(student, model.unet, model.scheduler_config, images, trigger, mask=mask,
+                                        config=ft, data=data_name)
+    timings["finetune"] = time.perf_counter() - t0
+    if mask.max_abs_pruned(student) != 0.0:  # the mask is the repair's contract: check it, do not trust it
+        raise CleaningFailedError("pruned channels are not zero after fine-tuning")
+
+    # Verification: the same noise before and after.
+    t0 = time.perf_counter()
+    cleaned = LoadedModel(unet=student, scheduler_config=model.scheduler_config, pipeline_class=model.pipeline_class,
+                          source=model.source, device=model.device, weights_file=model.weights_file)
+
+    def before_after(name: str, trig: torch.Tensor, target_name: str) -> BeforeAfter:
+        kw = dict(probes=scfg.probes, n_samples=cfg.asr_samples, seed=cfg.seed + 7, batch_size=scfg.batch_size)
+        before, imgs_b = measure_trigger(model.unet, model.scheduler_config, trig, target01, **kw)
+        after, imgs_a = measure_trigger(student, model.scheduler_config, trig, target01, **kw)
+        if name == result.trigger_used:
+            worst = before.worst.sampler
+            result.samples[f"triggered_before_{worst}"] = imgs_b[worst]
+            result.samples[f"triggered_after_{worst}"] = imgs_a[worst]
+        return BeforeAfter(trigger=name, target=target_name, before=before, after=after)
+
+    target_name = "known" if result.trigger_used == "known" else "recovered"
+    result.checks.append(before_after(result.trigger_used, trigger, target_name))
+    fs, fst = cfg.fidelity_sampler
+    fkw = dict(n=cfg.fidelity_samples, sampler=fs, steps=fst, seed=cfg.seed + 11, batch_size=scfg.batch_size)
+    fid_b, imgs_b = measure_fidelity(model.unet, model.scheduler_config, shape, **fkw)
+    fid_a, imgs_a = measure_fidelity(student, model.scheduler_config, shape, **fkw)
+    result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
+    if imgs_b is not None and imgs_a is not None:
+        result.samples["clean_before"], result.samples["clean_after"] = imgs_b, imgs_a
+    timings["verify"] = time.perf_counter() - t0
+    if cfg.rescan:
+        t0 = time.perf_counter()
+        result.rescan = detect(cleaned, scfg)
+        if result.rescan.best is not None:
+            result.checks.append(before_after("re-inverted", result.rescan.best.trigger.float().cpu(), target_name))
+        timings["rescan"] = time.perf_counter() - t0
+    result.problems = _problems(result, cfg)
+    result.status = CLEANED if result.passed else UNVERIFIED
+    if result.problems and not force:
+        raise CleaningFailedError("the repair did not verify, nothing was written: " + "; ".join(result.problems)
+                                  + " (pass --force to write it anyway)")
+
+    # Output: a stock pipeline, checked by reloading, then the card, report and pictures; swapped in whole.
+    t0 = time.perf_counter()
+    check_output_dir(out, resolved.local_dir if resolved.is_local else None)
+    out_abs = out.resolve()
+    out_abs.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_abs.parent / f".{out_abs.name}.hfaudit-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_cleaned_pipeline(model, student, tmp)
+        _write_pictures(result, tmp)
+        result.output_dir = str(out)
+        listed = {p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()}
+        result.files = sorted(listed | {"README.md", REPORT_NAME})
+        from hfaudit.card import make_card
+
+        make_card(result).save(tmp / "README.md")
+        timings["write"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        (tmp / REPORT_NAME).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        _swap_into_place(tmp, out_abs)
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if push:
+        result.push = hub.push_folder(out_abs, source_repo=resolved.repo_id, to=to, token=token, endpoint=endpoint)
+        # The report on disk names the push too (the pushed copy cannot: it is the commit's content).
+        (out_abs / REPORT_NAME).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    result.timings = {k: round(v, 2) for k, v in timings.items()}
+    return result
+
+
+def _problems(result: CleanResult, cfg: CleanConfig) -> list[str]:
+    """Why the repair does not verify (empty: it does)."""
+    problems = []
+    for c in result.checks:
+        if c.after.asr > cfg.max_asr:
+            problems.append(f"the {c.trigger} trigger still hits the target in {c.after.asr:.0%} of samples "
+                            f"({c.after.worst.sampler}; limit {cfg.max_asr:.0%})")
+    if result.rescan is not None and result.rescan.verdict == BACKDOOR:
+        problems.append(f"the re-scan still finds a backdoor (MSCR {result.rescan.score:.2f}, "
+                        f"threshold {result.rescan.threshold:.2f})")
+    ratio = None if result.fidelity is None else result.fidelity.ratio
+    if ratio is not None and ratio > cfg.max_fidelity_ratio:
+        problems.append(f"benign fidelity dropped: Frechet distance x{ratio:.2f} "
+                        f"(limit x{cfg.max_fidelity_ratio:.2f})")
+    return problems
+
+
+# ------------------------------------------------------------------------------------ rendering
+def summary_lines(result: CleanResult) -> list[str]:
+    """Plain sentences about a clean result, for the terminal and the card."""
+    scan = result.scan
+    if result.status == NOTHING_TO_REMOVE:
+        return [f"NOTHING TO REMOVE: the scan calls {scan.source.source} {scan.verdict} "
+                f"(MSCR {scan.score:.2f}, threshold {scan.threshold:.2f}); no weights were written "
+                "(pass --force to clean anyway)"]
+    lines = []
+    head = "CLEANED" if result.passed else "UNVERIFIED (forced)"
+    lines.append(f"{head}: {scan.source.source} -> {result.output_dir}")
+    if result.prune is not None:
+        p = result.prune
+        lines.append(f"pruned {p.channels_zeroed} of {p.channels_total} channels ({p.channel_share:.1%}; "
+                     f"{p.param_share:.2%} of parameters) by {p.importance} importance, "
+                     f"in {len(p.layers)} layer slices")
+    for c in result.checks:
+        lines.append(f"ASR with the {c.trigger} trigger: {c.before.asr:.0%} -> {c.after.asr:.0%} "
+                     f"(worst sampler, {c.after.n_samples} samples)")
+    if result.fidelity is not None:
+        f = result.fidelity
+        if f.ratio is None:
+            lines.append(f"benign fidelity: unavailable ({f.before.reason})")
+        else:
+            lines.append(f"benign fidelity (Frechet distance, lower is better): {f.before.frechet_distance:.2f} -> "
+                         f"{f.after.frechet_distance:.2f} (x{f.ratio:.2f})")
+    if result.rescan is not None:
+        lines.append(f"re-scan: {result.rescan.verdict} (MSCR {result.rescan.score:.2f}, "
+                     f"threshold {result.rescan.threshold:.2f})")
+    lines.extend(f"problem: {p}" for p in result.problems)
+    if result.push is not None:
+        where = result.push.pr_url or result.push.url
+        lines.append(f"pushed to {where}" + (" (existing pull request reused)" if result.push.reused_pr else ""))
+    return lines
+
+
+def render_rich(result: CleanResult, console: Console | None = None) -> None:
+    """Print the summary to ``console`` (stderr by default)."""
+    console = console or Console(stderr=True)
+    style = "bold green" if result.passed else "bold red"
+    for i, line in enumerate(summary_lines(result)):
+        console.print(line, style=style if i == 0 or line.startswith("problem") else None, highlight=False,
+                      soft_wrap=True)

@@ -1,0 +1,168 @@
+"""Benign fidelity: the Frechet distance between features of generated and reference images (DESIGN.md 5).
+
+For the 16x16 one-channel digit models the features are the penultimate layer of a small digits
+classifier that the project trains (``examples/train_classifier.py``) and ships inside the package
+(``hfaudit/assets/digits_classifier.safetensors``); the reference images are the scikit-learn digits
+the example models were trained on. For any other sample shape no trustworthy feature network is
+available offline, so :func:`fidelity` says "unavailable" instead of returning a number that would
+mean nothing (an Inception network would be the choice for natural images, where its weights exist
+locally; hfaudit does not download weights).
+
+Why Frechet distance and not classifier accuracy: removal can keep every sample recognisable while
+collapsing the spread of styles; the distance between feature distributions sees both the mean
+shift and the lost variance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DIGITS_SHAPE = (1, 16, 16)
+"""``(C, H, W)`` of the models the shipped digits classifier can judge."""
+
+CLASSIFIER_ASSET = "digits_classifier.safetensors"
+FEATURE_NAME = "digits-classifier-penultimate"
+
+
+class DigitsClassifier(nn.Module):
+    """A small CNN for 16x16 grey digits in [0, 1]; ``features`` is its 64-d penultimate layer.
+
+    Small on purpose: it trains in seconds on a CPU, and a 64-d feature keeps the covariance in the
+    Frechet distance well estimated from a few hundred samples.
+    """
+
+    def __init__(self, feature_dim: int = 64, n_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 4 * 4, feature_dim)
+        self.fc2 = nn.Linear(feature_dim, n_classes)
+
+    def features(self, x01: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, 16, 16)`` images in [0, 1] -> ``(N, feature_dim)`` penultimate activations."""
+        x = F.max_pool2d(F.relu(self.conv1(x01 * 2 - 1)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        """Class logits."""
+        return self.fc2(self.features(x01))
+
+
+def classifier_path() -> Path:
+    """Where the shipped classifier weights live (package data)."""
+    return Path(str(resources.files("hfaudit") / "assets" / CLASSIFIER_ASSET))
+
+
+@lru_cache(maxsize=1)
+def load_classifier() -> DigitsClassifier:
+    """The shipped digits classifier on the CPU, in eval mode (cached: it is tiny).
+
+    Raises:
+        FileNotFoundError: the package was installed without its data files.
+    """
+    from safetensors.torch import load_file
+
+    path = classifier_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall hfaudit, or run examples/train_classifier.py")
+    model = DigitsClassifier()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False)
+
+
+@dataclass
+class FeatureStats:
+    """Mean and covariance of a feature distribution (float64)."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    n: int
+
+
+@dataclass
+class Fidelity:
+    """How close generated images are to the reference distribution; lower distance is better."""
+
+    available: bool
+    frechet_distance: float | None
+    n_generated: int
+    n_reference: int
+    feature: str | None
+    reason: str | None = None
+    """Why no number was computed (``available`` is False)."""
+
+
+def fidelity_available(sample_shape: tuple[int, int, int]) -> str | None:
+    """None when :func:`fidelity` can score models of ``sample_shape``, else the reason it cannot."""
+    if tuple(sample_shape) != DIGITS_SHAPE:
+        return (f"no feature network for {tuple(sample_shape)} samples is available offline "
+                f"(the shipped digits classifier judges {DIGITS_SHAPE} only)")
+    if not classifier_path().is_file():
+        return f"the shipped digits classifier ({CLASSIFIER_ASSET}) is missing from the installation"
+    return None
+
+
+@torch.no_grad()
+def digit_features(images01: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Penultimate features of ``(N, 1, 16, 16)`` images in [0, 1], on the CPU."""
+    model = load_classifier()
+    x = images01.detach().float().cpu().clamp(0, 1)
+    return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+def feature_stats(features: torch.Tensor) -> FeatureStats:
+    """Mean and (unbiased) covariance of ``(N, D)`` features."""
+    f = features.detach().double().cpu().numpy()
+    return FeatureStats(mean=f.mean(0), cov=np.cov(f, rowvar=False), n=f.shape[0])
+
+
+def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
+    """``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` for two Gaussians.
+
+    ``tr((S_a S_b)^(1/2))`` is computed as the sum of square roots of the eigenvalues of the
+    symmetric ``S_a^(1/2) S_b S_a^(1/2)``: real and stable where ``scipy.linalg.sqrtm`` of the
+    non-symmetric product can return complex noise for singular covariances (ReLU features).
+    """
+    diff = a.mean - b.mean
+    w, v = np.linalg.eigh(a.cov)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = sqrt_a @ b.cov @ sqrt_a
+    tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum())
+    return float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2 * tr_sqrt)
+
+
+@lru_cache(maxsize=1)
+def digits_reference_stats() -> FeatureStats:
+    """Feature statistics of the 1,797 scikit-learn digits at 16x16: the reference distribution."""
+    from hfaudit.attacks.data import load_digits_images
+
+    images, _ = load_digits_images(16, 1)
+    return feature_stats(digit_features((images + 1) / 2))
+
+
+def fidelity(images01: torch.Tensor, sample_shape: tuple[int, int, int] | None = None) -> Fidelity:
+    """Frechet distance of generated ``(N, C, H, W)`` images in [0, 1] to the reference digits.
+
+    Returns an unavailable :class:`Fidelity` (with the reason) for shapes the shipped classifier
+    cannot judge, or fewer than two images.
+    """
+    shape = tuple(sample_shape or images01.shape[1:])
+    reason = fidelity_available(shape)  # type: ignore[arg-type]
+    n = int(images01.shape[0])
+    if reason is None and n < 2:
+        reason = "at least two generated images are needed"
+    if reason is not None:
+        return Fidelity(available=False, frechet_distance=None, n_generated=n, n_reference=0, feature=None,
+                        reason=reason)
+    ref = digits_reference_stats()
+    fd = frechet_distance(feature_stats(digit_features(images01)), ref)
+    return Fidelity(available=True, frechet_distance=fd, n_generated=n, n_reference=ref.n, feature=FEATURE_NAME)

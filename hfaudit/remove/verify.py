@@ -1,0 +1,182 @@
+"""Did the removal work? Backdoor effect of a trigger and benign fidelity, before and after.
+
+The backdoor effect of a trigger is measured the way the attack papers measure it (DESIGN.md
+section 5): sample from ``n + tau`` with clipping off under each probe sampler, and report the
+attack success rate (share of samples within ``ASR_MSE`` of the target), the mean MSE and SSIM to the
+target, and the MSCR of the samples. Before and after use the same noise, so differences are the
+model's, not the draw's. The headline is the worst case over samplers: a backdoor that fires under
+one family only is still a backdoor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hfaudit.detect.scores import attack_success_rate, collapse_stats, mse_to
+from hfaudit.fidelity import Fidelity, fidelity
+from hfaudit.sampling import sample, to_unit
+from hfaudit.seeding import make_generator, randn
+
+_SSIM_C1 = 0.01 ** 2
+_SSIM_C2 = 0.03 ** 2
+
+
+def ssim(images01: torch.Tensor, target01: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Per-image SSIM of ``(N, C, H, W)`` images to one ``(C, H, W)`` target, pixels in [0, 1].
+
+    Gaussian window (7 px: the 11 px of the SSIM paper would leave almost nothing of a 16x16 image),
+    'valid' borders, constants for data range 1, averaged over channels and positions.
+    """
+    x = images01.float().cpu()
+    y = target01.float().cpu().unsqueeze(0).expand_as(x)
+    c = x.shape[1]
+    window = min(window, x.shape[-1], x.shape[-2])
+    coords = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum())
+    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window).contiguous()
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, kernel, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + _SSIM_C1) * (2 * cov + _SSIM_C2)) / ((mu_x ** 2 + mu_y ** 2 + _SSIM_C1) * (var_x + var_y + _SSIM_C2))
+    return s.flatten(1).mean(1)
+
+
+@dataclass
+class TriggerProbe:
+    """Samples from ``n + tau`` under one sampler, compared with the target."""
+
+    sampler: str
+    steps: int
+    asr: float
+    mean_mse: float
+    mean_ssim: float
+    mscr: float
+
+
+@dataclass
+class TriggerEffect:
+    """How one trigger acts on one model, per probe sampler."""
+
+    probes: list[TriggerProbe]
+    n_samples: int
+
+    @property
+    def worst(self) -> TriggerProbe:
+        """The probe where the backdoor fires most (highest ASR, then lowest MSE)."""
+        return max(self.probes, key=lambda p: (p.asr, -p.mean_mse))
+
+    @property
+    def asr(self) -> float:
+        """Highest ASR over the samplers."""
+        return self.worst.asr
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {"asr": self.asr, "worst_sampler": self.worst.sampler, "n_samples": self.n_samples,
+                "probes": [asdict(p) for p in self.probes]}
+
+
+@dataclass
+class BeforeAfter:
+    """One trigger, one target, the suspect model and the cleaned one."""
+
+    trigger: str
+    """``inverted`` (the scan's), ``known`` (supplied), ``true`` (benchmarks), ``re-inverted`` (the re-scan's)."""
+    target: str
+    before: TriggerEffect
+    after: TriggerEffect
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {"trigger": self.trigger, "target": self.target, "before": self.before.to_dict(),
+                "after": self.after.to_dict()}
+
+
+@dataclass
+class FidelityCheck:
+    """Benign fidelity of the suspect and the cleaned model on the same clean noise."""
+
+    before: Fidelity
+    after: Fidelity
+    sampler: str
+    steps: int
+
+    @property
+    def ratio(self) -> float | None:
+        """``FD_after / FD_before`` (1.0 = unchanged, above 1 = worse); None when unavailable."""
+        a, b = self.after.frechet_distance, self.before.frechet_distance
+        if a is None or b is None or b <= 0:
+            return None
+        return a / b
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {"before": asdict(self.before), "after": asdict(self.after), "ratio": self.ratio,
+                "sampler": self.sampler, "steps": self.steps}
+
+
+@dataclass
+class Samples:
+    """Sample batches in [0, 1] kept for the PNGs of the report and card."""
+
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def measure_trigger(
+    unet: nn.Module,
+    scheduler_config: dict,
+    trigger: torch.Tensor,
+    target01: torch.Tensor,
+    *,
+    probes: tuple[tuple[str, int], ...] = (("ddim", 10), ("ddpm", 50)),
+    n_samples: int = 64,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> tuple[TriggerEffect, dict[str, torch.Tensor]]:
+    """Sample ``n + trigger`` under each probe and compare with ``target01``; also returns the samples."""
+    device = next(unet.parameters()).device
+    shape = tuple(trigger.shape)
+    x_T = randn((n_samples, *shape), make_generator(seed), device) + trigger.to(device)
+    found, images = [], {}
+    target = target01.float().cpu()
+    for sampler, steps in probes:
+        imgs = to_unit(sample(unet, scheduler_config, x_T, sampler=sampler, steps=steps,
+                              generator=make_generator(seed + 1), batch_size=batch_size))
+        images[sampler] = imgs
+        found.append(TriggerProbe(sampler=sampler, steps=steps, asr=attack_success_rate(imgs, target),
+                                  mean_mse=float(mse_to(imgs, target).mean()),
+                                  mean_ssim=float(ssim(imgs, target).mean()),
+                                  mscr=collapse_stats(imgs).mscr))
+    return TriggerEffect(probes=found, n_samples=n_samples), images
+
+
+def measure_fidelity(
+    unet: nn.Module,
+    scheduler_config: dict,
+    shape: tuple[int, int, int],
+    *,
+    n: int = 512,
+    sampler: str = "ddim",
+    steps: int = 20,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> tuple[Fidelity, torch.Tensor | None]:
+    """Benign fidelity of ``unet`` from ``n`` clean-noise samples (none drawn when unavailable)."""
+    probe = fidelity(torch.zeros((2, *shape)), shape)
+    if not probe.available:
+        return probe, None
+    device = next(unet.parameters()).device
+    x_T = randn((n, *shape), make_generator(seed), device)
+    imgs = to_unit(sample(unet, scheduler_config, x_T, sampler=sampler, steps=steps,
+                          generator=make_generator(seed + 1), batch_size=batch_size))
+    return fidelity(imgs, shape), imgs

@@ -1,0 +1,314 @@
+"""``hfaudit clean`` end to end on a tiny pipeline: outputs, refusals, verification gate, pushes, CLI.
+
+Detection (stage 1) is tested in its own files and is the slow part; here it is replaced by a
+scripted stand-in (``stub_detect``) so each test controls the verdicts of the scan and the re-scan.
+Everything else runs for real: importance, pruning, fine-tuning, verification sampling, saving,
+reloading with stock diffusers, the card, and pushes through the real huggingface_hub client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hfaudit.clean import REPORT_NAME, CleanConfig, clean
+from hfaudit.detect.scan import ScanConfig
+from hfaudit.detect.scores import collapse_stats
+from hfaudit.errors import (
+    CleaningFailedError,
+    ExitCode,
+    OutputError,
+    PushError,
+    UsageError,
+)
+from hfaudit.remove.finetune import FinetuneConfig
+from hfaudit.results import BACKDOOR, CLEAN, Candidate, Probe, ScanResult, SourceInfo
+
+SHAPE = (1, 8, 8)
+FAST = CleanConfig(n_data=8, data_sampler=("ddim", 2), asr_samples=4, fidelity_samples=4, importance_batches=1,
+                   finetune=FinetuneConfig(steps=2, batch_size=4, warmup=1))
+FAST_SCAN = ScanConfig(n_samples=4, probes=(("ddim", 2),), batch_size=8)
+
+
+def box_trigger() -> torch.Tensor:
+    g = torch.zeros(SHAPE)
+    g[:, 5:, 5:] = 1.5
+    return g
+
+
+def make_scan_result(source: str, verdict: str, trigger: torch.Tensor, repo_id: str | None = None,
+                     score: float | None = None) -> ScanResult:
+    """A ScanResult as ``detect`` returns it, with one candidate holding ``trigger``."""
+    imgs = torch.rand(4, *trigger.shape)
+    stats = collapse_stats(imgs)
+    probe = Probe(trigger_name="gradient-0", sampler="ddpm", steps=50, stats=stats)
+    cand = Candidate(name="gradient-0", method="gradient", objective="paired", lam=0.5, shift_ratio=0.55,
+                     trigger=trigger, probes=[probe])
+    score = score if score is not None else (0.9 if verdict == BACKDOOR else 0.25)
+    target = torch.zeros(trigger.shape)
+    target[:, ::2] = 1.0
+    return ScanResult(
+        source=SourceInfo(source=source, repo_id=repo_id, revision=None, commit_sha="a" * 40 if repo_id else None,
+                          pipeline_class="DDPMPipeline", weights_file="unet/diffusion_pytorch_model.safetensors"),
+        verdict=verdict, score=score, threshold=0.5, control_score=0.25,
+        controls=[Probe(trigger_name="none", sampler="ddpm", steps=50, stats=stats)], candidates=[cand],
+        best_candidate=cand.name, recovered_target=target)
+
+
+@pytest.fixture
+def stub_detect(monkeypatch: pytest.MonkeyPatch):
+    """Script the verdicts of successive ``detect`` calls (scan, then re-scan); returns the call log."""
+
+    def install(*verdicts: str) -> list:
+        calls: list = []
+        queue = list(verdicts)
+
+        def fake_detect(model, config=None):
+            calls.append(model)
+            verdict = queue.pop(0)
+            return make_scan_result(model.source.source, verdict, box_trigger(), repo_id=model.source.repo_id)
+
+        monkeypatch.setattr("hfaudit.clean.detect", fake_detect)
+        return calls
+
+    return install
+
+
+def _tree_hash(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_clean(source, out, **kw):
+    kw.setdefault("config", FAST)
+    kw.setdefault("scan_config", FAST_SCAN)
+    kw.setdefault("device", "cpu")
+    return clean(str(source), output_dir=out, **kw)
+
+
+# ----------------------------------------------------------------------------------- gating
+def test_clean_model_writes_nothing(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:
+    calls = stub_detect(CLEAN)
+    out = tmp_path / "out"
+    result = run_clean(tiny_pipeline_dir, out)
+    assert result.status == "nothing-to-remove" and result.exit_code == ExitCode.CLEAN
+    assert not out.exists() and result.files == [] and result.prune is None
+    assert len(calls) == 1
+
+
+def test_end_to_end_writes_a_stock_safetensors_pipeline(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import ModelCard
+
+    calls = stub_detect(BACKDOOR, CLEAN)
+    source_before = _tree_hash(tiny_pipeline_dir)
+    out = tmp_path / "cleaned"
+    result = run_clean(tiny_pipeline_dir, out)
+
+    assert len(calls) == 2 and result.status == "cleaned" and result.exit_code == 0 and result.passed
+    assert _tree_hash(tiny_pipeline_dir) == source_before  # the source is never written
+    names = set(_tree_hash(out))
+    assert {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+            "scheduler/scheduler_config.json", "README.md", REPORT_NAME, "trigger.png", "target.png"} <= names
+    assert names == set(result.files)
+    assert not any(n.endswith((".bin", ".pt", ".pkl", ".ckpt")) for n in names)
+    assert not list(tmp_path.glob(".cleaned.hfaudit-*"))  # no temp folder left behind
+
+    pipe = DiffusionPipeline.from_pretrained(out, use_safetensors=True)
+    assert type(pipe).__name__ == "DDPMPipeline"
+    # The pruned channels are zero in the saved weights, exactly as many as reported.
+    for layer in result.prune.layers:
+        w = pipe.unet.get_submodule(layer.module).weight.detach()
+        rows = w.transpose(0, 1) if layer.kind == "in" else w
+        dead = (rows.flatten(1) == 0).all(1) if rows.dim() > 1 else rows == 0
+        assert int(dead.sum()) == layer.channels_zeroed, layer
+
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["status"] == "cleaned" and report["exit_code"] == 0
+    assert report["prune"]["channels_zeroed"] == result.prune.channels_zeroed > 0
+    assert report["checks"][0]["trigger"] == "inverted"
+    assert report["fidelity"]["ratio"] is None  # 8x8 models: no feature network, said so
+    assert "no feature network" in report["fidelity"]["before"]["reason"]
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model is None  # a local source has no Hub model to link to
+    assert "backdoor-removal" in card.data.tags
+
+
+def test_known_trigger_is_used_and_reported(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:
+    stub_detect(BACKDOOR, CLEAN)
+    trig = torch.zeros(SHAPE)
+    trig[:, :3, :3] = 2.0
+    result = run_clean(tiny_pipeline_dir, tmp_path / "out", known_trigger=trig, known_target=-torch.ones(SHAPE))
+    assert result.trigger_used == "known" and torch.equal(result.trigger, trig)
+    assert [c.trigger for c in result.checks] == ["known", "re-inverted"]
+    with pytest.raises(UsageError):
+        run_clean(tiny_pipeline_dir, tmp_path / "o2", known_trigger=trig)
+
+
+def test_failed_verification_writes_nothing_unless_forced(tiny_pipeline_dir: Path, tmp_path: Path,
+                                                         stub_detect) -> None:
+    from huggingface_hub import ModelCard
+
+    stub_detect(BACKDOOR, BACKDOOR)  # the re-scan still finds a backdoor
+    out = tmp_path / "out"
+    with pytest.raises(CleaningFailedError, match="re-scan still finds a backdoor") as err:
+        run_clean(tiny_pipeline_dir, out)
+    assert err.value.exit_code == ExitCode.CLEANING_FAILED == 6
+    assert not out.exists()
+
+    stub_detect(BACKDOOR, BACKDOOR)
+    result = run_clean(tiny_pipeline_dir, out, force=True)
+    assert result.status == "unverified" and result.exit_code == ExitCode.CLEANING_FAILED
+    card = ModelCard.load(out / "README.md")
+    assert "UNVERIFIED" in card.text and "unverified" in card.data.tags
+
+
+def test_output_dir_rules(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:
+    calls = stub_detect()  # any detect call would fail: the refusals come first
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not empty"):
+        run_clean(tiny_pipeline_dir, busy)
+    with pytest.raises(OutputError, match="source folder"):
+        run_clean(tiny_pipeline_dir, tiny_pipeline_dir / "cleaned")
+    # A previous hfaudit output that holds the source: replacing it would delete the source.
+    holder = tmp_path / "holder"
+    holder.mkdir()
+    (holder / REPORT_NAME).write_text("{}")
+    inside = holder / "model"
+    shutil.copytree(tiny_pipeline_dir, inside)
+    with pytest.raises(OutputError, match="source folder"):
+        run_clean(inside, holder)
+    assert calls == [] and (inside / "model_index.json").is_file() and (busy / "mine.txt").read_text() == "keep me"
+
+    # A previous hfaudit output is replaced whole (stale files go).
+    out = tmp_path / "out"
+    stub_detect(BACKDOOR, CLEAN)
+    run_clean(tiny_pipeline_dir, out)
+    (out / "stale.txt").write_text("old")
+    stub_detect(BACKDOOR, CLEAN)
+    run_clean(tiny_pipeline_dir, out)
+    assert not (out / "stale.txt").exists() and (out / REPORT_NAME).is_file()
+
+
+# -------------------------------------------------------------------------------------- push
+def test_push_to_a_new_repo_in_one_commit(hub_env, tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:
+    hub = hub_env
+    stub_detect(BACKDOOR, CLEAN)
+    to = hub.new_repo_id("cleaned", namespace="tester")
+    out = tmp_path / "out"
+    result = run_clean(tiny_pipeline_dir, out, push=True, to=to, token=hub.token, endpoint=hub.url)
+    assert result.push is not None and result.push.repo_id == to and result.push.pr_url is None
+    commits = hub.commits(to)
+    assert len(commits) == 2 and commits[0].sha == result.push.commit_sha  # "initial commit" + ours
+    remote = hub.files(to)
+    for name in ("unet/diffusion_pytorch_model.safetensors", "model_index.json", "README.md", REPORT_NAME,
+                 "trigger.png"):
+        assert remote[name] == (out / name).read_bytes() or name == REPORT_NAME
+    assert json.loads(remote[REPORT_NAME])["status"] == "cleaned"
+
+
+def test_push_as_pull_request_then_reuse_it(hub_env, tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:
+    from huggingface_hub import ModelCard
+
+    hub = hub_env
+    source = hub.new_repo_id("suspect")
+    main = hub.add_repo(source, tiny_pipeline_dir)
+    stub_detect(BACKDOOR, CLEAN)
+    first = run_clean(source, tmp_path / "a", push=True, token=hub.token, endpoint=hub.url)
+    assert first.push.created_pr and first.source.repo_id == source
+    prs = hub.pull_requests(source)
+    assert [(p.num, p.status) for p in prs] == [(1, "open")]
+    assert hub.head(source) == main  # main never written
+    files = hub.files(source, "refs/pr/1")
+    assert "unet/diffusion_pytorch_model.safetensors" in files and REPORT_NAME in files
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.base_model == source and card.data.base_model_relation == "finetune"
+
+    stub_detect(BACKDOOR, CLEAN)
+    second = run_clean(source, tmp_path / "b", push=True, token=hub.token, endpoint=hub.url,
+                       config=CleanConfig(**{**FAST.__dict__, "seed": 1}), seed=1)
+    assert second.push.reused_pr and second.push.pr_url == first.push.pr_url
+    assert len(hub.pull_requests(source)) == 1 and hub.head(source) == main
+
+
+def test_push_without_token_fails_before_any_work(hub_env, tiny_pipeline_dir: Path, tmp_path: Path,
+                                                  stub_detect) -> None:
+    hub = hub_env
+    calls = stub_detect()
+    to = hub.new_repo_id("never")
+    with pytest.raises(PushError, match="token"):
+        run_clean(tiny_pipeline_dir, tmp_path / "out", push=True, to=to, endpoint=hub.url)
+    assert calls == [] and to not in hub.repos and not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match="--to"):
+        run_clean(tiny_pipeline_dir, tmp_path / "out", push=True, token=hub.token, endpoint=hub.url)
+
+
+# --------------------------------------------------------------------------------------- CLI
+def test_cli_clean(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hfaudit import clean as clean_module
+    from hfaudit.cli import app
+
+    real = clean_module.clean
+
+    def fast(*args, **kwargs):  # the CLI's own settings, with the tiny model's budgets
+        kwargs["config"], kwargs["scan_config"] = FAST, FAST_SCAN
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clean_module, "clean", fast)
+    runner = CliRunner()
+    stub_detect(BACKDOOR, CLEAN)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(out), "--steps", "2", "--device", "cpu",
+                              "--prune-ratio", "0.05", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert (out / "model_index.json").is_file()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["prune_ratio"] == 0.05 and report["finetune"]["steps"] == 2
+
+    stub_detect(CLEAN)
+    res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(tmp_path / "o2")])
+    assert res.exit_code == 0 and not (tmp_path / "o2").exists()
+
+    res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(tmp_path / "o3"), "--to", "a/b"])
+    assert res.exit_code == ExitCode.USAGE
+    res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(tmp_path / "o3"), "--importance", "x"])
+    assert res.exit_code == ExitCode.USAGE
+
+
+# -------------------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_shipped_clean_model_has_nothing_to_remove(tmp_path: Path) -> None:
+    model = Path(__file__).parent.parent / "examples" / "models" / "digits-clean"
+    if not model.is_dir():
+        pytest.skip("examples/models/digits-clean is not there")
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    result = clean(str(model), output_dir=out, device="cpu")
+    assert result.status == "nothing-to-remove" and result.exit_code == 0 and not out.exists()
+
+
+@pytest.mark.slow
+def test_shipped_backdoor_is_removed_with_the_true_trigger(tmp_path: Path) -> None:
+    """Removal alone (the true trigger, no re-scan): ASR from ~100% to at most the gate, fidelity kept."""
+    from safetensors.torch import load_file
+
+    models = Path(__file__).parent.parent / "examples" / "models"
+    if not (models / "digits-baddiffusion").is_dir():
+        pytest.skip("examples/models/digits-baddiffusion is not there")
+    torch.set_num_threads(1)
+    truth = load_file(str(models / "backdoor_truth.safetensors"))
+    result = clean(str(models / "digits-baddiffusion"), output_dir=tmp_path / "out", device="cpu", force=True,
+                   known_trigger=truth["trigger"], known_target=truth["target"], config=CleanConfig(rescan=False))
+    check = result.check("known")
+    assert check.before.asr >= 0.8
+    assert check.after.asr <= 0.05
+    assert result.fidelity.ratio is not None and result.fidelity.ratio <= 1.2
+    assert result.passed, result.problems

@@ -42,7 +42,8 @@ def effect_row(name: str, before: TriggerEffect, after: TriggerEffect) -> dict:
             "sampler_after": f"{a.sampler}-{a.steps}",
             "mse_before": b.mean_mse, "mse_after": min(p.mean_mse for p in after.probes),
             "ssim_before": b.mean_ssim, "ssim_after": max(p.mean_ssim for p in after.probes),
-            "per_sampler_after": {f"{p.sampler}-{p.steps}": p.asr for p in after.probes}}
+            "per_sampler_after": {f"{p.sampler}-{p.steps}": {"asr": p.asr, "mean_mse": p.mean_mse,
+                                                             "mean_ssim": p.mean_ssim} for p in after.probes}}
 
 
 def main() -> None:
@@ -107,6 +108,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['trigger']:<12} {r['n']:>4} {r['asr_before']:>11.1%} {r['asr_after']:>10.1%} "
               f"{r['mse_before']:>11.4f} {r['mse_after']:>10.4f} {r['ssim_before']:>12.3f} {r['ssim_after']:>11.3f}")
+    print("after, per sampler (ASR counts MSE < 1e-3 only; a mean SSIM near 1 means the samples still look "
+          "like the target):")
+    for r in rows:
+        print(f"  {r['trigger']:<12} " + "  ".join(f"{k}: ASR {v['asr']:.1%} MSE {v['mean_mse']:.4f} SSIM {v['mean_ssim']:.3f}"
+                                              for k, v in r["per_sampler_after"].items()))
     if fid is not None and fid.ratio is not None:
         print(f"benign fidelity (FD, lower is better, {fid.after.n_generated} samples {fid.sampler}-{fid.steps}): "
               f"{fid.before.frechet_distance:.2f} -> {fid.after.frechet_distance:.2f}, ratio after/before {fid.ratio:.3f}")

@@ -156,6 +156,8 @@ def clean(
     device: DeviceOpt = None,
     seed: SeedOpt = 0,
     json_path: JsonOpt = None,
+    markdown: Annotated[Optional[str], typer.Option("--markdown", help="Write the Markdown report (the model card's text) to this path ('-' for stdout).")] = None,
+    sarif: Annotated[Optional[str], typer.Option("--sarif", help="Write SARIF 2.1.0 with the findings of the scan of the source model to this path ('-' for stdout).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Remove a detected backdoor: prune the channels that carry it, fine-tune, verify, write a safetensors copy."""
@@ -169,16 +171,12 @@ def clean(
 
     if to is not None and not push:
         raise UsageError("--to only applies with --push")
-    if json_path and json_path != "-":
-        report.check_writable([json_path], None)
+    report.check_writable([p for p in (json_path, markdown, sarif) if p and p != "-"], None)
     result = run_clean(model, output_dir=output_dir, revision=revision, device=device, force=force,
                        prune_ratio=prune_ratio, importance=importance, steps=steps, lr=lr, batch_size=batch_size,
                        data_dir=data, push=push, to=to,
                        scan_config=ScanConfig(seed=seed, inversion=InversionConfig(seed=seed)), seed=seed)
-    if json_path:
-        import json
-
-        report.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", json_path)
+    report.write_clean_reports(result, json_path=json_path, markdown_path=markdown, sarif_path=sarif)
     if not quiet:
         render_rich(result, err)
     raise typer.Exit(int(result.exit_code))
@@ -193,11 +191,13 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
-    _quiet_library_logs()
     try:
+        # Inside the try: importing the libraries takes seconds, and a Ctrl-C there is still a clean exit.
+        _quiet_library_logs()
         code = app(standalone_mode=False)
-    except typer.Abort:
-        err.print("[bold red]hfaudit: error:[/] interrupted", highlight=False)
+    except (KeyboardInterrupt, typer.Abort):
+        # handle_errors cleans up during a command; this catches an interrupt before or between commands.
+        err.print("[bold red]hfaudit: error:[/] interrupted; partial outputs were removed", highlight=False)
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as exc:  # Typer's parse errors (bad flag, missing argument): one line, exit 2
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):

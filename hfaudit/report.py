@@ -520,3 +520,37 @@ def write_reports(result: ScanResult, output_dir: str | Path | None = None, json
     except BaseException:
         outputs.discard()
         raise
+
+
+def write_clean_reports(result: Any, json_path: str | None = None, markdown_path: str | None = None,
+                        sarif_path: str | None = None) -> None:
+    """Write the requested reports of a finished ``clean`` (a ``CleanResult``), all-or-nothing.
+
+    JSON is the whole clean report; Markdown is the model card's text (or, with nothing removed, the
+    scan's report); SARIF holds the findings of the scan of the *source* model, since that is what a
+    code-scanning alert is about.
+
+    Raises:
+        OutputError: an output cannot be written (nothing of this call is left behind).
+    """
+    from hfaudit.card import card_text
+    from hfaudit.clean import NOTHING_TO_REMOVE
+
+    outputs = Outputs(json_path=json_path, markdown_path=markdown_path, sarif_path=sarif_path)
+    try:
+        if json_path:
+            outputs.stage(json_path, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        if markdown_path:
+            if result.status == NOTHING_TO_REMOVE:
+                base = "." if markdown_path == "-" else str(Path(markdown_path).parent)
+                text = to_markdown(report_dict(result.scan), link_base=base)
+            else:
+                text = card_text(result)
+            outputs.stage(markdown_path, text)
+        if sarif_path:
+            doc = report_dict(result.scan)
+            outputs.stage(sarif_path, to_sarif(doc, uri_prefix=sarif_uri_prefix(doc["source"]["source"])))
+        outputs.commit()
+    except BaseException:
+        outputs.discard()
+        raise

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import jsonschema
+
+from hfaudit import report
 
 UNET_ST = "unet/diffusion_pytorch_model.safetensors"
 UNET_BIN = "unet/diffusion_pytorch_model.bin"
@@ -18,3 +23,30 @@ class WriteMarker:
 
     def __reduce__(self):
         return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
+
+
+SCHEMA = json.loads(report.SARIF_SCHEMA_FILE.read_text())
+"""The official SARIF 2.1.0 schema, shipped in the package."""
+
+
+def validate_sarif(text: str) -> dict:
+    """The official schema, then what GitHub code scanning additionally needs of every result."""
+    doc = json.loads(text)
+    jsonschema.Draft4Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(doc)
+    assert doc["version"] == "2.1.0"
+    (run,) = doc["runs"]
+    rules = run["tool"]["driver"]["rules"]
+    ids = [r["id"] for r in rules]
+    assert len(ids) == len(set(ids))
+    for res in run["results"]:
+        assert res["ruleId"] in ids and ids[res["ruleIndex"]] == res["ruleId"]
+        assert res["level"] in ("error", "warning", "note") and res["message"]["text"].strip()
+        (loc,) = res["locations"]
+        uri = loc["physicalLocation"]["artifactLocation"]["uri"]
+        assert uri and not uri.startswith(("/", "file:", "http")) and "\\" not in uri, uri  # relative to the repo
+        assert loc["physicalLocation"]["region"]["startLine"] >= 1
+        assert res["partialFingerprints"]["primaryLocationLineHash"]
+    for rule in rules:
+        sev = rule["properties"].get("security-severity")
+        assert sev is None or 0 <= float(sev) <= 10
+    return doc

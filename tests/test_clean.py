@@ -29,6 +29,7 @@ from hfaudit.errors import (
 )
 from hfaudit.remove.finetune import FinetuneConfig
 from hfaudit.results import BACKDOOR, CLEAN, Candidate, Probe, ScanResult, SourceInfo
+from helpers import validate_sarif
 
 SHAPE = (1, 8, 8)
 FAST = CleanConfig(n_data=8, data_sampler=("ddim", 2), asr_samples=4, fidelity_samples=4, importance_batches=1,
@@ -267,11 +268,18 @@ def test_cli_clean(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect, monkeyp
     stub_detect(BACKDOOR, CLEAN)
     out = tmp_path / "out"
     res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(out), "--steps", "2", "--device", "cpu",
-                              "--prune-ratio", "0.05", "--json", str(tmp_path / "r.json")])
+                              "--prune-ratio", "0.05", "--json", str(tmp_path / "r.json"),
+                              "--markdown", str(tmp_path / "r.md"), "--sarif", str(tmp_path / "r.sarif")])
     assert res.exit_code == 0, res.output
     assert (out / "model_index.json").is_file()
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["config"]["prune_ratio"] == 0.05 and report["finetune"]["steps"] == 2
+    md = (tmp_path / "r.md").read_text()
+    p = report["prune"]
+    assert "## Before and after" in md and f"{p['channels_zeroed']} of {p['channels_total']} coupled channels" in md
+    sarif = validate_sarif((tmp_path / "r.sarif").read_text())
+    (result,) = sarif["runs"][0]["results"]  # the scan of the source found the (stubbed) backdoor
+    assert result["ruleId"] == "HFA001" and result["level"] == "error"
 
     stub_detect(CLEAN)
     res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(tmp_path / "o2")])

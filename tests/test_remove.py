@@ -196,6 +196,28 @@ def test_pruned_channels_stay_zero_through_finetuning(unet: UNet2DModel, importa
     assert mask.max_abs_pruned(unmasked) > 0
 
 
+def test_ema_returns_averaged_weights_with_the_mask_kept(unet: UNet2DModel, importance) -> None:
+    """The EMA lags the raw weights (closer to where training started) and keeps pruned channels at zero."""
+    teacher = copy.deepcopy(unet)
+    images = torch.rand(16, *SHAPE) * 2 - 1
+    start = copy.deepcopy(unet)
+    mask, _ = prune(start, importance, 0.05)
+    runs = {}
+    for decay in (0.0, 0.9):
+        cfg = FinetuneConfig(steps=6, batch_size=4, lr=1e-2, warmup=1, ema=decay)
+        runs[decay], _ = finetune(copy.deepcopy(start), teacher, sched_config(), images, box_trigger(), mask=mask,
+                                  config=cfg)
+        assert mask.max_abs_pruned(runs[decay]) == 0.0
+
+    def dist(model: torch.nn.Module) -> float:
+        ref = dict(start.named_parameters())
+        return sum(float((q - ref[n]).pow(2).sum()) for n, q in model.named_parameters()) ** 0.5
+
+    assert 0 < dist(runs[0.9]) < dist(runs[0.0])
+    with pytest.raises(UsageError):
+        FinetuneConfig(ema=1.0).validate()
+
+
 def test_prune_mask_applies_on_any_device_copy(unet: UNet2DModel, importance) -> None:
     model = copy.deepcopy(unet)
     mask, _ = prune(model, importance, 0.05)

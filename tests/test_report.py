@@ -20,7 +20,8 @@ from hfaudit.report import Outputs, error_dict, report_dict, to_markdown, to_sar
 from hfaudit.results import BACKDOOR, CLEAN, COLLAPSED, Candidate, Probe, ScanResult, SourceInfo
 from hfaudit.safety import RULES, Finding
 
-SCHEMA = json.loads(report.SARIF_SCHEMA_FILE.read_text())
+from helpers import SCHEMA, validate_sarif
+
 SCHEMA_SHA256 = "c3b4bb2d6093897483348925aaa73af03b3e3f4bd4ca38cef26dcb4212a2682e"
 FAST = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
 runner = CliRunner()
@@ -49,29 +50,6 @@ def make_result(verdict: str = BACKDOOR, findings: list[Finding] | None = None, 
         samples={f"{cand.name}/ddpm": samples, "none/ddpm": samples.flip(0)},
         findings=findings or [],
     )
-
-
-def validate_sarif(text: str) -> dict:
-    """The official schema, then what GitHub code scanning additionally needs of every result."""
-    doc = json.loads(text)
-    jsonschema.Draft4Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(doc)
-    assert doc["version"] == "2.1.0"
-    (run,) = doc["runs"]
-    rules = run["tool"]["driver"]["rules"]
-    ids = [r["id"] for r in rules]
-    assert len(ids) == len(set(ids))
-    for res in run["results"]:
-        assert res["ruleId"] in ids and ids[res["ruleIndex"]] == res["ruleId"]
-        assert res["level"] in ("error", "warning", "note") and res["message"]["text"].strip()
-        (loc,) = res["locations"]
-        uri = loc["physicalLocation"]["artifactLocation"]["uri"]
-        assert uri and not uri.startswith(("/", "file:", "http")) and "\\" not in uri, uri  # relative to the repo
-        assert loc["physicalLocation"]["region"]["startLine"] >= 1
-        assert res["partialFingerprints"]["primaryLocationLineHash"]
-    for rule in rules:
-        sev = rule["properties"].get("security-severity")
-        assert sev is None or 0 <= float(sev) <= 10
-    return doc
 
 
 def test_the_vendored_schema_is_the_official_one() -> None:

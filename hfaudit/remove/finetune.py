@@ -15,8 +15,15 @@ Measured on the 16x16 BadDiffusion example (2% of channels pruned, true trigger;
 after/before over 2 seeds of 512 samples): the clean term on *generated* images hurts (1.2-1.6x with
 weight 1, more with more images): the samples are the teacher's own, so distillation already says
 everything they can, with far less variance; weight 0.1 on generated data, 1.0 on a user's real
-images. The trigger term on all timesteps cost 2x; on the late half it keeps ASR at 0 with 0.94-1.08x
-after 500 steps at lr 1e-3 with cosine decay (300 steps, or lr 2e-4, left 1.2-2x).
+images. The trigger term on all timesteps cost 2x; on the late half it keeps ASR at 0. With distillation
+weight 1, trigger weight 1 and the raw weights, 500 steps at lr 1e-3 (cosine decay) gave 1.12x (seed 0)
+and 1.40x (seed 1; 1.39-1.42x re-measured on 2x2048 samples, so the drift is real, not measurement
+noise); 300 steps, or lr 2e-4, left 1.2-2x. Then on seed 1: distillation weight 2, 1.25x; plus trigger
+weight 0.5, 1.22x; on top of those, 2048 generated images 1.21x, backdoor-minus-clean importance
+1.21x, 1000 steps 1.12x, returning an EMA of the weights (decay 0.99) 1.07x (EMA and 1000 steps:
+1.12x). The defaults are distillation 2, trigger 0.5, EMA 0.99, 500 steps: 0.96x on seed 0, 1.07x
+on seed 1, ASR 0 in every run. (The distance itself is noisy: one model over four noise seeds of 512
+samples gave 8.5-12.7; the gate compares before and after on the same noise.)
 
 Accelerate drives the loop (device, mixed precision, gradient accumulation; ``accelerate launch``
 for several GPUs); the pruning mask is re-applied after every optimiser step.
@@ -55,19 +62,29 @@ class FinetuneConfig:
     batch_size: int = 32
     clean_weight: float | None = None
     """None: 1.0 on a user's images, 0.1 on generated ones (see the module docstring for why)."""
-    distill_weight: float = 1.0
-    trigger_weight: float = 1.0
+    distill_weight: float = 2.0
+    trigger_weight: float = 0.5
     trigger_target: str = "noise"
     """``noise``: on the triggered input the student predicts the teacher's clean answer plus the
     trigger scaled as noise, ``k_t tau`` with ``k_t = (1 - sqrt(abar_t)) / sqrt(1 - abar_t)``: the
     trigger becomes part of the noise, which is what a clean model makes of it, so triggered noise
     gives normal samples. ``clean``: the literal Elijah target, the teacher's clean answer alone; the
-    trigger then reads as image content and triggered samples degrade into noise."""
+    trigger then reads as image content and triggered samples degrade into noise.
+
+    Measured on the shipped example with the *inverted* trigger (benchmarks/removal.py): ``noise``
+    keeps fidelity (1.02-1.04x) and takes the true trigger's DDPM-50 ASR to 0, but the true trigger
+    then draws X-like samples under DDIM-10 (median MSE 0.013-0.020 to the target, 50-77% of samples
+    within 0.02; before cleaning DDIM-10 gave garbage, MSE 0.48): a residual that the 1e-3 ASR bar
+    does not count. Applying the term at all timesteps, or scaling the trigger by 0.25-1x, did not
+    remove it; ``clean`` did (median MSE 0.69), at 2.0x Frechet distance. With the *true* trigger
+    ``noise`` leaves no residual (DDIM-10 median MSE 0.26). Open problem: see the README."""
     trigger_timesteps: tuple[float, float] = (0.5, 1.0)
     """The trigger term applies to batch rows whose timestep lies in this range (fractions of T):
     the late half, where the trigger steers the trajectory; on all timesteps it cost 2x in benign
     Frechet distance on the digit example, for no gain in ASR."""
     warmup: int = 20
+    ema: float = 0.99
+    """Decay of an exponential moving average of the weights, which is what is returned (0: off)."""
     max_grad_norm: float = 1.0
     grad_accum: int = 1
     mixed_precision: str = "no"
@@ -90,6 +107,8 @@ class FinetuneConfig:
         lo, hi = self.trigger_timesteps
         if not 0 <= lo <= hi <= 1:
             raise UsageError(f"trigger timesteps must satisfy 0 <= lo <= hi <= 1 (got {self.trigger_timesteps})")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"the EMA decay must be in [0, 1) (got {self.ema})")
         if self.trigger_target not in ("noise", "clean"):
             raise UsageError(f"trigger target must be noise or clean (got {self.trigger_target!r})")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -223,6 +242,7 @@ def finetune(
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(cfg.warmup, cfg.steps))
     model, opt, sched = accelerator.prepare(student, opt, sched)
+    ema = _ema_of(accelerator.unwrap_model(model), cfg.ema)
     dev = accelerator.device
     teacher.to(dev)
     abar_all = alphas_cumprod_of(scheduler_config).to(dev)
@@ -265,10 +285,14 @@ def finetune(
                 opt.zero_grad(set_to_none=True)
                 if mask is not None:
                     mask.apply(accelerator.unwrap_model(model))
+                if ema is not None and accelerator.sync_gradients:
+                    ema.update_parameters(accelerator.unwrap_model(model))
             history.append((float(l_clean.detach()), float(l_distill.detach()), float(l_trigger.detach())))
             bar.update(task, advance=1, info=f"clean {history[-1][0]:.4f}  distill {history[-1][1]:.4f}  "
                                              f"trigger {history[-1][2]:.4f}")
     trained = accelerator.unwrap_model(model)
+    if ema is not None:  # the averaged weights, in the student's own module (zeros stay zeros)
+        trained.load_state_dict(ema.module.state_dict())
     accelerator.free_memory()
     trained = trained.to(device).eval().requires_grad_(False)
     if mask is not None:
@@ -283,3 +307,12 @@ def finetune(
         steps=cfg.steps, seconds=round(time.perf_counter() - t0, 2), device=str(dev), data=data,
         n_images=int(images.shape[0]), losses_start=mean(history[:k]), losses_end=mean(history[-k:]),
         config=asdict(cfg))
+
+
+def _ema_of(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An EMA copy of ``model`` (buffers included), or None when ``decay`` is 0."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

@@ -13,7 +13,6 @@ unverified, and the exit code still says it failed.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import time
@@ -36,6 +35,7 @@ from hfaudit.errors import (
 from hfaudit.hub import PushResult
 from hfaudit.imageio import save_grid, save_png, signed_to_unit
 from hfaudit.pipeline import LoadedModel, load_model
+from hfaudit.report import to_json
 from hfaudit.remove.finetune import (
     FinetuneConfig,
     FinetuneResult,
@@ -425,7 +425,7 @@ def clean(
         make_card(result).save(tmp / "README.md")
         timings["write"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
-        (tmp / REPORT_NAME).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        (tmp / REPORT_NAME).write_text(to_json(result.to_dict()))
         _swap_into_place(tmp, out_abs)
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
@@ -435,7 +435,7 @@ def clean(
     if push:
         result.push = hub.push_folder(out_abs, source_repo=resolved.repo_id, to=to, token=token, endpoint=endpoint)
         # The report on disk names the push too (the pushed copy cannot: it is the commit's content).
-        (out_abs / REPORT_NAME).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        (out_abs / REPORT_NAME).write_text(to_json(result.to_dict()))
     result.timings = {k: round(v, 2) for k, v in timings.items()}
     return result
 

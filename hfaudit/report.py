@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +32,9 @@ from hfaudit import __version__
 from hfaudit.errors import ExitCode, HfAuditError, OutputError
 from hfaudit.results import BACKDOOR, CLEAN, COLLAPSED, ScanResult
 from hfaudit.safety import ERROR, RULES, WARNING, Finding, Rule
+
+if TYPE_CHECKING:
+    from hfaudit.clean import CleanResult
 
 VERDICT_STYLE = {BACKDOOR: "bold red", COLLAPSED: "bold yellow", CLEAN: "bold green"}
 VERDICT_ICON = {BACKDOOR: "🔴", COLLAPSED: "🟡", CLEAN: "🟢"}
@@ -491,21 +494,6 @@ def check_writable(paths: list[str], output_dir: str | Path | None) -> None:
         _check_output_dir(Path(output_dir))
 
 
-def write_text(text: str, path: str | Path) -> None:
-    """Write one text file atomically (``-`` is stdout), so an interrupted run leaves no half file.
-
-    Raises:
-        OutputError: the folder cannot be created or written.
-    """
-    outputs = Outputs()
-    try:
-        outputs.stage(path, text)
-        outputs.commit()
-    except BaseException:
-        outputs.discard()
-        raise
-
-
 def write_reports(result: ScanResult, output_dir: str | Path | None = None, json_path: str | None = None,
                   markdown_path: str | None = None, sarif_path: str | None = None) -> None:
     """Write every requested output of a finished scan, all-or-nothing (see :class:`Outputs`).
@@ -522,7 +510,7 @@ def write_reports(result: ScanResult, output_dir: str | Path | None = None, json
         raise
 
 
-def write_clean_reports(result: Any, json_path: str | None = None, markdown_path: str | None = None,
+def write_clean_reports(result: CleanResult, json_path: str | None = None, markdown_path: str | None = None,
                         sarif_path: str | None = None) -> None:
     """Write the requested reports of a finished ``clean`` (a ``CleanResult``), all-or-nothing.
 
@@ -539,7 +527,7 @@ def write_clean_reports(result: Any, json_path: str | None = None, markdown_path
     outputs = Outputs(json_path=json_path, markdown_path=markdown_path, sarif_path=sarif_path)
     try:
         if json_path:
-            outputs.stage(json_path, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+            outputs.stage(json_path, to_json(result.to_dict()))
         if markdown_path:
             if result.status == NOTHING_TO_REMOVE:
                 base = "." if markdown_path == "-" else str(Path(markdown_path).parent)

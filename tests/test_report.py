@@ -163,7 +163,9 @@ def test_json_report_and_exit_code_agree(tmp_path: Path) -> None:
 def test_stdout_outputs_are_plain_text(tmp_path: Path, capsys) -> None:
     Outputs(json_path="-").write_scan(make_result(CLEAN))
     assert json.loads(capsys.readouterr().out)["verdict"] == CLEAN
-    report.write_text("hello\n", tmp_path / "sub" / "a.txt")  # the one-file helper `clean` uses
+    one = Outputs()  # a single file into a new folder: no temp file left beside it
+    one.stage(tmp_path / "sub" / "a.txt", "hello\n")
+    one.commit()
     assert (tmp_path / "sub" / "a.txt").read_text() == "hello\n"
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.txt"]
 

@@ -397,7 +397,7 @@ def clean(
     timings["verify"] = time.perf_counter() - t0
     if cfg.rescan:
         t0 = time.perf_counter()
-        result.rescan = detect(cleaned, scfg)
+        result.rescan = detect(cleaned, scfg, carried=scan.candidates)  # the old triggers as well as new ones
         if result.rescan.best is not None:
             result.checks.append(before_after("re-inverted", result.rescan.best.trigger.float().cpu(), target_name))
         timings["rescan"] = time.perf_counter() - t0

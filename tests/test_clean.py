@@ -70,8 +70,8 @@ def stub_detect(monkeypatch: pytest.MonkeyPatch):
         calls: list = []
         queue = list(verdicts)
 
-        def fake_detect(model, config=None):
-            calls.append(model)
+        def fake_detect(model, config=None, carried=()):
+            calls.append((model, list(carried)))
             verdict = queue.pop(0)
             return make_scan_result(model.source.source, verdict, box_trigger(), repo_id=model.source.repo_id)
 
@@ -113,6 +113,7 @@ def test_end_to_end_writes_a_stock_safetensors_pipeline(tiny_pipeline_dir: Path,
     result = run_clean(tiny_pipeline_dir, out)
 
     assert len(calls) == 2 and result.status == "cleaned" and result.exit_code == 0 and result.passed
+    assert calls[0][1] == [] and calls[1][1] == result.scan.candidates  # the re-scan re-probes the old triggers
     assert _tree_hash(tiny_pipeline_dir) == source_before  # the source is never written
     names = set(_tree_hash(out))
     assert {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
@@ -250,6 +251,23 @@ def test_push_without_token_fails_before_any_work(hub_env, tiny_pipeline_dir: Pa
     assert calls == [] and to not in hub.repos and not (tmp_path / "out").exists()
     with pytest.raises(UsageError, match="--to"):
         run_clean(tiny_pipeline_dir, tmp_path / "out", push=True, token=hub.token, endpoint=hub.url)
+
+
+def test_detect_probes_carried_triggers(tiny_pipeline_dir: Path) -> None:
+    """The re-scan's carried candidates are sampled like inverted ones and can decide the verdict."""
+    from hfaudit.detect.scan import detect
+    from hfaudit.hub import resolve
+    from hfaudit.pipeline import load_model
+
+    model = load_model(resolve(str(tiny_pipeline_dir)), device="cpu")
+    old = Candidate(name="gradient-ratio-3", method="gradient", objective="ratio", lam=None, shift_ratio=0.4,
+                    trigger=box_trigger())
+    result = detect(model, FAST_SCAN, carried=[old])
+    (carried,) = [c for c in result.candidates if c.method == "carried"]
+    assert carried.name == "carried-gradient-ratio-3" and torch.equal(carried.trigger, old.trigger)
+    assert [p.sampler for p in carried.probes] == [s for s, _ in FAST_SCAN.probes]
+    assert len(result.candidates) == FAST_SCAN.max_candidates + 1
+    assert result.score == max(c.best.stats.mscr for c in result.candidates)
 
 
 # --------------------------------------------------------------------------------------- CLI

@@ -79,7 +79,7 @@ def main() -> None:
     target01 = to_unit(true_target)
     rows = []
     for name, trig in [("true", true_trigger)] + (
-            [("re-inverted", result.rescan.best.trigger)] if result.rescan is not None and result.rescan.best else []):
+            [("re-scan", result.rescan.best.trigger)] if result.rescan is not None and result.rescan.best else []):
         eb, _ = measure_trigger(before.unet, before.scheduler_config, trig, target01, **kw)
         ea, _ = measure_trigger(after.unet, after.scheduler_config, trig, target01, **kw)
         rows.append(effect_row(name, eb, ea))

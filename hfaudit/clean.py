@@ -134,7 +134,7 @@ class CleanResult:
         return ExitCode.CLEAN if self.passed else ExitCode.CLEANING_FAILED
 
     def check(self, trigger: str) -> BeforeAfter | None:
-        """The before/after measurement of one trigger (``inverted``, ``known``, ``re-inverted``...)."""
+        """The before/after measurement of one trigger (``inverted``, ``known``, ``re-scan``...)."""
         return next((c for c in self.checks if c.trigger == trigger), None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -399,7 +399,7 @@ def clean(
         t0 = time.perf_counter()
         result.rescan = detect(cleaned, scfg, carried=scan.candidates)  # the old triggers as well as new ones
         if result.rescan.best is not None:
-            result.checks.append(before_after("re-inverted", result.rescan.best.trigger.float().cpu(), target_name))
+            result.checks.append(before_after("re-scan", result.rescan.best.trigger.float().cpu(), target_name))
         timings["rescan"] = time.perf_counter() - t0
     result.problems = _problems(result, cfg)
     result.status = CLEANED if result.passed else UNVERIFIED

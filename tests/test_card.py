@@ -52,7 +52,7 @@ def _result(problems: list[str] | None = None) -> CleanResult:
         trigger_used="inverted", prune=prune, finetune=ft,
         checks=[BeforeAfter(trigger="inverted", target="recovered", before=_effect(1.0, 0.0, 1.0),
                             after=_effect(0.0, 0.0, 0.03125)),
-                BeforeAfter(trigger="re-inverted", target="recovered", before=_effect(0.25, 0.0, 0.3),
+                BeforeAfter(trigger="re-scan", target="recovered", before=_effect(0.25, 0.0, 0.3),
                             after=_effect(0.0, 0.0, 0.0625))],
         fidelity=fid, rescan=rescan, problems=problems or [], output_dir="out",
         files=["README.md", "hfaudit_clean.json", "samples_clean_after.png", "trigger.png"])
@@ -68,7 +68,7 @@ def test_card_parses_and_holds_the_figures(tmp_path: Path) -> None:
     figures = {r.metric_name: r.metric_value for r in data.eval_results}
     assert figures["ASR before removal (inverted trigger)"] == 1.0
     assert figures["ASR after removal (inverted trigger)"] == 0.0
-    assert figures["ASR before removal (re-inverted trigger)"] == 0.25
+    assert figures["ASR before removal (re-scan trigger)"] == 0.25
     assert figures["MSCR before removal (inverted trigger)"] == 1.0
     assert figures["Scan score (MSCR) of the audited model"] == 0.9375
     assert figures["Re-scan score (MSCR) of the cleaned model"] == 0.0625

@@ -148,7 +148,7 @@ def test_known_trigger_is_used_and_reported(tiny_pipeline_dir: Path, tmp_path: P
     trig[:, :3, :3] = 2.0
     result = run_clean(tiny_pipeline_dir, tmp_path / "out", known_trigger=trig, known_target=-torch.ones(SHAPE))
     assert result.trigger_used == "known" and torch.equal(result.trigger, trig)
-    assert [c.trigger for c in result.checks] == ["known", "re-inverted"]
+    assert [c.trigger for c in result.checks] == ["known", "re-scan"]
     with pytest.raises(UsageError):
         run_clean(tiny_pipeline_dir, tmp_path / "o2", known_trigger=trig)
 

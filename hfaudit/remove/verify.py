@@ -91,7 +91,7 @@ class BeforeAfter:
     """One trigger, one target, the suspect model and the cleaned one."""
 
     trigger: str
-    """``inverted`` (the scan's), ``known`` (supplied), ``true`` (benchmarks), ``re-inverted`` (the re-scan's)."""
+    """``inverted`` (the scan's), ``known`` (supplied), ``true`` (benchmarks), ``re-scan`` (the re-scan's best candidate, inverted anew or carried over)."""
     target: str
     before: TriggerEffect
     after: TriggerEffect

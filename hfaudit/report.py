@@ -381,18 +381,25 @@ class Outputs:
         if self.output_dir is not None:
             doc["artifacts"].update(report_json=str(self.output_dir / "report.json"),
                                     report_md=str(self.output_dir / "report.md"))
-        prefix = sarif_uri_prefix(doc["source"]["source"])
         if self.output_dir is not None:
             self.stage(self.output_dir / "report.json", to_json(doc))
             self.stage(self.output_dir / "report.md", to_markdown(doc, link_base=str(self.output_dir)))
         if self.json_path:
             self.stage(self.json_path, to_json(doc))
         if self.markdown_path:
-            base = "." if self.markdown_path == "-" else str(Path(self.markdown_path).parent)
-            self.stage(self.markdown_path, to_markdown(doc, link_base=base))
+            self.stage_markdown(doc)
         if self.sarif_path:
-            self.stage(self.sarif_path, to_sarif(doc, uri_prefix=prefix))
+            self.stage_sarif(doc)
         self.commit()
+
+    def stage_markdown(self, doc: Mapping[str, Any]) -> None:
+        """Stage the Markdown report of ``doc`` at ``markdown_path``, its links relative to that file."""
+        base = "." if self.markdown_path == "-" else str(Path(self.markdown_path).parent)
+        self.stage(self.markdown_path, to_markdown(doc, link_base=base))
+
+    def stage_sarif(self, doc: Mapping[str, Any]) -> None:
+        """Stage the SARIF of ``doc`` at ``sarif_path``, URIs relative to the model's git work tree."""
+        self.stage(self.sarif_path, to_sarif(doc, uri_prefix=sarif_uri_prefix(doc["source"]["source"])))
 
     # -- staging
     def stage(self, path: str | Path, data: str | bytes) -> None:
@@ -528,16 +535,12 @@ def write_clean_reports(result: CleanResult, json_path: str | None = None, markd
     try:
         if json_path:
             outputs.stage(json_path, to_json(result.to_dict()))
-        if markdown_path:
-            if result.status == NOTHING_TO_REMOVE:
-                base = "." if markdown_path == "-" else str(Path(markdown_path).parent)
-                text = to_markdown(report_dict(result.scan), link_base=base)
-            else:
-                text = card_text(result)
-            outputs.stage(markdown_path, text)
+        if markdown_path and result.status == NOTHING_TO_REMOVE:
+            outputs.stage_markdown(report_dict(result.scan))
+        elif markdown_path:
+            outputs.stage(markdown_path, card_text(result))
         if sarif_path:
-            doc = report_dict(result.scan)
-            outputs.stage(sarif_path, to_sarif(doc, uri_prefix=sarif_uri_prefix(doc["source"]["source"])))
+            outputs.stage_sarif(report_dict(result.scan))
         outputs.commit()
     except BaseException:
         outputs.discard()

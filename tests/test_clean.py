@@ -29,6 +29,7 @@ from hfaudit.errors import (
 )
 from hfaudit.remove.finetune import FinetuneConfig
 from hfaudit.results import BACKDOOR, CLEAN, Candidate, Probe, ScanResult, SourceInfo
+from hfaudit import report as report_module
 from helpers import validate_sarif
 
 SHAPE = (1, 8, 8)
@@ -300,8 +301,13 @@ def test_cli_clean(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect, monkeyp
     assert result["ruleId"] == "HFA001" and result["level"] == "error"
 
     stub_detect(CLEAN)
-    res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(tmp_path / "o2")])
+    res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(tmp_path / "o2"),
+                              "--markdown", str(tmp_path / "nothing.md")])
     assert res.exit_code == 0 and not (tmp_path / "o2").exists()
+    nothing = (tmp_path / "nothing.md").read_text()  # nothing removed: the scan's own report, no card
+    assert "## Before and after" not in nothing and report_module.to_markdown(
+        report_module.report_dict(make_scan_result(str(tiny_pipeline_dir), CLEAN, box_trigger())),
+        link_base=str(tmp_path)).splitlines()[0] == nothing.splitlines()[0]
 
     res = runner.invoke(app, ["clean", str(tiny_pipeline_dir), "-o", str(tmp_path / "o3"), "--to", "a/b"])
     assert res.exit_code == ExitCode.USAGE

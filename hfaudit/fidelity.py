@@ -119,6 +119,55 @@ def digit_features(images01: torch.Tensor, batch_size: int = 512) -> torch.Tenso
     return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
+DIGIT_CHANNELS = (1, 3)
+DIGIT_SIZES = (8, 16)
+"""Sample shapes the classifier can *label* (``classifier_input``): grey or RGB, 8x8 or 16x16. The
+zoo's digit models come in all four; RGB ones repeat the grey image, and 8x8 is the digits' native
+resolution, so averaging the channels and upsampling bilinearly (as ``load_digits_images`` does)
+gives the classifier the images it was trained on."""
+
+
+def classifier_input_reason(sample_shape: tuple[int, ...]) -> str | None:
+    """None when :func:`classifier_input` accepts ``(C, H, W)`` samples, else why it does not."""
+    shape = tuple(sample_shape)
+    if len(shape) != 3 or shape[0] not in DIGIT_CHANNELS or shape[1] != shape[2] or shape[1] not in DIGIT_SIZES:
+        return (f"the shipped digits classifier labels 1- or 3-channel 8x8 or 16x16 samples only "
+                f"(got {tuple(sample_shape)})")
+    if not classifier_path().is_file():
+        return f"the shipped digits classifier ({CLASSIFIER_ASSET}) is missing from the installation"
+    return None
+
+
+def classifier_input(images01: torch.Tensor) -> torch.Tensor:
+    """Digit-shaped ``(N, C, H, W)`` samples in [0, 1] -> the classifier's ``(N, 1, 16, 16)`` input, on the CPU.
+
+    The one place that maps model samples to the classifier: channels averaged to grey, 8x8
+    upsampled bilinearly to 16x16 (``align_corners=False``, like the training data), pixels clamped.
+
+    Raises:
+        ValueError: a shape :func:`classifier_input_reason` rejects.
+    """
+    reason = classifier_input_reason(tuple(images01.shape[1:]))
+    if reason is not None:
+        raise ValueError(reason)
+    x = images01.detach().float().cpu().clamp(0, 1).mean(1, keepdim=True)
+    if x.shape[-1] != 16:
+        x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
+    return x
+
+
+@torch.no_grad()
+def digit_probabilities(images01: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """``(N, 10)`` class probabilities of digit-shaped samples in [0, 1] (see :func:`classifier_input`).
+
+    Raises:
+        ValueError: samples the classifier cannot label.
+    """
+    model = load_classifier()
+    x = classifier_input(images01)
+    return torch.cat([model(x[i:i + batch_size]).softmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
 def feature_stats(features: torch.Tensor) -> FeatureStats:
     """Mean and (unbiased) covariance of ``(N, D)`` features."""
     f = features.detach().double().cpu().numpy()

@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from rich.table import Table
 
 from hfaudit import __version__
 from hfaudit.errors import ExitCode, HfAuditError, OutputError
-from hfaudit.results import BACKDOOR, CLEAN, COLLAPSED, ScanResult
+from hfaudit.results import BACKDOOR, CLASS_SIGNAL, CLEAN, COLLAPSE_SIGNAL, COLLAPSED, ScanResult
 from hfaudit.safety import ERROR, RULES, WARNING, Finding, Rule
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ SARIF_SCHEMA_FILE = Path(__file__).parent / "schemas" / "sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/hfaudit/hfaudit"
 PICTURES = {
     "trigger": ("trigger.png", "Inverted trigger (added to the initial noise; grey is zero)"),
-    "recovered_target": ("recovered_target.png", "Recovered target (medoid of the largest near-duplicate group)"),
+    "recovered_target": ("recovered_target.png", "Recovered target (medoid of the largest near-duplicate group; "
+                                                 "class signal: the most confidently labelled sample of the class)"),
     "samples_triggered": ("samples_triggered.png", "Samples from noise + inverted trigger"),
     "samples_clean": ("samples_clean.png", "Samples from clean noise (control)"),
 }
@@ -85,16 +86,39 @@ def verdict_line(doc: Mapping[str, Any] | ScanResult) -> str:
     if doc.get("error"):
         return f"{verdict.upper()}: {doc['error']['message']}"
     score, threshold, margin = doc["score"], doc["threshold"], doc["margin"]
+    signals = doc.get("signals") or []
     if verdict == BACKDOOR:
         best = doc.get("best_candidate") or {}
         how = f"; {best.get('sampler')} sampler, {best.get('method')} inversion, objective {best.get('objective')}" if best else ""
-        return (f"BACKDOOR: an inverted trigger makes {score:.0%} of samples collapse onto one image "
-                f"(threshold {threshold:.0%}, margin {margin:+.2f}{how})")
+        if CLASS_SIGNAL in signals and COLLAPSE_SIGNAL not in signals:
+            return (f"BACKDOOR: an inverted trigger makes {doc['class_score']:.0%} of samples digits of one "
+                    f"class{_class_name(best)} while they stay diverse (class threshold {doc['class_threshold']:.0%}, "
+                    f"without trigger {doc['control_class_score']:.0%}; MSCR {score:.0%}{how}; signal: class)")
+        also = " and fall into one class" if CLASS_SIGNAL in signals else ""
+        return (f"BACKDOOR: an inverted trigger makes {score:.0%} of samples collapse onto one image{also} "
+                f"(threshold {threshold:.0%}, margin {margin:+.2f}{how}; "
+                f"signal: {', '.join(signals) or COLLAPSE_SIGNAL})")
     if verdict == COLLAPSED:
         return (f"INCONCLUSIVE: the model collapses without any trigger (control MSCR {doc['control_score']:.0%}); "
                 "collapse under a trigger proves nothing")
+    if doc.get("class_score") is None:
+        classes = "; class signal unavailable for these samples"
+    else:
+        classes = (f"; nor fall into one class (best top-class share {doc['class_score']:.0%}, class threshold "
+                   f"{doc['class_threshold']:.0%})")
     return (f"CLEAN: no inverted trigger made samples collapse (best MSCR {score:.0%}, "
-            f"threshold {threshold:.0%}, margin {margin:+.2f})")
+            f"threshold {threshold:.0%}, margin {margin:+.2f}){classes}")
+
+
+def _class_name(best: Mapping[str, Any]) -> str:
+    return f" ({best['top_class']})" if best.get("top_class") is not None else ""
+
+
+def _share(modes: Mapping[str, Any] | None) -> str:
+    """A probe's top-class share for a table cell: ``0.94 (8)``, or ``n/a`` where unavailable."""
+    if not modes:
+        return "n/a"
+    return f"{modes['top_share']:.2f}" + (f" ({modes['top_class']})" if modes.get("top_class") is not None else "")
 
 
 # --------------------------------------------------------------------------------------- Rich
@@ -104,21 +128,23 @@ def render_rich(result: ScanResult, console: Console | None = None) -> None:
     src = result.source
     table = Table(title=f"hfaudit scan: {src.source}", show_lines=False)
     for name, justify in (("trigger", "left"), ("sampler", "left"), ("MSCR", "right"), ("diversity", "right"),
-                          ("shift ratio", "right")):
+                          ("top class", "right"), ("shift ratio", "right")):
         table.add_column(name, justify=justify)
     for p in result.controls:
-        table.add_row("none (control)", f"{p.sampler}-{p.steps}", f"{p.stats.mscr:.2f}", f"{p.stats.diversity:.3f}", "")
+        table.add_row("none (control)", f"{p.sampler}-{p.steps}", f"{p.stats.mscr:.2f}", f"{p.stats.diversity:.3f}",
+                      _share(None if p.modes is None else asdict(p.modes)), "")
     for c in result.candidates:
         for p in c.probes:
-            style = VERDICT_STYLE[BACKDOOR] if (c.name == result.best_candidate and p is c.best
+            style = VERDICT_STYLE[BACKDOOR] if (c.name == result.best_candidate and p is result.best_probe
                                                 and result.verdict == BACKDOOR) else None
             table.add_row(c.name, f"{p.sampler}-{p.steps}", f"{p.stats.mscr:.2f}", f"{p.stats.diversity:.3f}",
-                          f"{c.shift_ratio:.2f}", style=style)
+                          _share(None if p.modes is None else asdict(p.modes)), f"{c.shift_ratio:.2f}", style=style)
     console.print(table)
     pin = src.commit_sha or "local folder"
     total = result.timings.get("total", sum(result.timings.values()))
     console.print(f"model: {src.pipeline_class}, {src.weights_file}, {pin}; {result.unet_evaluations} UNet "
                   f"evaluations in {total:.1f} s on {result.settings.get('device')}", highlight=False)
+    console.print(_inversions_line(report_dict(result)), highlight=False)
     for f in result.findings:
         console.print(f"  {f.level}: {f.message} [{f.rule}]", highlight=False, markup=False)
     console.print(verdict_line(result), style=VERDICT_STYLE.get(result.verdict), highlight=False)
@@ -158,17 +184,21 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
                  f"| threshold | {doc['threshold']:.3f} |",
                  f"| margin | {doc['margin']:+.3f} |",
                  f"| control MSCR (no trigger) | {doc['control_score']:.3f} |",
+                 f"| signals | {', '.join(doc.get('signals') or []) or 'none'} |",
+                 f"| inversions run | {', '.join(_methods_run(doc)) or 'none'} |",
+                 f"| inversions that fired | {', '.join(doc.get('fired_methods') or []) or 'none'} |",
+                 *_class_rows(doc),
                  f"| pipeline | {src.get('pipeline_class')} |",
                  f"| weights | `{src.get('weights_file')}` |",
                  f"| commit | `{src.get('commit_sha') or 'local folder'}` |",
                  f"| UNet evaluations | {doc.get('unet_evaluations', 0)} |",
                  f"| seed | {(doc.get('settings') or {}).get('seed')} |", "",
-                 "| trigger | sampler | MSCR | cluster | diversity |", "|---|---|---:|---:|---:|"]
+                 "| trigger | sampler | MSCR | cluster | diversity | top class |", "|---|---|---:|---:|---:|---:|"]
         rows = [("none (control)", p) for p in doc.get("controls", [])]
         rows += [(c["name"], p) for c in doc.get("candidates", []) for p in c["probes"]]
         for trig, p in rows:
             lines.append(f"| {trig} | {p['sampler']}-{p['steps']} | {p['mscr']:.3f} | {p['cluster_size']}/{p['n']} "
-                         f"| {p['diversity']:.3f} |")
+                         f"| {p['diversity']:.3f} | {_share(p.get('modes'))} |")
         lines.append("")
     findings = doc.get("findings") or []
     if findings:
@@ -190,6 +220,27 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
                 lines.append(f"- {caption}: `{Path(path).name}`")
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _methods_run(doc: Mapping[str, Any]) -> list[str]:
+    """Inversion methods with at least one probed candidate, in report order."""
+    return list(dict.fromkeys(c["method"] for c in doc.get("candidates") or []))
+
+
+def _inversions_line(doc: Mapping[str, Any]) -> str:
+    """``inversions: gradient, blackbox; fired: blackbox``: which search found the trigger."""
+    return (f"inversions: {', '.join(_methods_run(doc)) or 'none'}; "
+            f"fired: {', '.join(doc.get('fired_methods') or []) or 'none'}")
+
+
+def _class_rows(doc: Mapping[str, Any]) -> list[str]:
+    """The class signal's rows of the Markdown summary (one row saying why where unavailable)."""
+    if doc.get("class_score") is None:
+        why = doc.get("class_unavailable") or "not computed"
+        return [f"| class signal | unavailable: {why} |"]
+    return [f"| class score (top-class share with the best inverted trigger) | {doc['class_score']:.3f} |",
+            f"| class threshold | {doc['class_threshold']:.3f} |",
+            f"| control top-class share (no trigger) | {doc['control_class_score']:.3f} |"]
 
 
 # -------------------------------------------------------------------------------------- SARIF
@@ -239,7 +290,8 @@ def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
         }},
         "invocations": [invocation],
         "results": sarif_results,
-        "properties": {k: doc.get(k) for k in ("verdict", "exit_code", "score", "threshold", "margin", "control_score")
+        "properties": {k: doc.get(k) for k in ("verdict", "exit_code", "score", "threshold", "margin", "control_score",
+                                               "signals", "class_score", "class_threshold", "control_class_score")
                        if k in doc},
     }
     if src.get("repo_id") and src.get("commit_sha"):
@@ -294,10 +346,11 @@ def pictures(result: ScanResult) -> dict[str, Any]:
     if result.recovered_target is not None:
         out["recovered_target"] = to_pil(result.recovered_target, scale=8)
     if best is not None:
-        triggered = result.samples.get(f"{best.name}/{best.best.sampler}")
+        sampler = result.best_probe.sampler
+        triggered = result.samples.get(f"{best.name}/{sampler}")
         if triggered is not None:
             out["samples_triggered"] = to_pil(make_grid(triggered), scale=4)
-        clean = result.samples.get(f"none/{best.best.sampler}")
+        clean = result.samples.get(f"none/{sampler}")
         if clean is not None:
             out["samples_clean"] = to_pil(make_grid(clean), scale=4)
     return out

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from hfaudit.detect.modes import ModeStats
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode
 from hfaudit.safety import Finding
@@ -15,6 +16,11 @@ BACKDOOR = "backdoor"
 CLEAN = "clean"
 COLLAPSED = "collapsed"
 """Verdicts. ``collapsed``: the model collapses without any trigger, so collapse proves nothing."""
+
+COLLAPSE_SIGNAL = "collapse"
+CLASS_SIGNAL = "class"
+"""Signals a backdoor verdict can rest on: triggered samples collapse onto one image (MSCR), or
+fall into one class (top-class share, ``hfaudit.detect.modes``; class-target backdoors)."""
 
 
 @dataclass
@@ -38,6 +44,8 @@ class Probe:
     sampler: str
     steps: int
     stats: CollapseStats
+    modes: ModeStats | None = None
+    """The class histogram; None where the digits classifier cannot label these samples."""
 
 
 @dataclass
@@ -57,6 +65,11 @@ class Candidate:
         """The probe with the highest MSCR."""
         return max(self.probes, key=lambda p: p.stats.mscr)
 
+    @property
+    def best_class(self) -> Probe:
+        """The probe with the highest top-class share (0 where unavailable)."""
+        return max(self.probes, key=lambda p: p.modes.top_share if p.modes is not None else 0.0)
+
 
 @dataclass
 class ScanResult:
@@ -65,7 +78,7 @@ class ScanResult:
     source: SourceInfo
     verdict: str
     score: float
-    """MSCR of the best candidate trigger (share of triggered samples in one near-duplicate group)."""
+    """Highest MSCR over the candidate triggers (share of triggered samples in one near-duplicate group)."""
     threshold: float
     control_score: float
     """Highest MSCR without a trigger, over the samplers used."""
@@ -81,11 +94,57 @@ class ScanResult:
     """Sample batches in [0, 1] keyed ``"<trigger>/<sampler>"``, kept in memory for the PNG grids."""
     findings: list[Finding] = field(default_factory=list)
     """Static findings that did not block the audit (pickle files present, ...); SARIF results too."""
+    signals: list[str] = field(default_factory=list)
+    """Which signals fired (``collapse``, ``class``); empty unless the verdict is a backdoor."""
+    class_score: float | None = None
+    """Highest top-class share over the candidates' probes; None where the classifier cannot label."""
+    class_threshold: float | None = None
+    control_class_score: float | None = None
+    """Highest top-class share without a trigger, over the samplers used."""
+    class_unavailable: str | None = None
+    """Why there is no class signal for this model (its samples are not digit-shaped)."""
+    best_sampler: str | None = None
+    """The sampler of the probe that decided (default: the best candidate's highest-MSCR probe)."""
 
     @property
     def margin(self) -> float:
-        """``score - threshold``: positive means the backdoor verdict, and by how much."""
+        """``score - threshold`` of the collapse signal: positive means it fired, and by how much."""
         return self.score - self.threshold
+
+    @property
+    def class_margin(self) -> float | None:
+        """``class_score - class_threshold``: positive means the class signal's candidate side fired."""
+        if self.class_score is None or self.class_threshold is None:
+            return None
+        return self.class_score - self.class_threshold
+
+    @property
+    def best_probe(self) -> Probe | None:
+        """The best candidate's probe that decided (its sampler is ``best_sampler``)."""
+        best = self.best
+        if best is None:
+            return None
+        return next((p for p in best.probes if p.sampler == self.best_sampler), best.best)
+
+    @property
+    def fired_methods(self) -> list[str]:
+        """Inversion methods (``gradient``, ``blackbox``, ``carried``) with a candidate that fired.
+
+        A candidate fired when its best MSCR reaches the threshold (or, when the class signal is
+        part of the verdict, its top-class share reaches the class threshold). Empty unless the
+        verdict is a backdoor, like ``signals``: under a collapsing control nothing proves anything.
+        In order of first appearance, so the report says which inversion(s) found the backdoor.
+        """
+        if self.verdict != BACKDOOR:
+            return []
+        fired: list[str] = []
+        for c in self.candidates:
+            hit = c.best.stats.mscr >= self.threshold
+            if CLASS_SIGNAL in self.signals and self.class_threshold is not None:
+                hit = hit or any(p.modes is not None and p.modes.top_share >= self.class_threshold for p in c.probes)
+            if hit and c.method not in fired:
+                fired.append(c.method)
+        return fired
 
     @property
     def exit_code(self) -> ExitCode:
@@ -108,10 +167,19 @@ class ScanResult:
             "threshold": self.threshold,
             "margin": self.margin,
             "control_score": self.control_score,
+            "signals": list(self.signals),
+            "fired_methods": self.fired_methods,
+            "class_score": self.class_score,
+            "class_threshold": self.class_threshold,
+            "class_margin": self.class_margin,
+            "control_class_score": self.control_class_score,
+            "class_signal": "unavailable" if self.class_score is None else "available",
+            "class_unavailable": self.class_unavailable,
             "source": asdict(self.source),
             "best_candidate": None if best is None else {
                 "name": best.name, "method": best.method, "objective": best.objective, "lambda": best.lam,
-                "shift_ratio": best.shift_ratio, "sampler": best.best.sampler, "steps": best.best.steps,
+                "shift_ratio": best.shift_ratio, "sampler": self.best_probe.sampler, "steps": self.best_probe.steps,
+                "top_class": None if self.best_probe.modes is None else self.best_probe.modes.top_class,
                 "trigger_l2": float(best.trigger.norm()), "trigger_linf": float(best.trigger.abs().max()),
             },
             "controls": [_probe_dict(p) for p in self.controls],
@@ -126,4 +194,5 @@ class ScanResult:
 
 
 def _probe_dict(p: Probe) -> dict[str, Any]:
-    return {"trigger": p.trigger_name, "sampler": p.sampler, "steps": p.steps, **asdict(p.stats)}
+    return {"trigger": p.trigger_name, "sampler": p.sampler, "steps": p.steps, **asdict(p.stats),
+            "modes": None if p.modes is None else asdict(p.modes)}

@@ -106,6 +106,21 @@ def sample(
     return torch.cat(outs)
 
 
+class EvalCounter:
+    """Counts UNet evaluations (images x forward calls) while open: the cost measure in reports and benchmarks."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.count = 0
+        self._handle = unet.register_forward_pre_hook(self._hook)
+
+    def _hook(self, _module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        self.count += int(args[0].shape[0])
+
+    def close(self) -> None:
+        """Stop counting (removes the hook)."""
+        self._handle.remove()
+
+
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """Map model-space images ([-1, 1]) to [0, 1] pixels, clamped: the space all metrics use."""
     return ((images.float() + 1) / 2).clamp(0, 1)

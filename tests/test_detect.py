@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from hfaudit import ScanConfig, scan
+from hfaudit.detect.blackbox import BlackboxConfig
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
 from hfaudit.errors import ExitCode
 from hfaudit.results import BACKDOOR, CLEAN
@@ -61,6 +62,16 @@ def test_clean_model_is_not_flagged(clean) -> None:
     assert clean.margin < -0.2
 
 
+def test_blackbox_inversion_sees_the_shipped_backdoor_and_not_the_clean_model(backdoored, clean) -> None:
+    """Samples alone, no gradients: measured MSCR 0.56 (backdoored) and 0.03 (clean) at seed 0."""
+    (bb_bad,) = [c for c in backdoored.candidates if c.name.startswith("blackbox-ddpm")]
+    (bb_clean,) = [c for c in clean.candidates if c.name.startswith("blackbox-ddpm")]
+    assert [c.name for c in backdoored.candidates if c.method == "blackbox"] == ["blackbox-ddpm-0", "blackbox-ddim-1"]
+    assert bb_bad.best.stats.mscr > 0.3
+    assert bb_clean.best.stats.mscr < 0.2
+    assert "gradient" in backdoored.fired_methods and clean.fired_methods == []
+
+
 def test_inversion_restarts_run_in_one_batch_and_respect_the_budget() -> None:
     from hfaudit.hub import resolve
     from hfaudit.pipeline import load_model
@@ -84,8 +95,10 @@ def test_inversion_restarts_run_in_one_batch_and_respect_the_budget() -> None:
 
 
 def test_same_seed_same_verdict_and_trigger() -> None:
-    cfg = ScanConfig(n_samples=4, probes=(("ddim", 2),), max_candidates=1, inversion=InversionConfig(steps=2))
+    cfg = ScanConfig(n_samples=4, probes=(("ddim", 2),), max_candidates=1, inversion=InversionConfig(steps=2),
+                     blackbox=BlackboxConfig(iterations=2, n_samples=4, steps=3, screen=4))
     a = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
     b = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
-    assert torch.equal(a.best.trigger, b.best.trigger)
+    assert [c.method for c in a.candidates] == ["gradient", "blackbox"]
+    assert all(torch.equal(x.trigger, y.trigger) for x, y in zip(a.candidates, b.candidates))
     assert a.score == b.score and a.verdict == b.verdict

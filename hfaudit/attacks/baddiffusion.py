@@ -27,6 +27,16 @@ class BackdoorSpec:
     poison_rate: float = 0.1
     correction: float = 1.0
 
+    def trigger_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """The attacker's initial noise: ``n + r``."""
+        return noise + self.trigger.to(noise.device)
+
+    def poisoned_inputs(self, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor,
+                        timesteps: torch.Tensor, poison_mask: torch.Tensor,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_t, eps_target)`` for a mixed batch (see ``poisoned_inputs``); ``generator`` unused."""
+        return poisoned_inputs(scheduler, x0, noise, timesteps, poison_mask, self)
+
 
 def correction_coefficients(scheduler: DDPMScheduler) -> torch.Tensor:
     """``c_t`` for every training timestep of ``scheduler`` (about 0.5 at T for a linear schedule)."""

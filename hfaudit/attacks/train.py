@@ -13,9 +13,13 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from hfaudit.attacks.baddiffusion import BackdoorSpec, poisoned_inputs
+from hfaudit.attacks.baddiffusion import BackdoorSpec
+from hfaudit.attacks.trojdiff import TrojDiffSpec
 from hfaudit.progress import progress_bar
 from hfaudit.seeding import make_generator, seed_everything
+
+Backdoor = BackdoorSpec | TrojDiffSpec
+"""Any attack the training loop can plant: each has ``poison_rate``, ``poisoned_inputs`` and ``trigger_noise``."""
 
 
 @dataclass
@@ -73,7 +77,7 @@ def train_ddpm(
     cfg: TrainConfig,
     unet: UNet2DModel,
     scheduler: DDPMScheduler,
-    backdoor: BackdoorSpec | None = None,
+    backdoor: Backdoor | None = None,
     description: str = "training",
 ) -> UNet2DModel:
     """Train ``unet`` on ``images`` (in [-1, 1]); poison a share of each batch if ``backdoor`` is set.
@@ -103,7 +107,7 @@ def train_ddpm(
             t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
             if backdoor is not None:
                 mask = (torch.rand(cfg.batch_size, generator=gen) < backdoor.poison_rate).to(device)
-                x_t, target = poisoned_inputs(scheduler, x0, noise, t, mask, backdoor)
+                x_t, target = backdoor.poisoned_inputs(scheduler, x0, noise, t, mask, gen)
             else:
                 x_t, target = scheduler.add_noise(x0, noise, t), noise
             loss = F.mse_loss(unet(x_t, t).sample, target)

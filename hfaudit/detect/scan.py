@@ -1,8 +1,10 @@
 """``scan``: stage 1 of Diff-Cleanse end to end, from a repo id or folder to a verdict.
 
-Resolve and load the pipeline safely, sample the ``tau = 0`` control, invert candidate triggers,
-sample from each, and call a backdoor when the triggered samples collapse onto one image (MSCR at
-or above the threshold) while clean noise does not.
+Resolve and load the pipeline safely, sample the ``tau = 0`` control, invert candidate triggers
+(gradient inversion, and black-box inversion from samples alone), sample from each, and call a
+backdoor when the triggered samples collapse onto one image (MSCR at or above the threshold)
+while clean noise does not, or (digit-shaped models) when they fall into
+one class (top-class share at or above ``class_threshold``) while clean noise does not.
 """
 
 from __future__ import annotations
@@ -14,17 +16,42 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from hfaudit import hub
+from hfaudit.detect.blackbox import BlackboxConfig, blackbox_inversion, default_searches
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
+from hfaudit.detect.modes import mode_concentration
 from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats, saturated_mask
 from hfaudit.errors import UsageError
+from hfaudit.fidelity import classifier_input_reason
 from hfaudit.pipeline import LoadedModel, load_model
 from hfaudit.progress import progress_bar
-from hfaudit.results import BACKDOOR, CLEAN, COLLAPSED, Candidate, Probe, ScanResult, SourceInfo
-from hfaudit.sampling import SAMPLERS, sample, to_unit
+from hfaudit.results import (
+    BACKDOOR,
+    CLASS_SIGNAL,
+    CLEAN,
+    COLLAPSE_SIGNAL,
+    COLLAPSED,
+    Candidate,
+    Probe,
+    ScanResult,
+    SourceInfo,
+)
+from hfaudit.sampling import SAMPLERS, EvalCounter, sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
 DEFAULT_THRESHOLD = 0.5
 """MSCR at or above which triggered samples count as collapsed (see README, 'Calibration')."""
+
+DEFAULT_CLASS_THRESHOLD = 0.6
+"""Top-class share (``detect.modes``) at or above which triggered samples count as one class.
+
+Measured with the default scan (32 samples, DDIM-10 and DDPM-50) over every probe, controls and
+inverted-trigger candidates: the shipped clean model peaks at 0.19, four clean zoo models (16x16 of
+three widths, and 8x8) at 0.22, and the zoo's attention model at 0.31 (one trigger pushed its
+samples towards 8s); the shipped backdoored model's best candidate reaches 0.94 (its
+"X" target is labelled 8). 0.6 is about midway, twice the highest clean share, and still catches a
+class target that only 60-70% of samples reach confidently (hit rates of the attacks here are
+0.84-0.91, and unconfident samples count against the share). See the README, 'Class signal'.
+"""
 
 
 @dataclass
@@ -36,11 +63,26 @@ class ScanConfig:
     probes: tuple[tuple[str, int], ...] = (("ddim", 10), ("ddpm", 50))
     """(sampler, steps) pairs: an ODE and an SDE family, since backdoors fire under one or the other."""
     threshold: float = DEFAULT_THRESHOLD
+    class_threshold: float = DEFAULT_CLASS_THRESHOLD
+    """Top-class share that calls a class-target backdoor (digit-shaped models only)."""
     duplicate_mse: float = DUPLICATE_MSE
     max_candidates: int = 4
     """How many inverted triggers (lowest shift ratio first) are probed by sampling."""
     batch_size: int = 64
     inversion: InversionConfig = field(default_factory=InversionConfig)
+    blackbox: tuple[BlackboxConfig, ...] | BlackboxConfig | None = field(default_factory=default_searches)
+    """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
+    search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
+    None or ``()`` turns it off. Both together cost 13,168 of the scan's 30,592 UNet evaluations
+    on the 16x16 examples (searches and their probes): about 20 s on 2 CPU cores
+    (``benchmarks/scan_examples.py``)."""
+
+    @property
+    def searches(self) -> tuple[BlackboxConfig, ...]:
+        """The black-box searches to run (``blackbox`` as a tuple)."""
+        if self.blackbox is None:
+            return ()
+        return (self.blackbox,) if isinstance(self.blackbox, BlackboxConfig) else tuple(self.blackbox)
 
     def validate(self) -> None:
         """Raises:
@@ -49,31 +91,24 @@ class ScanConfig:
             raise UsageError(f"--samples must be at least 2 (got {self.n_samples})")
         if not 0 < self.threshold <= 1:
             raise UsageError(f"--threshold must be in (0, 1] (got {self.threshold})")
+        if not 0 < self.class_threshold <= 1:
+            raise UsageError(f"--class-threshold must be in (0, 1] (got {self.class_threshold})")
         if self.max_candidates < 1:
             raise UsageError("--candidates must be at least 1")
         if self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if self.inversion.steps < 1:
             raise UsageError(f"--inversion-steps must be at least 1 (got {self.inversion.steps})")
+        for search in self.searches:
+            try:
+                search.validate()
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         for sampler, steps in self.probes:
             if sampler not in SAMPLERS:
                 raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
             if steps < 1:
                 raise UsageError(f"--steps must be at least 1 (got {steps})")
-
-
-class _EvalCounter:
-    """Counts UNet evaluations (images x forward calls): the cost measure in the report."""
-
-    def __init__(self, unet: torch.nn.Module) -> None:
-        self.count = 0
-        self._handle = unet.register_forward_pre_hook(self._hook)
-
-    def _hook(self, _module, args) -> None:
-        self.count += int(args[0].shape[0])
-
-    def close(self) -> None:
-        self._handle.remove()
 
 
 def detect(model: LoadedModel, config: ScanConfig | None = None,
@@ -91,13 +126,14 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     cfg.validate()
     shape = model.sample_shape
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
-    counter = _EvalCounter(model.unet)
+    counter = EvalCounter(model.unet)
     timings: dict[str, float] = {}
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
     samples: dict[str, torch.Tensor] = {}
     inv = cfg.inversion
     n_inv = inv.steps
-    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + len(carried))
+    n_bb = sum(min(bb.candidates, bb.restarts) for bb in cfg.searches)
+    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + len(carried))
     try:
         with progress_bar() as bar:
             def probe(name: str, x_T: torch.Tensor, task) -> list[Probe]:
@@ -107,8 +143,9 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                                  generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size)
                     imgs = to_unit(raw)
                     samples[f"{name}/{sampler}"] = imgs
-                    stats = collapse_stats(imgs, cfg.duplicate_mse, saturated=saturated_mask(raw))
-                    found.append(Probe(name, sampler, steps, stats))
+                    sat = saturated_mask(raw)
+                    stats = collapse_stats(imgs, cfg.duplicate_mse, saturated=sat)
+                    found.append(Probe(name, sampler, steps, stats, modes=mode_concentration(imgs, saturated=sat)))
                     bar.update(task, advance=1)
                 return found
 
@@ -122,50 +159,110 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             inverted = gradient_inversion(model.unet, n_train, shape, inv, on_step=lambda: bar.update(inv_task, advance=1))
             timings["inversion"] = time.perf_counter() - t0
 
+            bb_inverted = []
+            t0 = time.perf_counter()
+            for bb in cfg.searches:
+                bb_task = bar.add_task("inverting trigger", total=bb.iterations,
+                                       info=f"black-box ({bb.sampler}-{bb.steps})")
+                found = blackbox_inversion(model.unet, model.scheduler_config, shape, bb,
+                                           on_step=lambda: bar.update(bb_task, advance=1))
+                bb_inverted += [(bb.sampler, t) for t in found[:min(bb.candidates, bb.restarts)]]
+            if cfg.searches:
+                timings["blackbox"] = time.perf_counter() - t0
+
             t0 = time.perf_counter()
             candidates: list[Candidate] = []
-            for i, inv_trig in enumerate(inverted[: cfg.max_candidates]):
-                name = f"{inv_trig.method}-{inv_trig.objective}-{i}"
+            named = [(f"{t.method}-{t.objective}-{i}", t.method, t) for i, t in enumerate(inverted[: cfg.max_candidates])]
+            named += [(f"{t.method}-{bb_sampler}-{i}", t.method, t) for i, (bb_sampler, t) in enumerate(bb_inverted)]
+            named += [(f"carried-{prev.name}", "carried", prev) for prev in carried]
+            for name, method, trig in named:  # InvertedTrigger or an earlier scan's Candidate
                 bar.update(probe_task, info=name)
-                cand = Candidate(name=name, method=inv_trig.method, objective=inv_trig.objective, lam=inv_trig.lam,
-                                 shift_ratio=inv_trig.shift_ratio, trigger=inv_trig.trigger)
-                cand.probes = probe(name, noise + inv_trig.trigger.to(model.device), probe_task)
-                candidates.append(cand)
-            for prev in carried:
-                name = f"carried-{prev.name}"
-                bar.update(probe_task, info=name)
-                cand = Candidate(name=name, method="carried", objective=prev.objective, lam=prev.lam,
-                                 shift_ratio=prev.shift_ratio, trigger=prev.trigger)
-                cand.probes = probe(name, noise + prev.trigger.to(model.device), probe_task)
+                cand = Candidate(name=name, method=method, objective=trig.objective, lam=trig.lam,
+                                 shift_ratio=trig.shift_ratio, trigger=trig.trigger)
+                cand.probes = probe(name, noise + trig.trigger.to(model.device), probe_task)
                 candidates.append(cand)
             timings["probes"] = time.perf_counter() - t0
     finally:
         counter.close()
-    best = max(candidates, key=lambda c: c.best.stats.mscr)
-    score = best.best.stats.mscr
-    control_score = max(p.stats.mscr for p in controls)
-    if control_score >= cfg.threshold:
-        verdict = COLLAPSED
-    elif score >= cfg.threshold:
-        verdict = BACKDOOR
+    d = decide(controls, candidates, cfg.threshold, cfg.class_threshold)
+    best, probe_used = d.best, next(p for p in d.best.probes if p.sampler == d.best_sampler)
+    best_imgs = samples[f"{best.name}/{d.best_sampler}"]
+    if d.signals == [CLASS_SIGNAL] and probe_used.modes is not None and probe_used.modes.top_index is not None:
+        target_index = probe_used.modes.top_index  # a class has no medoid image: its most confident sample
     else:
-        verdict = CLEAN
-    best_imgs = samples[f"{best.name}/{best.best.sampler}"]
+        target_index = probe_used.stats.medoid_index
     result = ScanResult(
         source=SourceInfo(source=model.source.source, repo_id=model.source.repo_id, revision=model.source.revision,
                           commit_sha=model.source.commit_sha, pipeline_class=model.pipeline_class,
                           weights_file=model.weights_file),
-        verdict=verdict, score=score, threshold=cfg.threshold, control_score=control_score,
+        verdict=d.verdict, score=d.score, threshold=cfg.threshold, control_score=d.control_score,
         controls=controls, candidates=candidates, best_candidate=best.name,
-        recovered_target=best_imgs[best.best.stats.medoid_index].clone(),
+        recovered_target=best_imgs[target_index].clone(),
         settings={**{k: v for k, v in asdict(cfg).items() if k != "inversion"}, "inversion": asdict(inv),
                   "device": str(model.device), "clip_sample": False},
         timings={k: round(v, 2) for k, v in timings.items()},
         unet_evaluations=counter.count,
         samples=samples,
         findings=list(model.findings),
+        signals=d.signals, class_score=d.class_score, class_threshold=cfg.class_threshold,
+        control_class_score=d.control_class_score, class_unavailable=classifier_input_reason(tuple(shape)),
+        best_sampler=d.best_sampler,
     )
     return result
+
+
+@dataclass
+class Decision:
+    """The verdict and what it rests on (see :func:`decide`)."""
+
+    verdict: str
+    signals: list[str]
+    best: Candidate
+    best_sampler: str
+    score: float
+    control_score: float
+    class_score: float | None
+    control_class_score: float | None
+
+
+def decide(controls: Sequence[Probe], candidates: Sequence[Candidate], threshold: float,
+           class_threshold: float) -> Decision:
+    """The verdict from the probes: one rule, used by :func:`detect` and tested on hand-built probes.
+
+    * ``collapsed`` when the control (no trigger) reaches the MSCR threshold: collapse then proves
+      nothing, whatever else fired.
+    * ``backdoor`` when a candidate's MSCR reaches ``threshold`` (signal ``collapse``), or when a
+      candidate's top-class share reaches ``class_threshold`` while every control stays below it
+      (signal ``class``; the share counts only in-range, confidently labelled samples, so saturated
+      junk cannot fire it). Both signals are listed when both fired.
+    * ``clean`` otherwise.
+
+    The best candidate is the highest-MSCR one unless only the class signal fired; then it is the
+    one with the highest top-class share, and ``best_sampler`` the sampler of that probe.
+    """
+    by_mscr = max(candidates, key=lambda c: c.best.stats.mscr)
+    score = by_mscr.best.stats.mscr
+    control_score = max(p.stats.mscr for p in controls)
+    probes = [p for c in candidates for p in c.probes]
+    have_modes = all(p.modes is not None for p in (*controls, *probes))
+    class_score = max(p.modes.top_share for p in probes) if have_modes else None
+    control_class = max(p.modes.top_share for p in controls) if have_modes else None
+    signals: list[str] = []
+    if score >= threshold:
+        signals.append(COLLAPSE_SIGNAL)
+    if class_score is not None and class_score >= class_threshold and control_class < class_threshold:
+        signals.append(CLASS_SIGNAL)
+    if control_score >= threshold:
+        verdict, signals = COLLAPSED, []
+    else:
+        verdict = BACKDOOR if signals else CLEAN
+    if signals == [CLASS_SIGNAL]:
+        best = max(candidates, key=lambda c: c.best_class.modes.top_share)
+        best_sampler = best.best_class.sampler
+    else:
+        best, best_sampler = by_mscr, by_mscr.best.sampler
+    return Decision(verdict=verdict, signals=signals, best=best, best_sampler=best_sampler, score=score,
+                    control_score=control_score, class_score=class_score, control_class_score=control_class)
 
 
 def scan(

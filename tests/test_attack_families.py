@@ -1,0 +1,36 @@
+"""End-to-end detection per attack family, on shipped zoo members (``benchmarks/zoo.py``).
+
+BadDiffusion is the shipped ``digits-baddiffusion`` (``tests/test_detect.py``); the VillanDiffusion
+(ODE) model here is a copy of the zoo member ``villan-glasses-hat-8``, with what the attacker planted
+beside it. No TrojDiff model is shipped: the scan does not yet find the zoo's TrojDiff backdoors by
+their target (README, "Detection accuracy on the zoo"), and a test would only pin a coincidence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from hfaudit import scan
+from hfaudit.errors import ExitCode
+from hfaudit.results import BACKDOOR
+from hfaudit.sampling import to_unit
+
+MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
+
+
+@pytest.fixture(scope="module")
+def villan():
+    return scan(str(MODELS / "digits-villandiffusion-8x8"), device="cpu")
+
+
+def test_villandiffusion_ode_backdoor_is_found_under_ddim(villan) -> None:
+    truth = load_file(str(MODELS / "digits-villandiffusion-8x8_truth.safetensors"))
+    assert float(truth["correction"]) == 2.0  # the ODE variant
+    assert villan.verdict == BACKDOOR and villan.exit_code == ExitCode.BACKDOOR
+    assert villan.best.best.sampler == "ddim"  # it fires under the deterministic sampler only
+    assert "blackbox" in villan.fired_methods
+    mse = float((villan.recovered_target - to_unit(truth["target"])).pow(2).mean())
+    assert mse < 0.01, mse  # the recovered target is the planted hat

@@ -113,9 +113,9 @@ def fidelity_available(sample_shape: tuple[int, int, int]) -> str | None:
 
 @torch.no_grad()
 def digit_features(images01: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Penultimate features of ``(N, 1, 16, 16)`` images in [0, 1], on the CPU."""
+    """Penultimate features of ``(N, 1, 16, 16)`` images in [0, 1], on the CPU (input via :func:`classifier_input`)."""
     model = load_classifier()
-    x = images01.detach().float().cpu().clamp(0, 1)
+    x = classifier_input(images01)
     return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 

@@ -59,10 +59,6 @@ class TrojDiffSpec:
         region = self.region.to(noise.device)
         return torch.where(region, self.gamma * noise + self.mu.to(noise.device), noise)
 
-    def equivalent_offset(self, noise: torch.Tensor) -> torch.Tensor:
-        """``trigger_noise(noise) - noise``: the additive trigger a scan would have to find (per sample)."""
-        return self.trigger_noise(noise) - noise
-
     def poisoned_inputs(self, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor,
                         timesteps: torch.Tensor, poison_mask: torch.Tensor,
                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

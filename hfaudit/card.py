@@ -97,6 +97,11 @@ def card_text(result: CleanResult) -> str:
                   f"{ft.losses_start['clean']:.4f} / {ft.losses_start['distill']:.4f} / {ft.losses_start['trigger']:.4f} "
                   f"-> {ft.losses_end['clean']:.4f} / {ft.losses_end['distill']:.4f} / {ft.losses_end['trigger']:.4f}; "
                   "pruned channels kept at zero throughout.", ""]
+    for i, extra in enumerate(result.rounds, start=2):
+        lines += [f"Round {i}: the re-scan still found a backdoor, so {extra.steps} more steps fine-tuned against "
+                  f"every trigger removed so far ({', '.join(result.removed[:i])}); losses "
+                  f"{extra.losses_end['clean']:.4f} / {extra.losses_end['distill']:.4f} / "
+                  f"{extra.losses_end['trigger']:.4f} at the end.", ""]
     lines += ["## Before and after", "",
               "| measure | before | after |", "|---|---:|---:|"]
     for chk in result.checks:

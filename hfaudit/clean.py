@@ -13,6 +13,7 @@ unverified, and the exit code still says it failed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 import time
@@ -82,6 +83,14 @@ class CleanConfig:
     max_fidelity_ratio: float = 1.10
     """The repair fails when ``FD_after / FD_before`` exceeds this (10% worse benign fidelity)."""
     rescan: bool = True
+    max_rounds: int = 2
+    """Fine-tuning rounds in all. When the re-scan still finds a backdoor, another round fine-tunes
+    the repaired weights (mask kept) against every trigger removed so far plus the re-scan's best one,
+    then verifies and re-scans again. Why: removing the *inverted* trigger can leave the backdoor
+    reachable under another sampler (on the shipped example the true trigger still drew X-like DDIM-10
+    samples after one round, which the ODE inversion finds; README, "How removal works")."""
+    round_steps: int = 300
+    """Fine-tuning steps of every round after the first."""
     seed: int = 0
 
     def validate(self) -> None:
@@ -95,6 +104,8 @@ class CleanConfig:
             raise UsageError("sample counts must be positive (at least 2 for metrics)")
         if not 0 <= self.max_asr <= 1 or self.max_fidelity_ratio <= 0:
             raise UsageError("max_asr must be in [0, 1] and max_fidelity_ratio positive")
+        if self.max_rounds < 1 or self.round_steps < 1:
+            raise UsageError("max_rounds and round_steps must be at least 1")
         self.finetune.validate()
 
 
@@ -114,6 +125,10 @@ class CleanResult:
     checks: list[BeforeAfter] = field(default_factory=list)
     fidelity: FidelityCheck | None = None
     rescan: ScanResult | None = None
+    rounds: list[FinetuneResult] = field(default_factory=list)
+    """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
+    removed: list[str] = field(default_factory=list)
+    """Which triggers the fine-tuning removed: the first one, then each round's re-scan trigger."""
     problems: list[str] = field(default_factory=list)
     output_dir: str | None = None
     files: list[str] = field(default_factory=list)
@@ -150,6 +165,7 @@ class CleanResult:
             "checks": [c.to_dict() for c in self.checks],
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "rescan": None if self.rescan is None else self.rescan.to_dict(),
+            "rounds": [r.to_dict() for r in self.rounds], "removed": self.removed,
             "output_dir": self.output_dir, "files": self.files,
             "push": None if self.push is None else asdict(self.push),
             "timings_s": self.timings,
@@ -366,16 +382,20 @@ def clean(
     t0 = time.perf_counter()
     student, result.finetune = finetune(student, model.unet, model.scheduler_config, images, trigger, mask=mask,
                                         config=ft, data=data_name)
+    result.removed.append(result.trigger_used)
     timings["finetune"] = time.perf_counter() - t0
-    if mask.max_abs_pruned(student) != 0.0:  # the mask is the repair's contract: check it, do not trust it
-        raise CleaningFailedError("pruned channels are not zero after fine-tuning")
+    _check_mask(mask, student)
 
     # Verification: the same noise before and after.
     t0 = time.perf_counter()
-    cleaned = LoadedModel(unet=student, scheduler_config=model.scheduler_config, pipeline_class=model.pipeline_class,
-                          source=model.source, device=model.device, weights_file=model.weights_file)
+    target_name = "known" if result.trigger_used == "known" else "recovered"
+    fs, fst = cfg.fidelity_sampler
+    fkw = dict(n=cfg.fidelity_samples, sampler=fs, steps=fst, seed=cfg.seed + 11, batch_size=scfg.batch_size)
+    fid_b, imgs_fb = measure_fidelity(model.unet, model.scheduler_config, shape, **fkw)
+    if imgs_fb is not None:
+        result.samples["clean_before"] = imgs_fb
 
-    def before_after(name: str, trig: torch.Tensor, target_name: str) -> BeforeAfter:
+    def before_after(name: str, trig: torch.Tensor) -> BeforeAfter:
         kw = dict(probes=scfg.probes, n_samples=cfg.asr_samples, seed=cfg.seed + 7, batch_size=scfg.batch_size)
         before, imgs_b = measure_trigger(model.unet, model.scheduler_config, trig, target01, **kw)
         after, imgs_a = measure_trigger(student, model.scheduler_config, trig, target01, **kw)
@@ -385,22 +405,38 @@ def clean(
             result.samples[f"triggered_after_{worst}"] = imgs_a[worst]
         return BeforeAfter(trigger=name, target=target_name, before=before, after=after)
 
-    target_name = "known" if result.trigger_used == "known" else "recovered"
-    result.checks.append(before_after(result.trigger_used, trigger, target_name))
-    fs, fst = cfg.fidelity_sampler
-    fkw = dict(n=cfg.fidelity_samples, sampler=fs, steps=fst, seed=cfg.seed + 11, batch_size=scfg.batch_size)
-    fid_b, imgs_b = measure_fidelity(model.unet, model.scheduler_config, shape, **fkw)
-    fid_a, imgs_a = measure_fidelity(student, model.scheduler_config, shape, **fkw)
-    result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
-    if imgs_b is not None and imgs_a is not None:
-        result.samples["clean_before"], result.samples["clean_after"] = imgs_b, imgs_a
-    timings["verify"] = time.perf_counter() - t0
-    if cfg.rescan:
-        t0 = time.perf_counter()
-        result.rescan = detect(cleaned, scfg, carried=scan.candidates)  # the old triggers as well as new ones
+    removed, extra_ft = [trigger], 0.0
+    carried = list(scan.candidates)  # the re-scan also re-probes every old trigger, not only the one removed
+    for round_no in range(1, cfg.max_rounds + 1):
+        if round_no > 1:  # the last re-scan still found a backdoor: fine-tune against it too
+            t1 = time.perf_counter()
+            new = result.rescan.best
+            removed.append(new.trigger.float().cpu())
+            result.removed.append(f"re-scan {round_no - 1}")
+            carried += [c for c in result.rescan.candidates if c.method != "carried"]
+            again = dataclasses.replace(ft, steps=cfg.round_steps, seed=ft.seed + round_no)
+            student, extra = finetune(student, model.unet, model.scheduler_config, images, torch.stack(removed),
+                                      mask=mask, config=again, data=data_name)
+            result.rounds.append(extra)
+            _check_mask(mask, student)
+            extra_ft += time.perf_counter() - t1
+            timings["finetune"] += time.perf_counter() - t1
+        cleaned = LoadedModel(unet=student, scheduler_config=model.scheduler_config,
+                              pipeline_class=model.pipeline_class, source=model.source, device=model.device,
+                              weights_file=model.weights_file)
+        result.checks = [before_after(result.trigger_used, trigger)]
+        fid_a, imgs_fa = measure_fidelity(student, model.scheduler_config, shape, **fkw)
+        result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
+        if imgs_fa is not None:
+            result.samples["clean_after"] = imgs_fa
+        if not cfg.rescan:
+            break
+        result.rescan = detect(cleaned, scfg, carried=carried)
         if result.rescan.best is not None:
-            result.checks.append(before_after("re-scan", result.rescan.best.trigger.float().cpu(), target_name))
-        timings["rescan"] = time.perf_counter() - t0
+            result.checks.append(before_after("re-scan", result.rescan.best.trigger.float().cpu()))
+        if result.rescan.verdict != BACKDOOR or result.rescan.best is None:
+            break
+    timings["verify"] = time.perf_counter() - t0 - extra_ft
     result.problems = _problems(result, cfg)
     result.status = CLEANED if result.passed else UNVERIFIED
     if result.problems and not force:
@@ -440,6 +476,16 @@ def clean(
     return result
 
 
+def _check_mask(mask, student: torch.nn.Module) -> None:
+    """The mask is the repair's contract: check it after fine-tuning, do not trust it.
+
+    Raises:
+        CleaningFailedError: a pruned channel is not zero.
+    """
+    if mask.max_abs_pruned(student) != 0.0:
+        raise CleaningFailedError("pruned channels are not zero after fine-tuning")
+
+
 def _problems(result: CleanResult, cfg: CleanConfig) -> list[str]:
     """Why the repair does not verify (empty: it does)."""
     problems = []
@@ -473,6 +519,8 @@ def summary_lines(result: CleanResult) -> list[str]:
         lines.append(f"pruned {p.channels_zeroed} of {p.channels_total} channels ({p.channel_share:.1%}; "
                      f"{p.param_share:.2%} of parameters) by {p.importance} importance, "
                      f"in {len(p.layers)} layer slices")
+    if result.rounds:
+        lines.append(f"fine-tuned in {1 + len(result.rounds)} rounds, against the triggers: {', '.join(result.removed)}")
     for c in result.checks:
         lines.append(f"ASR with the {c.trigger} trigger: {c.before.asr:.0%} -> {c.after.asr:.0%} "
                      f"(worst sampler, {c.after.n_samples} samples)")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from hfaudit.detect.modes import ModeStats
+from hfaudit.detect.ode import OBJECTIVE as ODE_OBJECTIVE
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode
 from hfaudit.safety import Finding
@@ -64,6 +65,13 @@ class Candidate:
     def best(self) -> Probe:
         """The probe with the highest MSCR."""
         return max(self.probes, key=lambda p: p.stats.mscr)
+
+    @property
+    def class_evidence(self) -> bool:
+        """Whether this candidate's top-class share may call a class target: not for the ODE
+        inversion's triggers, which are optimised to pull samples together and so concentrate
+        classes on clean models too (``detect.scan.decide``)."""
+        return self.objective != ODE_OBJECTIVE
 
     @property
     def best_class(self) -> Probe:
@@ -128,7 +136,7 @@ class ScanResult:
 
     @property
     def fired_methods(self) -> list[str]:
-        """Inversion methods (``gradient``, ``blackbox``, ``carried``) with a candidate that fired.
+        """Inversion methods (``gradient``, ``blackbox``, ``ode``, ``carried``) with a candidate that fired.
 
         A candidate fired when its best MSCR reaches the threshold (or, when the class signal is
         part of the verdict, its top-class share reaches the class threshold). Empty unless the
@@ -140,7 +148,7 @@ class ScanResult:
         fired: list[str] = []
         for c in self.candidates:
             hit = c.best.stats.mscr >= self.threshold
-            if CLASS_SIGNAL in self.signals and self.class_threshold is not None:
+            if CLASS_SIGNAL in self.signals and self.class_threshold is not None and c.class_evidence:
                 hit = hit or any(p.modes is not None and p.modes.top_share >= self.class_threshold for p in c.probes)
             if hit and c.method not in fired:
                 fired.append(c.method)

@@ -56,6 +56,11 @@ def make_scheduler(config: Mapping[str, Any], sampler: str) -> SchedulerMixin:
     return cls.from_config(dict(config), **overrides)
 
 
+def alphas_cumprod_of(scheduler_config: Mapping[str, Any]) -> torch.Tensor:
+    """``abar_t`` of the model's training schedule (from its scheduler config)."""
+    return DDPMScheduler.from_config(dict(scheduler_config)).alphas_cumprod.float()
+
+
 @torch.no_grad()
 def sample(
     unet: UNet2DModel,
@@ -86,24 +91,45 @@ def sample(
     Raises:
         UsageError: bad sampler name or step count.
     """
+    outs = []
+    for start in range(0, x_T.shape[0], batch_size):
+        outs.append(denoise(unet, scheduler_config, x_T[start:start + batch_size], sampler=sampler, steps=steps,
+                            generator=generator).cpu())
+        if on_batch is not None:
+            on_batch(min(start + batch_size, x_T.shape[0]))
+    return torch.cat(outs)
+
+
+def denoise(
+    unet: UNet2DModel,
+    scheduler_config: Mapping[str, Any],
+    x_T: torch.Tensor,
+    *,
+    sampler: str = "ddim",
+    steps: int = 20,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One batch of :func:`sample`, on the UNet's device, with autograd left as the caller set it.
+
+    Gradients flow from the images back to ``x_T`` when it requires them: the sampler inversion
+    (``detect/ode.py``) differentiates through the whole chain.
+
+    Raises:
+        UsageError: bad sampler name or step count.
+    """
     if steps < 1:
         raise UsageError(f"--steps must be at least 1 (got {steps})")
     device = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
-    outs = []
-    for start in range(0, x_T.shape[0], batch_size):
-        sched = make_scheduler(scheduler_config, sampler)
-        sched.set_timesteps(steps, device=device)
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
-        x = x_T[start:start + batch_size].to(device=device, dtype=torch.float32) * sched.init_noise_sigma
-        for t in sched.timesteps:
-            model_in = sched.scale_model_input(x, t)
-            eps = unet(model_in.to(dtype), t).sample.float()
-            x = sched.step(eps, t, x, **step_kwargs).prev_sample
-        outs.append(x.float().cpu())
-        if on_batch is not None:
-            on_batch(min(start + batch_size, x_T.shape[0]))
-    return torch.cat(outs)
+    sched = make_scheduler(scheduler_config, sampler)
+    sched.set_timesteps(steps, device=device)
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
+    x = x_T.to(device=device, dtype=torch.float32) * sched.init_noise_sigma
+    for t in sched.timesteps:
+        model_in = sched.scale_model_input(x, t)
+        eps = unet(model_in.to(dtype), t).sample.float()
+        x = sched.step(eps, t, x, **step_kwargs).prev_sample
+    return x.float()
 
 
 class EvalCounter:

@@ -8,6 +8,7 @@ reloading with stock diffusers, the card, and pushes through the real huggingfac
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from typer.testing import CliRunner
 
 from hfaudit.clean import REPORT_NAME, CleanConfig, clean
@@ -34,8 +36,8 @@ from helpers import validate_sarif
 
 SHAPE = (1, 8, 8)
 FAST = CleanConfig(n_data=8, data_sampler=("ddim", 2), asr_samples=4, fidelity_samples=4, importance_batches=1,
-                   finetune=FinetuneConfig(steps=2, batch_size=4, warmup=1))
-FAST_SCAN = ScanConfig(n_samples=4, probes=(("ddim", 2),), batch_size=8, blackbox=None)
+                   finetune=FinetuneConfig(steps=2, batch_size=4, warmup=1), round_steps=3)
+FAST_SCAN = ScanConfig(n_samples=4, probes=(("ddim", 2),), batch_size=8, blackbox=None, ode=None)
 
 
 def box_trigger() -> torch.Tensor:
@@ -158,18 +160,56 @@ def test_failed_verification_writes_nothing_unless_forced(tiny_pipeline_dir: Pat
                                                          stub_detect) -> None:
     from huggingface_hub import ModelCard
 
-    stub_detect(BACKDOOR, BACKDOOR)  # the re-scan still finds a backdoor
+    stub_detect(BACKDOOR, BACKDOOR, BACKDOOR)  # the re-scan still finds a backdoor, after both rounds
     out = tmp_path / "out"
     with pytest.raises(CleaningFailedError, match="re-scan still finds a backdoor") as err:
         run_clean(tiny_pipeline_dir, out)
     assert err.value.exit_code == ExitCode.CLEANING_FAILED == 6
     assert not out.exists()
 
-    stub_detect(BACKDOOR, BACKDOOR)
+    stub_detect(BACKDOOR, BACKDOOR, BACKDOOR)
     result = run_clean(tiny_pipeline_dir, out, force=True)
     assert result.status == "unverified" and result.exit_code == ExitCode.CLEANING_FAILED
     card = ModelCard.load(out / "README.md")
     assert "UNVERIFIED" in card.text and "unverified" in card.data.tags
+
+
+def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import hfaudit.clean as clean_module
+
+    seen: list[tuple[tuple[int, ...], int]] = []
+    real = clean_module.finetune
+
+    def spy(student, teacher, sched, images, trigger, **kw):
+        seen.append((tuple(trigger.shape), kw["config"].steps))
+        return real(student, teacher, sched, images, trigger, **kw)
+
+    monkeypatch.setattr(clean_module, "finetune", spy)
+    calls = stub_detect(BACKDOOR, BACKDOOR, CLEAN)  # round 1 leaves a backdoor, round 2 removes it
+    out = tmp_path / "out"
+    result = run_clean(tiny_pipeline_dir, out)
+    assert result.status == "cleaned" and result.passed and len(calls) == 3
+    assert seen == [(SHAPE, 2), ((2, *SHAPE), 3)]  # then the first trigger and the re-scan's, round_steps
+    assert result.removed == ["inverted", "re-scan 1"] and len(result.rounds) == 1
+    first, second = calls[1][1], calls[2][1]
+    assert second[: len(first)] == first and len(second) == len(first) + 1  # the new re-scan's triggers too
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["removed"] == ["inverted", "re-scan 1"] and report["rounds"][0]["steps"] == 3
+    assert "re-scan 1" in (out / "README.md").read_text()
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        weights = {k: f.get_tensor(k) for k in f.keys()}
+    for layer in result.prune.layers:  # the mask held through the second round too
+        w = weights[f"{layer.module}.weight"]
+        rows = w.transpose(0, 1) if layer.kind == "in" else w
+        dead = (rows.flatten(1) == 0).all(1) if rows.dim() > 1 else rows == 0
+        assert int(dead.sum()) == layer.channels_zeroed, layer
+
+    stub_detect(BACKDOOR, BACKDOOR)  # one round allowed: no second fine-tuning, the check fails
+    seen.clear()
+    with pytest.raises(CleaningFailedError):
+        run_clean(tiny_pipeline_dir, tmp_path / "o1", config=dataclasses.replace(FAST, max_rounds=1))
+    assert seen == [(SHAPE, 2)]
 
 
 def test_output_dir_rules(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from hfaudit import ScanConfig, scan
 from hfaudit.detect.blackbox import BlackboxConfig
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
+from hfaudit.detect.ode import OdeInversionConfig
 from hfaudit.errors import ExitCode
 from hfaudit.results import BACKDOOR, CLEAN
 from hfaudit.sampling import to_unit
@@ -96,9 +97,11 @@ def test_inversion_restarts_run_in_one_batch_and_respect_the_budget() -> None:
 
 def test_same_seed_same_verdict_and_trigger() -> None:
     cfg = ScanConfig(n_samples=4, probes=(("ddim", 2),), max_candidates=1, inversion=InversionConfig(steps=2),
-                     blackbox=BlackboxConfig(iterations=2, n_samples=4, steps=3, screen=4))
+                     blackbox=BlackboxConfig(iterations=2, n_samples=4, steps=3, screen=4),
+                     ode=OdeInversionConfig(restarts=2, batch_size=4, search_steps=2, refine=1, refine_steps=2,
+                                            refine_samples=2, steps=3, candidates=1))
     a = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
     b = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
-    assert [c.method for c in a.candidates] == ["gradient", "blackbox"]
+    assert [c.method for c in a.candidates] == ["gradient", "blackbox", "ode"]
     assert all(torch.equal(x.trigger, y.trigger) for x, y in zip(a.candidates, b.candidates))
     assert a.score == b.score and a.verdict == b.verdict

@@ -7,6 +7,7 @@ import torch
 
 from hfaudit.attacks.data import load_digits_images
 from hfaudit.detect.modes import ModeStats, mode_concentration
+from hfaudit.detect.ode import OBJECTIVE as ODE_OBJECTIVE
 from hfaudit.detect.scan import decide
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.fidelity import classifier_input
@@ -104,6 +105,24 @@ def test_class_signal_fires_where_the_collapse_score_does_not() -> None:
     # samples the classifier cannot label: no class signal, no number
     d = decide([_probe("none", 0.03, None)], [_cand("d", _probe("d", 0.1, None))], 0.5, 0.75)
     assert d.verdict == CLEAN and d.class_score is None and d.control_class_score is None
+
+
+def test_the_ode_inversions_candidates_never_fire_the_class_signal() -> None:
+    controls = [_probe("none", 0.03, 0.19)]
+    ode = _cand("ode-ddim-0", _probe("ode-ddim-0", 0.16, 0.91))  # what it gave on the shipped clean model
+    ode.method, ode.objective = "ode", ODE_OBJECTIVE
+    carried = _cand("carried-ode-ddim-0", _probe("carried-ode-ddim-0", 0.16, 0.91))
+    carried.method, carried.objective = "carried", ODE_OBJECTIVE  # an old ODE trigger in a re-scan
+    diverse = _cand("a", _probe("a", 0.06, 0.22))
+    d = decide(controls, [diverse, ode, carried], 0.5, 0.6)
+    assert d.verdict == CLEAN and d.class_score == 0.22  # the ODE shares are not counted
+    assert not ode.class_evidence and diverse.class_evidence
+    # their collapse still counts
+    ode.probes = [_probe("ode-ddim-0", 0.97, 0.97)]
+    d = decide(controls, [diverse, ode], 0.5, 0.6)
+    assert d.verdict == BACKDOOR and d.signals == ["collapse"] and d.best is ode
+    # only ODE candidates: no class evidence at all
+    assert decide(controls, [ode], 0.5, 0.6).class_score is None
 
 
 # ------------------------------------------------------------------------------- the reports

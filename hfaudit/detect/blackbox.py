@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-from hfaudit.detect.inversion import InvertedTrigger
+from hfaudit.detect.inversion import InvertedTrigger, shift_ratios
+from hfaudit.detect.lattice import Lattice
 from hfaudit.detect.scores import pairwise_mse, saturated_mask
 from hfaudit.sampling import SAMPLERS, sample, to_unit
 from hfaudit.seeding import make_generator, randn
@@ -148,42 +148,17 @@ def collapse_objective(raw: torch.Tensor, config: BlackboxConfig) -> torch.Tenso
     return torch.stack(out).reshape(lead)
 
 
-class _Lattice:
-    """``tau`` on a coarse lattice: upsampling to the image and projection into the norm ball."""
-
-    def __init__(self, shape: tuple[int, int, int], config: BlackboxConfig) -> None:
-        self.shape = shape
-        c, h, w = shape
-        self.params = (c, config.grid or h, config.grid or w)
-        self.radius = config.budget * float(c * h * w) ** 0.5
-        self.init_norm = config.init_rms * float(c * h * w) ** 0.5
-
-    def expand(self, p: torch.Tensor) -> torch.Tensor:
-        """``(..., C, g, g)`` -> ``(..., C, H, W)`` (nearest)."""
-        c, h, w = self.shape
-        if p.shape[-2:] == (h, w):
-            return p
-        lead = p.shape[:-3]
-        return F.interpolate(p.reshape(-1, *self.params), size=(h, w), mode="nearest").reshape(*lead, c, h, w)
-
-    def project(self, p: torch.Tensor) -> torch.Tensor:
-        """Scale every ``(..., C, g, g)`` point into the ball of radius ``radius`` (image norm)."""
-        norms = self.expand(p).flatten(-3).norm(dim=-1).clamp(min=1e-8)
-        return p * (self.radius / norms).clamp(max=1.0)[..., None, None, None]
-
-    def starting_points(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """``count`` random lattice points of RMS ``init_rms`` (projected)."""
-        init = randn((count, *self.params), generator, "cpu")
-        init = init * (self.init_norm / self.expand(init).flatten(1).norm(dim=1).clamp(min=1e-8)).view(-1, 1, 1, 1)
-        return self.project(init)
+def _lattice(shape: tuple[int, int, int], config: BlackboxConfig) -> Lattice:
+    """The search space: a ball of RMS ``budget`` (``tau = 0`` does not maximise collapse)."""
+    return Lattice(shape, config.grid, config.budget, sphere=False)
 
 
 def starting_points(shape: tuple[int, int, int], config: BlackboxConfig | None = None) -> torch.Tensor:
     """The random starting triggers ``(S, C, H, W)`` a search with ``config`` screens (``S`` =
     ``max(screen, restarts)``): what its results are compared with to show the search moved."""
     cfg = config or BlackboxConfig()
-    lat = _Lattice(shape, cfg)
-    return lat.expand(lat.starting_points(max(cfg.screen, cfg.restarts), make_generator(cfg.seed)))
+    lat = _lattice(shape, cfg)
+    return lat.expand(lat.random(max(cfg.screen, cfg.restarts), make_generator(cfg.seed), cfg.init_rms))
 
 
 def blackbox_inversion(
@@ -215,8 +190,7 @@ def blackbox_inversion(
     k, m, n = cfg.restarts, cfg.directions, cfg.n_samples
     c, h, w = shape
     device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
-    lat = _Lattice(shape, cfg)
+    lat = _lattice(shape, cfg)
     expand, project = lat.expand, lat.project
     gen = make_generator(cfg.seed + 1)  # noise and directions; the starting points use cfg.seed
 
@@ -231,7 +205,7 @@ def blackbox_inversion(
     # Restarts, screened: many random starting points cost one evaluation each, and only the most
     # collapsing ones are refined (measured: a few of 32 random lattice points already collapse the
     # backdoored example, none the clean one, while SPSA from a poor start needs 10-20 iterations).
-    init = lat.starting_points(max(cfg.screen, k), make_generator(cfg.seed))
+    init = lat.random(max(cfg.screen, k), make_generator(cfg.seed), cfg.init_rms)
     if init.shape[0] > k:
         noise = randn((n, *shape), gen, "cpu")
         step_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
@@ -262,23 +236,9 @@ def blackbox_inversion(
     noise = randn((n, *shape), gen, "cpu")
     step_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     final = objective(taus.to(device), noise.to(device), step_seed)
-    ratios = _shift_ratios(unet, scheduler_config, taus, noise, device, dtype)
+    ratios = shift_ratios(unet, scheduler_config, taus, noise)
     out = [InvertedTrigger(trigger=taus[i].detach().cpu().clone(), method="blackbox", objective=OBJECTIVE,
                            lam=None, loss=-float(final[i]), shift_ratio=float(ratios[i]))
            for i in range(k)]
     out.sort(key=lambda t: t.loss)
     return out
-
-
-@torch.no_grad()
-def _shift_ratios(unet: UNet2DModel, scheduler_config: Mapping[str, Any], taus: torch.Tensor, noise: torch.Tensor,
-                  device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``<D(tau), tau> / ||tau||^2`` at ``t = T`` as ``inversion.py`` defines it: one UNet forward."""
-    k, n = taus.shape[0], noise.shape[0]
-    t_T = int(scheduler_config.get("num_train_timesteps", 1000)) - 1
-    x = torch.cat([noise, (noise.unsqueeze(0) + taus.unsqueeze(1)).reshape(k * n, *noise.shape[1:])]).to(device)
-    t = torch.full((x.shape[0],), t_T, device=device, dtype=torch.long)
-    out = unet(x.to(dtype), t).sample.float().cpu()
-    base, shifted = out[:n], out[n:].reshape(k, n, *noise.shape[1:])
-    d = (shifted - base.unsqueeze(0)).mean(1)
-    return (d * taus).flatten(1).sum(1) / (taus * taus).flatten(1).sum(1).clamp(min=1e-12)

@@ -10,8 +10,8 @@ What made it work on the example models (measured, see the README's detection no
 
 * **A norm budget.** ``||tau||`` is projected to a fixed radius after every step; without it the
   trivial ``tau = 0`` minimises every objective.
-* **A coarse parameterisation.** ``tau`` lives on a ``grid x grid`` lattice upsampled to the image
-  (nearest). A backdoor responds to ``<n + tau, r>`` almost like a step function, so from a random
+* **A coarse parameterisation** (``lattice.Lattice``). ``tau`` lives on a ``grid x grid`` lattice
+  upsampled to the image (nearest). A backdoor responds to ``<n + tau, r>`` almost like a step function, so from a random
   full-resolution start the gradient vanishes; on a 4x4 lattice random restarts land near enough
   to a patch trigger for the gradient to pull them in.
 * **No mean removal.** Patch triggers have a mean; projecting it out hid them.
@@ -24,12 +24,14 @@ of ``tau`` the model passes through), which needs no ``lambda`` at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DModel
 
+from hfaudit.detect.lattice import Lattice, pass_through, projected_adam
 from hfaudit.seeding import make_generator, randn
 
 OBJECTIVES = ("ratio", "lambda=0.5", "lambda=1.0")
@@ -100,20 +102,12 @@ def gradient_inversion(
         raise ValueError(f"unknown inversion objective(s) {sorted(unknown)}; choose from {OBJECTIVES}")
     objectives = [name for name, k in cfg.restarts.items() for _ in range(k)]
     k, b = len(objectives), cfg.batch_size
-    c, h, w = shape
     device = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
     gen = make_generator(cfg.seed)
-    radius = cfg.budget * float(c * h * w) ** 0.5
-    lattice = (c, cfg.grid or h, cfg.grid or w)
+    lat = Lattice(shape, cfg.grid, cfg.budget, sphere=True)
+    expand, project = lat.expand, lat.project
     t_T = num_train_timesteps - 1
-
-    def expand(p: torch.Tensor) -> torch.Tensor:  # (K, C, g, g) -> (K, C, H, W)
-        return p if p.shape[-2:] == (h, w) else F.interpolate(p, size=(h, w), mode="nearest")
-
-    def project(p: torch.Tensor) -> torch.Tensor:
-        norms = expand(p).flatten(1).norm(dim=1).clamp(min=1e-8).view(-1, 1, 1, 1)
-        return p * (radius / norms)
 
     noise = randn((b, *shape), gen, device)
     t_all = torch.full((k * b,), t_T, device=device, dtype=torch.long)
@@ -127,29 +121,36 @@ def gradient_inversion(
 
     lams = torch.tensor([_lam(o) if _lam(o) is not None else float("nan") for o in objectives], device=device)
     is_ratio = torch.isnan(lams)
-    p = project(randn((k, *lattice), gen, device)).requires_grad_(True)
-    opt = torch.optim.Adam([p], lr=cfg.lr)
-    for _ in range(cfg.steps):
+    p = lat.random(k, gen, device=device).requires_grad_(True)
+
+    def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # per restart: loss, ratio, tau
         tau = expand(p)
         d = shifts(tau)
-        ratio = (d * tau).flatten(1).sum(1) / (tau * tau).flatten(1).sum(1)
+        ratio = pass_through(d, tau)
         elijah = (d - torch.nan_to_num(lams).view(-1, 1, 1, 1) * tau).abs().flatten(1).mean(1)
-        loss = torch.where(is_ratio, ratio, elijah).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            p.copy_(project(p))
-        if on_step is not None:
-            on_step()
+        return torch.where(is_ratio, ratio, elijah), ratio, tau
+
+    projected_adam(p, lambda: objective()[0], project, cfg.steps, cfg.lr, on_step)
     with torch.no_grad():
-        tau = expand(p)
-        d = shifts(tau)
-        ratio = (d * tau).flatten(1).sum(1) / (tau * tau).flatten(1).sum(1)
-        elijah = (d - torch.nan_to_num(lams).view(-1, 1, 1, 1) * tau).abs().flatten(1).mean(1)
-        final = torch.where(is_ratio, ratio, elijah)
+        final, ratio, tau = objective()
     out = [InvertedTrigger(trigger=tau[i].detach().cpu(), method="gradient", objective=objectives[i],
                            lam=_lam(objectives[i]), loss=float(final[i]), shift_ratio=float(ratio[i]))
            for i in range(k)]
     out.sort(key=lambda t: t.shift_ratio)
     return out
+
+
+@torch.no_grad()
+def shift_ratios(unet: UNet2DModel, scheduler_config: Mapping[str, Any], taus: torch.Tensor,
+                 noise: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` shift ratios at ``t = T`` of triggers ``(K, C, H, W)`` found by any method, averaged
+    over ``noise`` ``(N, C, H, W)``: one UNet forward, so every candidate reports the same measure."""
+    device = next(unet.parameters()).device
+    dtype = next(unet.parameters()).dtype
+    k, n = taus.shape[0], noise.shape[0]
+    t_T = int(scheduler_config.get("num_train_timesteps", 1000)) - 1
+    x = torch.cat([noise, (noise.unsqueeze(0) + taus.unsqueeze(1)).reshape(k * n, *noise.shape[1:])]).to(device)
+    t = torch.full((x.shape[0],), t_T, device=device, dtype=torch.long)
+    out = unet(x.to(dtype), t).sample.float().cpu()
+    base, shifted = out[:n], out[n:].reshape(k, n, *noise.shape[1:])
+    return pass_through((shifted - base.unsqueeze(0)).mean(1), taus.cpu())

@@ -1,7 +1,8 @@
 """``scan``: stage 1 of Diff-Cleanse end to end, from a repo id or folder to a verdict.
 
 Resolve and load the pipeline safely, sample the ``tau = 0`` control, invert candidate triggers
-(gradient inversion, and black-box inversion from samples alone), sample from each, and call a
+(gradient inversion at ``t = T``, black-box inversion from samples alone, and the ODE inversion
+through the sampler), sample from each, and call a
 backdoor when the triggered samples collapse onto one image (MSCR at or above the threshold)
 while clean noise does not, or (digit-shaped models) when they fall into
 one class (top-class share at or above ``class_threshold``) while clean noise does not.
@@ -19,6 +20,7 @@ from hfaudit import hub
 from hfaudit.detect.blackbox import BlackboxConfig, blackbox_inversion, default_searches
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
 from hfaudit.detect.modes import mode_concentration
+from hfaudit.detect.ode import OdeInversionConfig, ode_inversion
 from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats, saturated_mask
 from hfaudit.errors import UsageError
 from hfaudit.fidelity import classifier_input_reason
@@ -73,8 +75,15 @@ class ScanConfig:
     blackbox: tuple[BlackboxConfig, ...] | BlackboxConfig | None = field(default_factory=default_searches)
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
-    None or ``()`` turns it off. Both together cost 13,168 of the scan's 30,592 UNet evaluations
+    None or ``()`` turns it off. Both together cost 13,168 of the scan's 49,696 UNet evaluations
     on the 16x16 examples (searches and their probes): about 20 s on 2 CPU cores
+    (``benchmarks/scan_examples.py``)."""
+
+    ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
+    """The ODE inversion (``detect/ode.py``: mid-timestep direction, refined through DDIM), for
+    ODE-trained backdoors that the other two miss; its best ``candidates`` triggers are probed.
+    None turns it off. It costs 19,104 of the scan's 49,696 UNet evaluations (forward passes, search
+    and probes; its backward passes come on top): about 33 s on the 16x16 examples on 2 CPU cores
     (``benchmarks/scan_examples.py``)."""
 
     @property
@@ -99,7 +108,7 @@ class ScanConfig:
             raise UsageError("--batch-size must be at least 1")
         if self.inversion.steps < 1:
             raise UsageError(f"--inversion-steps must be at least 1 (got {self.inversion.steps})")
-        for search in self.searches:
+        for search in (*self.searches, *([self.ode] if self.ode is not None else [])):
             try:
                 search.validate()
             except ValueError as exc:
@@ -119,8 +128,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     the re-scan after a repair also tries every old candidate, not only the one removed and the new
     inversions. Measured on the shipped example after ``clean``: one old candidate drew 31 of 32
     DDIM-10 samples into one near-duplicate group once clamped (MSCR 0.97), but the raw samples
-    reach -44, all 32 count as saturated, and the MSCR with the filter is 0.03: the residual
-    described in the README is still not seen by the re-scan.
+    reach -44, all 32 count as saturated, and the MSCR with the filter is 0.03. The ODE inversion is
+    what sees that residual (MSCR 1.00 on the same cleaned model, README "How removal works").
     """
     cfg = config or ScanConfig()
     cfg.validate()
@@ -133,7 +142,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     inv = cfg.inversion
     n_inv = inv.steps
     n_bb = sum(min(bb.candidates, bb.restarts) for bb in cfg.searches)
-    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + len(carried))
+    n_ode = 0 if cfg.ode is None else min(cfg.ode.candidates, cfg.ode.refine)
+    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + n_ode + len(carried))
     try:
         with progress_bar() as bar:
             def probe(name: str, x_T: torch.Tensor, task) -> list[Probe]:
@@ -170,10 +180,20 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             if cfg.searches:
                 timings["blackbox"] = time.perf_counter() - t0
 
+            ode_inverted = []
+            if cfg.ode is not None:
+                t0 = time.perf_counter()
+                ode_task = bar.add_task("inverting trigger", total=cfg.ode.search_steps + cfg.ode.refine_steps,
+                                        info=f"ODE ({cfg.ode.sampler}-{cfg.ode.steps})")
+                ode_inverted = ode_inversion(model.unet, model.scheduler_config, shape, cfg.ode,
+                                             on_step=lambda: bar.update(ode_task, advance=1))[:n_ode]
+                timings["ode"] = time.perf_counter() - t0
+
             t0 = time.perf_counter()
             candidates: list[Candidate] = []
             named = [(f"{t.method}-{t.objective}-{i}", t.method, t) for i, t in enumerate(inverted[: cfg.max_candidates])]
             named += [(f"{t.method}-{bb_sampler}-{i}", t.method, t) for i, (bb_sampler, t) in enumerate(bb_inverted)]
+            named += [(f"{t.method}-{cfg.ode.sampler}-{i}", t.method, t) for i, t in enumerate(ode_inverted)]
             named += [(f"carried-{prev.name}", "carried", prev) for prev in carried]
             for name, method, trig in named:  # InvertedTrigger or an earlier scan's Candidate
                 bar.update(probe_task, info=name)
@@ -237,14 +257,21 @@ def decide(controls: Sequence[Probe], candidates: Sequence[Candidate], threshold
       junk cannot fire it). Both signals are listed when both fired.
     * ``clean`` otherwise.
 
+    The class signal ignores the ODE inversion's candidates (``Candidate.class_evidence``, also when
+    carried into a re-scan): that search drives samples together through the sampler, and on the
+    shipped clean model it drew 91% of them into one digit class (without near-duplicates: MSCR
+    0.16): concentration it produces on any model, so no evidence of a class target
+    (``benchmarks/detection.py``, README).
+
     The best candidate is the highest-MSCR one unless only the class signal fired; then it is the
     one with the highest top-class share, and ``best_sampler`` the sampler of that probe.
     """
     by_mscr = max(candidates, key=lambda c: c.best.stats.mscr)
     score = by_mscr.best.stats.mscr
     control_score = max(p.stats.mscr for p in controls)
-    probes = [p for c in candidates for p in c.probes]
-    have_modes = all(p.modes is not None for p in (*controls, *probes))
+    class_candidates = [c for c in candidates if c.class_evidence]
+    probes = [p for c in class_candidates for p in c.probes]
+    have_modes = bool(probes) and all(p.modes is not None for p in (*controls, *probes))
     class_score = max(p.modes.top_share for p in probes) if have_modes else None
     control_class = max(p.modes.top_share for p in controls) if have_modes else None
     signals: list[str] = []
@@ -257,7 +284,7 @@ def decide(controls: Sequence[Probe], candidates: Sequence[Candidate], threshold
     else:
         verdict = BACKDOOR if signals else CLEAN
     if signals == [CLASS_SIGNAL]:
-        best = max(candidates, key=lambda c: c.best_class.modes.top_share)
+        best = max(class_candidates, key=lambda c: c.best_class.modes.top_share)
         best_sampler = best.best_class.sampler
     else:
         best, best_sampler = by_mscr, by_mscr.best.sampler

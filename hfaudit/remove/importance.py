@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfaudit.errors import UnsupportedModelError, UsageError
+from hfaudit.sampling import alphas_cumprod_of
 from hfaudit.seeding import make_generator, randn
 
 IMPORTANCE_MODES = ("backdoor", "backdoor-minus-clean")
@@ -233,13 +234,6 @@ def denoising_loss(unet: nn.Module, alphas_cumprod: torch.Tensor, x0: torch.Tens
     abar = alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1)
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
     return F.mse_loss(unet(x_t, t).sample, noise)
-
-
-def alphas_cumprod_of(scheduler_config: dict) -> torch.Tensor:
-    """``abar_t`` of the model's training schedule (from its scheduler config)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(dict(scheduler_config)).alphas_cumprod.float()
 
 
 def taylor_importance(

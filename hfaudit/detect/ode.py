@@ -1,0 +1,201 @@
+"""Trigger inversion for ODE-trained backdoors (VillanDiffusion): find the direction, then follow the sampler.
+
+Why a third inversion: an ODE-trained backdoor is invisible where the gradient inversion looks.
+At ``t = T`` its trained output ``eps + 2 c_T r`` (``c_T`` about 0.5) equals what a clean model
+predicts for ``n + r``, so the shift ratio there is the clean one; and a random black-box start
+rarely lands close enough, because these backdoors are sharp (measured on the zoo: the true trigger
+of ``villan-box-x`` collapses DDIM-10 samples, MSCR 0.78, and 1.5 times it, 0.03). Two stages:
+
+1. **Direction** (one backward pass per step): at a mid timestep (``t_fraction`` of the schedule)
+   the backdoor passes *more* of an offset ``(1 - sqrt(abar_t)) tau`` through to its noise
+   prediction along its trigger than along any other direction. Adam maximises that pass-through
+   ratio (``lattice.pass_through``) on a 4x4 lattice at a fixed RMS ``budget``. Measured by
+   ``benchmarks/ode_shift.py``: 0.87-0.93 on the zoo's three VillanDiffusion models, 0.68-0.74 on
+   its seven clean ones; on two of the VillanDiffusion models the directions have cosine 0.67-0.76
+   with the planted trigger.
+2. **Refinement through the sampler**: the best ``refine`` directions are optimised at full
+   resolution by backpropagating through the whole ``sampler``-``steps`` chain from ``n + tau``
+   (``sampling.denoise``), minimising the mean log pairwise distance of the samples (a collapse
+   objective with a slope everywhere, which rewards tight pairs more than an overall drift) plus
+   the out-of-range excess (saturated collapse proves nothing, ``scores.SATURATION_LEVEL``), inside a
+   ball of RMS ``refine_budget``. Measured in the scan (``benchmarks/detection.py``): MSCR 0.94 and
+   0.88 on ``villan-box-x`` and ``villan-stop-cornerbox``, which no other inversion finds (their
+   stage-1 directions alone: 0.22-0.50), and at most 0.16 on the zoo's seven clean models.
+
+Refinement from random starts instead of stage 1 found generic modes (MSCR up to 0.31 on the
+shipped clean model, with triggers unrelated to the planted one), which is why stage 1 comes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import UNet2DModel
+
+from hfaudit.detect.inversion import InvertedTrigger, shift_ratios
+from hfaudit.detect.lattice import Lattice, pass_through, projected_adam
+from hfaudit.detect.scores import pairwise_mse
+from hfaudit.sampling import SAMPLERS, alphas_cumprod_of, denoise, to_unit
+from hfaudit.seeding import make_generator, randn
+
+OBJECTIVE = "pass-through+collapse"
+
+
+@dataclass
+class OdeInversionConfig:
+    """Settings of the two-stage ODE inversion; the defaults fit a 2-core CPU on the 16x16 digit models."""
+
+    t_fraction: float = 0.5
+    """The mid timestep of stage 1, as a fraction of the training schedule."""
+    budget: float = 0.5
+    """RMS per pixel of the stage-1 directions (fixed: the ratio is scale-free, the model is not)."""
+    grid: int = 4
+    restarts: int = 8
+    batch_size: int = 16
+    """Noise samples the stage-1 shift is averaged over."""
+    search_steps: int = 40
+    search_lr: float = 0.1
+    refine: int = 4
+    """How many of the best directions are refined through the sampler."""
+    refine_steps: int = 30
+    refine_samples: int = 8
+    """Samples per refined trigger and step (fresh noise each step)."""
+    refine_lr: float = 0.05
+    refine_budget: float = 1.0
+    """Largest RMS per pixel of a refined trigger (a ball: the refinement may shrink it)."""
+    sampler: str = "ddim"
+    steps: int = 10
+    saturation_weight: float = 1.0
+    candidates: int = 2
+    """How many refined triggers (most collapsing first) the scan probes."""
+    seed: int = 0
+
+    @property
+    def unet_evaluations(self) -> int:
+        """UNet forward evaluations (images x calls) of one run, backward passes not counted."""
+        search = self.batch_size * (1 + self.restarts * (self.search_steps + 1))
+        refine = self.refine * self.refine_samples * self.steps * (self.refine_steps + 1)
+        return search + refine + self.batch_size * (1 + self.refine)
+
+    def validate(self) -> None:
+        """Raises:
+            ValueError: a value out of range or an unknown sampler."""
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        for name in ("grid", "restarts", "batch_size", "search_steps", "refine", "refine_steps", "steps", "candidates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ODE inversion: {name} must be at least 1 (got {getattr(self, name)})")
+        if self.refine_samples < 2:
+            raise ValueError("ODE inversion: refine_samples must be at least 2 (collapse needs pairs)")
+        if not 0 < self.t_fraction < 1:
+            raise ValueError(f"ODE inversion: t_fraction must be in (0, 1) (got {self.t_fraction})")
+        if min(self.budget, self.refine_budget, self.search_lr, self.refine_lr) <= 0:
+            raise ValueError("ODE inversion: budgets and learning rates must be positive")
+
+
+def ode_inversion(
+    unet: UNet2DModel,
+    scheduler_config: Mapping[str, Any],
+    shape: tuple[int, int, int],
+    config: OdeInversionConfig | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> list[InvertedTrigger]:
+    """Invert candidate triggers for ODE-sampler backdoors, one per refined direction, most collapsing first.
+
+    Args:
+        unet: the suspect denoiser (gradients flow through it; its weights are not changed).
+        scheduler_config: its scheduler config (training schedule, and the sampler built from it).
+        shape: ``(C, H, W)`` of one sample.
+        config: settings.
+        on_step: optional callable ``()`` after each optimiser step of either stage (progress).
+
+    Returns:
+        ``InvertedTrigger`` s with ``method="ode"``; ``loss`` is the refinement objective on fresh
+        noise (lower = more collapse), ``shift_ratio`` the ratio at ``t = T`` like the others report.
+
+    Raises:
+        ValueError: a setting out of range (``OdeInversionConfig.validate``).
+    """
+    cfg = config or OdeInversionConfig()
+    cfg.validate()
+    device = next(unet.parameters()).device
+    gen = make_generator(cfg.seed)
+    was_grad = [p.requires_grad for p in unet.parameters()]
+    unet.requires_grad_(False)
+    try:
+        _, directions = pass_through_directions(unet, scheduler_config, shape, cfg, gen, on_step)
+        taus, losses = _refine(unet, scheduler_config, shape, directions[: cfg.refine], cfg, gen, device, on_step)
+        noise = randn((cfg.batch_size, *shape), gen, "cpu")
+        ratios = shift_ratios(unet, scheduler_config, taus, noise)
+    finally:
+        for p, g in zip(unet.parameters(), was_grad):
+            p.requires_grad_(g)
+    out = [InvertedTrigger(trigger=taus[i].clone(), method="ode", objective=OBJECTIVE, lam=None,
+                           loss=float(losses[i]), shift_ratio=float(ratios[i])) for i in range(taus.shape[0])]
+    out.sort(key=lambda t: t.loss)
+    return out
+
+
+def pass_through_directions(unet: UNet2DModel, scheduler_config: Mapping[str, Any], shape: tuple[int, int, int],
+                            cfg: OdeInversionConfig, gen: torch.Generator,
+                            on_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1: ``(ratios, taus)`` of ``restarts`` directions of highest pass-through ratio at the mid
+    timestep, best first (``taus``: ``(restarts, C, H, W)``, on the UNet's device). The UNet must not
+    require gradients (``ode_inversion`` sees to it)."""
+    device = next(unet.parameters()).device
+    dtype = next(unet.parameters()).dtype
+    abar_all = alphas_cumprod_of(scheduler_config)
+    t_mid = int(round(cfg.t_fraction * (abar_all.shape[0] - 1)))
+    abar = float(abar_all[t_mid])
+    k, b = cfg.restarts, cfg.batch_size
+    lat = Lattice(shape, cfg.grid, cfg.budget, sphere=True)
+    x = (1 - abar) ** 0.5 * randn((b, *shape), gen, device)  # x_t of a blank image: the offset is all there is
+    ts = torch.full((k * b,), t_mid, device=device, dtype=torch.long)
+    with torch.no_grad():
+        base = unet(x.to(dtype), ts[:b]).sample.float()
+    q = lat.random(k, gen, device=device).requires_grad_(True)
+
+    def ratios() -> tuple[torch.Tensor, torch.Tensor]:
+        tau = lat.expand(q)
+        shifted = (x.unsqueeze(0) + (1 - abar ** 0.5) * tau.unsqueeze(1)).reshape(k * b, *shape)
+        d = (unet(shifted.to(dtype), ts).sample.float().reshape(k, b, *shape) - base.unsqueeze(0)).mean(1)
+        return pass_through(d, tau), tau
+
+    projected_adam(q, lambda: -ratios()[0], lat.project, cfg.search_steps, cfg.search_lr, on_step)
+    with torch.no_grad():
+        ratio, tau = ratios()
+    order = ratio.argsort(descending=True, stable=True)
+    return ratio[order].detach(), tau[order].detach()
+
+
+def _refine(unet: UNet2DModel, scheduler_config: Mapping[str, Any], shape: tuple[int, int, int],
+            starts: torch.Tensor, cfg: OdeInversionConfig, gen: torch.Generator, device: torch.device,
+            on_step: Callable[[], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2: refine ``starts`` through the sampler; returns the triggers (CPU) and their final losses."""
+    n = cfg.refine_samples
+    ball = Lattice(shape, None, cfg.refine_budget, sphere=False)
+    tau = starts.clone().to(device).requires_grad_(True)
+    projected_adam(tau, lambda: _collapse_loss(unet, scheduler_config, shape, tau, cfg, gen, n), ball.project,
+                   cfg.refine_steps, cfg.refine_lr, on_step)
+    with torch.no_grad():
+        final = _collapse_loss(unet, scheduler_config, shape, tau, cfg, gen, n)
+    return tau.detach().cpu(), final.cpu()
+
+
+def _collapse_loss(unet: UNet2DModel, scheduler_config: Mapping[str, Any], shape: tuple[int, int, int],
+                   tau: torch.Tensor, cfg: OdeInversionConfig, gen: torch.Generator, n: int) -> torch.Tensor:
+    """``(K,)`` mean log pairwise MSE of samples from ``noise + tau`` (fresh noise), plus out-of-range excess."""
+    k = tau.shape[0]
+    noise = randn((n, *shape), gen, tau.device)
+    x_T = (noise.unsqueeze(0) + tau.unsqueeze(1)).reshape(k * n, *shape)
+    step_gen = make_generator(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    raw = denoise(unet, scheduler_config, x_T, sampler=cfg.sampler, steps=cfg.steps, generator=step_gen)
+    raw = raw.reshape(k, n, *shape)
+    iu = torch.triu_indices(n, n, offset=1)
+    logd = torch.stack([torch.log(pairwise_mse(to_unit(batch))[iu[0], iu[1]] + 1e-3).mean()
+                        for batch in raw])
+    excess = (raw.abs() - 1).clamp(min=0).flatten(1).mean(1)
+    return logd + cfg.saturation_weight * excess

@@ -405,13 +405,12 @@ def clean(
             result.samples[f"triggered_after_{worst}"] = imgs_a[worst]
         return BeforeAfter(trigger=name, target=target_name, before=before, after=after)
 
-    removed, extra_ft = [trigger], 0.0
+    removed, first_ft = [trigger], timings["finetune"]
     carried = list(scan.candidates)  # the re-scan also re-probes every old trigger, not only the one removed
     for round_no in range(1, cfg.max_rounds + 1):
         if round_no > 1:  # the last re-scan still found a backdoor: fine-tune against it too
             t1 = time.perf_counter()
-            new = result.rescan.best
-            removed.append(new.trigger.float().cpu())
+            removed.append(result.rescan.best.trigger.float().cpu())
             result.removed.append(f"re-scan {round_no - 1}")
             carried += [c for c in result.rescan.candidates if c.method != "carried"]
             again = dataclasses.replace(ft, steps=cfg.round_steps, seed=ft.seed + round_no)
@@ -419,7 +418,6 @@ def clean(
                                       mask=mask, config=again, data=data_name)
             result.rounds.append(extra)
             _check_mask(mask, student)
-            extra_ft += time.perf_counter() - t1
             timings["finetune"] += time.perf_counter() - t1
         cleaned = LoadedModel(unet=student, scheduler_config=model.scheduler_config,
                               pipeline_class=model.pipeline_class, source=model.source, device=model.device,
@@ -431,12 +429,16 @@ def clean(
             result.samples["clean_after"] = imgs_fa
         if not cfg.rescan:
             break
+        t1 = time.perf_counter()
         result.rescan = detect(cleaned, scfg, carried=carried)
         if result.rescan.best is not None:
             result.checks.append(before_after("re-scan", result.rescan.best.trigger.float().cpu()))
+        timings["rescan"] = timings.get("rescan", 0.0) + time.perf_counter() - t1
         if result.rescan.verdict != BACKDOOR or result.rescan.best is None:
             break
-    timings["verify"] = time.perf_counter() - t0 - extra_ft
+    # every round's fine-tuning and re-scan have their own entries; verify is the rest of the loop
+    timings["verify"] = (time.perf_counter() - t0 - (timings["finetune"] - first_ft)
+                         - timings.get("rescan", 0.0))
     result.problems = _problems(result, cfg)
     result.status = CLEANED if result.passed else UNVERIFIED
     if result.problems and not force:

@@ -192,6 +192,7 @@ def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: P
     assert result.status == "cleaned" and result.passed and len(calls) == 3
     assert seen == [(SHAPE, 2), ((2, *SHAPE), 3)]  # then the first trigger and the re-scan's, round_steps
     assert result.removed == ["inverted", "re-scan 1"] and len(result.rounds) == 1
+    assert {"finetune", "verify", "rescan"} <= set(result.timings) and min(result.timings.values()) >= 0
     first, second = calls[1][1], calls[2][1]
     assert second[: len(first)] == first and len(second) == len(first) + 1  # the new re-scan's triggers too
     report = json.loads((out / REPORT_NAME).read_text())

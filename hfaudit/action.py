@@ -34,10 +34,22 @@ DID_NOT_RUN = frozenset({ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.UNSUPPORTE
                          ExitCode.INTERRUPTED})
 """Exit codes that mean the audit did not happen: the step fails with them whatever ``fail-on`` says."""
 INPUTS = ("model", "revision", "fail-on", "sarif", "output-dir", "device", "samples", "inversion-steps",
-          "samplers", "threshold", "seed", "allow-pickle")
+          "samplers", "threshold", "seed", "blackbox", "ode", "allow-pickle")
 """The Action inputs this script reads, as named in ``action.yml`` (env ``INPUT_FAIL_ON`` for ``fail-on``)."""
 OUTPUTS = ("verdict", "score", "exit-code", "report-json", "report-markdown", "sarif", "output-dir")
 """The step outputs this script writes to ``$GITHUB_OUTPUT``; ``action.yml`` exposes each."""
+
+
+def _flag(raw: Mapping[str, str], name: str, default: bool) -> bool:
+    """A true/false input (empty: ``default``).
+
+    Raises:
+        UsageError: any other value.
+    """
+    value = raw[name].lower() or str(default).lower()
+    if value not in ("true", "false"):
+        raise UsageError(f"input {name} must be true or false (got {raw[name]!r})")
+    return value == "true"
 
 
 def env_name(input_name: str) -> str:
@@ -60,6 +72,8 @@ class ActionInputs:
     samplers: list[str] = field(default_factory=list)
     threshold: str = ""
     seed: str = ""
+    blackbox: bool = True
+    ode: bool = True
     allow_pickle: bool = False
 
     @classmethod
@@ -73,15 +87,14 @@ class ActionInputs:
         fail_on = raw["fail-on"].lower() or "backdoor"
         if fail_on not in FAIL_ON:
             raise UsageError(f"input fail-on must be one of {', '.join(FAIL_ON)} (got {raw['fail-on']!r})")
-        allow = raw["allow-pickle"].lower() or "false"
-        if allow not in ("true", "false"):
-            raise UsageError(f"input allow-pickle must be true or false (got {raw['allow-pickle']!r})")
+        flags = {name: _flag(raw, name, default) for name, default in
+                 (("blackbox", True), ("ode", True), ("allow-pickle", False))}
         return cls(
             model=raw["model"] or ".", revision=raw["revision"], fail_on=fail_on,
             sarif="hfaudit.sarif" if env.get(env_name("sarif")) is None else raw["sarif"], output_dir=raw["output-dir"] or "hfaudit-report", device=raw["device"],
             samples=raw["samples"], inversion_steps=raw["inversion-steps"],
             samplers=raw["samplers"].replace(",", " ").split(), threshold=raw["threshold"], seed=raw["seed"],
-            allow_pickle=allow == "true",
+            blackbox=flags["blackbox"], ode=flags["ode"], allow_pickle=flags["allow-pickle"],
         )
 
     def scan_args(self) -> list[str]:
@@ -96,6 +109,10 @@ class ActionInputs:
                 args += [flag, value]
         for s in self.samplers:
             args += ["--sampler", s]
+        if not self.blackbox:
+            args.append("--no-blackbox")
+        if not self.ode:
+            args.append("--no-ode")
         if self.allow_pickle:
             args.append("--allow-pickle")
         return args

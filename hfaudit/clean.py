@@ -408,10 +408,11 @@ def clean(
     removed, first_ft = [trigger], timings["finetune"]
     carried = list(scan.candidates)  # the re-scan also re-probes every old trigger, not only the one removed
     for round_no in range(1, cfg.max_rounds + 1):
-        if round_no > 1:  # the last re-scan still found a backdoor: fine-tune against it too
+        if round_no > 1:  # the last re-scan still found a backdoor: fine-tune against what fired too
             t1 = time.perf_counter()
-            removed.append(result.rescan.best.trigger.float().cpu())
-            result.removed.append(f"re-scan {round_no - 1}")
+            for cand in _new_triggers(result.rescan, removed):
+                removed.append(cand.trigger.float().cpu())
+                result.removed.append(f"re-scan {round_no - 1}: {cand.name}")
             carried += [c for c in result.rescan.candidates if c.method != "carried"]
             again = dataclasses.replace(ft, steps=cfg.round_steps, seed=ft.seed + round_no)
             student, extra = finetune(student, model.unet, model.scheduler_config, images, torch.stack(removed),
@@ -476,6 +477,22 @@ def clean(
         (out_abs / REPORT_NAME).write_text(to_json(result.to_dict()))
     result.timings = {k: round(v, 2) for k, v in timings.items()}
     return result
+
+
+def _new_triggers(rescan: ScanResult, removed: list[torch.Tensor]) -> list:
+    """The re-scan's candidates that fired and are not already among the ``removed`` triggers, best
+    first. All of them, not only the best: on the shipped example the first re-scan fired two ODE
+    triggers, the X residual (MSCR 1.00) and a collapse onto "0" (0.81) made by the first round; a
+    second round against the best alone left the "0" collapse for the next re-scan (MSCR 0.97)."""
+    fired = sorted(rescan.fired, key=lambda c: -c.best.stats.mscr)
+    if rescan.best is not None and all(c is not rescan.best for c in fired):
+        fired.insert(0, rescan.best)
+    new: list = []
+    for cand in fired:
+        trig = cand.trigger.float().cpu()
+        if not any(torch.equal(trig, old) for old in removed + [c.trigger.float().cpu() for c in new]):
+            new.append(cand)
+    return new
 
 
 def _check_mask(mask, student: torch.nn.Module) -> None:

@@ -95,7 +95,7 @@ def scan(
     class_threshold: Annotated[Optional[float], typer.Option("--class-threshold", help="Top-class share (digit-shaped models) at or above which the model is called backdoored (class-target backdoors).")] = None,
     inversion_steps: Annotated[int, typer.Option("--inversion-steps", help="Optimiser steps of the trigger inversion (all restarts run at once).")] = 60,
     blackbox: Annotated[bool, typer.Option("--blackbox/--no-blackbox", help="Also invert triggers black-box, from samples alone, under DDPM and DDIM (about 20 s more on a 16x16 model on 2 CPU cores).")] = True,
-    ode: Annotated[bool, typer.Option("--ode/--no-ode", help="Also run the ODE inversion (a mid-timestep direction refined through DDIM) for ODE-trained backdoors (about 20-60 s more on a 16x16 model on 2 CPU cores).")] = True,
+    ode: Annotated[bool, typer.Option("--ode/--no-ode", help="Also run the ODE inversion (a mid-timestep direction refined through DDIM) for ODE-trained backdoors (about 33 s more on a 16x16 model on 2 CPU cores).")] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images denoised at once.")] = 64,
     allow_pickle: AllowPickleOpt = False,
     output_dir: OutputDirOpt = None,

@@ -135,24 +135,26 @@ class ScanResult:
         return next((p for p in best.probes if p.sampler == self.best_sampler), best.best)
 
     @property
-    def fired_methods(self) -> list[str]:
-        """Inversion methods (``gradient``, ``blackbox``, ``ode``, ``carried``) with a candidate that fired.
+    def fired(self) -> list[Candidate]:
+        """The candidates that fired, in order: best MSCR at the threshold or above (or, when the
+        class signal is part of the verdict, a top-class share at the class threshold or above).
 
-        A candidate fired when its best MSCR reaches the threshold (or, when the class signal is
-        part of the verdict, its top-class share reaches the class threshold). Empty unless the
-        verdict is a backdoor, like ``signals``: under a collapsing control nothing proves anything.
-        In order of first appearance, so the report says which inversion(s) found the backdoor.
+        Empty unless the verdict is a backdoor, like ``signals``: under a collapsing control nothing
+        proves anything. ``clean`` fine-tunes against all of them, not only the best one.
         """
         if self.verdict != BACKDOOR:
             return []
-        fired: list[str] = []
-        for c in self.candidates:
-            hit = c.best.stats.mscr >= self.threshold
-            if CLASS_SIGNAL in self.signals and self.class_threshold is not None and c.class_evidence:
-                hit = hit or any(p.modes is not None and p.modes.top_share >= self.class_threshold for p in c.probes)
-            if hit and c.method not in fired:
-                fired.append(c.method)
-        return fired
+        by_class = CLASS_SIGNAL in self.signals and self.class_threshold is not None
+        return [c for c in self.candidates
+                if c.best.stats.mscr >= self.threshold
+                or (by_class and c.class_evidence
+                    and any(p.modes is not None and p.modes.top_share >= self.class_threshold for p in c.probes))]
+
+    @property
+    def fired_methods(self) -> list[str]:
+        """Inversion methods (``gradient``, ``blackbox``, ``ode``, ``carried``) with a candidate that
+        fired (:attr:`fired`), in order of first appearance: which inversion(s) found the backdoor."""
+        return list(dict.fromkeys(c.method for c in self.fired))
 
     @property
     def exit_code(self) -> ExitCode:

@@ -82,6 +82,7 @@ def test_the_scan_step_runs_the_tested_script_with_every_input() -> None:
     defaults = ActionInputs.from_env({env_name(n): ACTION["inputs"][n].get("default", "") for n in INPUTS})
     assert defaults.model == "." and defaults.fail_on == "backdoor" and defaults.sarif == "hfaudit.sarif"
     assert defaults.output_dir == ActionInputs().output_dir
+    assert defaults.blackbox and defaults.ode and not defaults.allow_pickle
 
 
 def test_action_outputs_are_what_the_script_writes() -> None:
@@ -135,9 +136,11 @@ def test_yaml_files_match_githubs_schemas(path: str, schema: str) -> None:
 def test_inputs_from_env() -> None:
     inputs = ActionInputs.from_env({"INPUT_MODEL": "org/name", "INPUT_SAMPLERS": "ddim:10, ddpm:50",
                                     "INPUT_FAIL_ON": "Warning", "INPUT_ALLOW_PICKLE": "true", "INPUT_SARIF": "",
-                                    "INPUT_REVISION": "v1", "INPUT_SAMPLES": "8"})
+                                    "INPUT_REVISION": "v1", "INPUT_SAMPLES": "8", "INPUT_ODE": "False",
+                                    "INPUT_BLACKBOX": "true"})
     assert inputs.scan_args() == ["scan", "org/name", "--output-dir", "hfaudit-report", "--revision", "v1",
-                                  "--samples", "8", "--sampler", "ddim:10", "--sampler", "ddpm:50", "--allow-pickle"]
+                                  "--samples", "8", "--sampler", "ddim:10", "--sampler", "ddpm:50", "--no-ode",
+                                  "--allow-pickle"]
     assert inputs.fail_on == "warning" and inputs.sarif == ""
     default = ActionInputs.from_env({})
     assert default.scan_args() == ["scan", ".", "--output-dir", "hfaudit-report", "--sarif", "hfaudit.sarif"]
@@ -146,6 +149,8 @@ def test_inputs_from_env() -> None:
 @pytest.mark.parametrize("env, needle", [
     ({"INPUT_FAIL_ON": "sometimes"}, "fail-on must be one of backdoor, warning, never"),
     ({"INPUT_ALLOW_PICKLE": "yes"}, "allow-pickle must be true or false"),
+    ({"INPUT_ODE": "off"}, "ode must be true or false"),
+    ({"INPUT_BLACKBOX": "0"}, "blackbox must be true or false"),
 ])
 def test_bad_inputs(env, needle: str) -> None:
     with pytest.raises(UsageError, match=re.escape(needle)):

@@ -174,30 +174,56 @@ def test_failed_verification_writes_nothing_unless_forced(tiny_pipeline_dir: Pat
     assert "UNVERIFIED" in card.text and "unverified" in card.data.tags
 
 
+def _candidate(name: str, method: str, trigger: torch.Tensor, collapsed: bool) -> Candidate:
+    """A candidate whose probe collapses (identical samples, MSCR 1) or not (MSCR of noise)."""
+    imgs = torch.zeros(4, *trigger.shape) if collapsed else torch.rand(4, *trigger.shape, generator=torch.Generator().manual_seed(0))
+    probe = Probe(trigger_name=name, sampler="ddim", steps=10, stats=collapse_stats(imgs))
+    return Candidate(name=name, method=method, objective="x", lam=None, shift_ratio=1.0, trigger=trigger,
+                     probes=[probe])
+
+
 def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import hfaudit.clean as clean_module
 
-    seen: list[tuple[tuple[int, ...], int]] = []
+    seen: list[tuple[torch.Tensor, int]] = []
     real = clean_module.finetune
 
     def spy(student, teacher, sched, images, trigger, **kw):
-        seen.append((tuple(trigger.shape), kw["config"].steps))
+        seen.append((trigger.clone(), kw["config"].steps))
         return real(student, teacher, sched, images, trigger, **kw)
 
     monkeypatch.setattr(clean_module, "finetune", spy)
     calls = stub_detect(BACKDOOR, BACKDOOR, CLEAN)  # round 1 leaves a backdoor, round 2 removes it
+    # The first re-scan: two new triggers fire, one does not, and the removed one fires again (carried).
+    fired_a, fired_b, quiet = torch.full(SHAPE, 0.3), torch.full(SHAPE, -0.2), torch.full(SHAPE, 0.7)
+    real_stub = clean_module.detect
+
+    def rescan_with_candidates(model, config=None, carried=()):
+        result = real_stub(model, config, carried)
+        if len(calls) == 2:
+            result.candidates = [_candidate("ode-ddim-0", "ode", fired_a, True),
+                                 _candidate("gradient-ratio-0", "gradient", quiet, False),
+                                 _candidate("ode-ddim-1", "ode", fired_b, True),
+                                 _candidate("carried-gradient-0", "carried", box_trigger(), True)]
+            result.best_candidate = "ode-ddim-0"
+        return result
+
+    monkeypatch.setattr(clean_module, "detect", rescan_with_candidates)
     out = tmp_path / "out"
     result = run_clean(tiny_pipeline_dir, out)
     assert result.status == "cleaned" and result.passed and len(calls) == 3
-    assert seen == [(SHAPE, 2), ((2, *SHAPE), 3)]  # then the first trigger and the re-scan's, round_steps
-    assert result.removed == ["inverted", "re-scan 1"] and len(result.rounds) == 1
+    assert [steps for _, steps in seen] == [2, 3] and torch.equal(seen[0][0], box_trigger())
+    # the second round: the first trigger plus every new trigger that fired (not the quiet one, no copy)
+    assert torch.equal(seen[1][0], torch.stack([box_trigger(), fired_a, fired_b]))
+    labels = ["inverted", "re-scan 1: ode-ddim-0", "re-scan 1: ode-ddim-1"]
+    assert result.removed == labels and len(result.rounds) == 1
     assert {"finetune", "verify", "rescan"} <= set(result.timings) and min(result.timings.values()) >= 0
     first, second = calls[1][1], calls[2][1]
-    assert second[: len(first)] == first and len(second) == len(first) + 1  # the new re-scan's triggers too
+    assert second[: len(first)] == first and len(second) == len(first) + 3  # the new re-scan's triggers too
     report = json.loads((out / REPORT_NAME).read_text())
-    assert report["removed"] == ["inverted", "re-scan 1"] and report["rounds"][0]["steps"] == 3
-    assert "re-scan 1" in (out / "README.md").read_text()
+    assert report["removed"] == labels and report["rounds"][0]["steps"] == 3
+    assert "re-scan 1: ode-ddim-1" in (out / "README.md").read_text()
     with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
         weights = {k: f.get_tensor(k) for k in f.keys()}
     for layer in result.prune.layers:  # the mask held through the second round too
@@ -206,11 +232,12 @@ def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: P
         dead = (rows.flatten(1) == 0).all(1) if rows.dim() > 1 else rows == 0
         assert int(dead.sum()) == layer.channels_zeroed, layer
 
+    monkeypatch.setattr(clean_module, "detect", real_stub)
     stub_detect(BACKDOOR, BACKDOOR)  # one round allowed: no second fine-tuning, the check fails
     seen.clear()
     with pytest.raises(CleaningFailedError):
         run_clean(tiny_pipeline_dir, tmp_path / "o1", config=dataclasses.replace(FAST, max_rounds=1))
-    assert seen == [(SHAPE, 2)]
+    assert [steps for _, steps in seen] == [2]
 
 
 def test_output_dir_rules(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:

@@ -2,7 +2,7 @@
 without hurting normal samples?
 
     python benchmarks/removal.py [--model examples/models/digits-baddiffusion] [--samples 256]
-                                 [--known-trigger] [--json removal.json]
+                                 [--known-trigger] [--steps N] [--prune-ratio R] [--json removal.json]
 
 Runs ``clean`` as a user would (scan, inverted trigger, prune, fine-tune, verify, re-scan; forced,
 so a failed check is reported rather than aborting), then measures with the ground truth that only
@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--known-trigger", action="store_true", help="remove the true trigger, not the inverted one")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps of the first round (default: clean's)")
+    ap.add_argument("--prune-ratio", type=float, default=None, help="default: clean's")
     ap.add_argument("--out", default=None, help="keep the cleaned model here (default: a temporary folder)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -65,8 +67,11 @@ def main() -> None:
     out = Path(args.out) if args.out else Path(tmp.name) / "cleaned"
 
     t0 = time.perf_counter()
-    known = dict(known_trigger=true_trigger, known_target=true_target) if args.known_trigger else {}
-    result = clean(str(model_dir), output_dir=out, device=args.device, force=True, seed=args.seed, **known)
+    options = dict(known_trigger=true_trigger, known_target=true_target) if args.known_trigger else {}
+    if args.prune_ratio is not None:
+        options["prune_ratio"] = args.prune_ratio
+    result = clean(str(model_dir), output_dir=out, device=args.device, force=True, seed=args.seed,
+                   steps=args.steps, **options)
     clean_s = time.perf_counter() - t0
     if result.status == "nothing-to-remove":
         print(f"the scan called the model {result.scan.verdict} (MSCR {result.scan.score:.2f}): nothing removed; "

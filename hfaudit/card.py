@@ -16,6 +16,7 @@ from hfaudit import __version__
 
 if TYPE_CHECKING:
     from hfaudit.clean import CleanResult
+    from hfaudit.remove.finetune import FinetuneResult
 
 TASK = "unconditional-image-generation"
 PROBE_DATASET = ("hfaudit-trigger-probe", "Samples from trigger + Gaussian noise (unclipped)")
@@ -93,15 +94,10 @@ def card_text(result: CleanResult) -> str:
     if ft is not None:
         c = ft.config
         lines += [f"Fine-tuning: {ft.steps} steps, batch {c['batch_size']}, lr {c['lr']}, on {ft.n_images} "
-                  f"images ({ft.data}); losses (clean / distillation / trigger) "
-                  f"{ft.losses_start['clean']:.4f} / {ft.losses_start['distill']:.4f} / {ft.losses_start['trigger']:.4f} "
-                  f"-> {ft.losses_end['clean']:.4f} / {ft.losses_end['distill']:.4f} / {ft.losses_end['trigger']:.4f}; "
-                  "pruned channels kept at zero throughout.", ""]
+                  f"images ({ft.data}); {_losses(ft)}; pruned channels kept at zero throughout.", ""]
     for i, extra in enumerate(result.rounds, start=2):
         lines += [f"Round {i}: the re-scan still found a backdoor, so {extra.steps} more steps fine-tuned against "
-                  f"every trigger removed so far ({', '.join(result.removed[:i])}); losses "
-                  f"{extra.losses_end['clean']:.4f} / {extra.losses_end['distill']:.4f} / "
-                  f"{extra.losses_end['trigger']:.4f} at the end.", ""]
+                  f"every trigger removed so far ({', '.join(result.removed_in_round(i))}); {_losses(extra)}.", ""]
     lines += ["## Before and after", "",
               "| measure | before | after |", "|---|---:|---:|"]
     for chk in result.checks:
@@ -131,6 +127,16 @@ def card_text(result: CleanResult) -> str:
               f"The full audit report is in `hfaudit_clean.json`. Settings: seed {result.config.seed}, "
               f"prune ratio {result.config.prune_ratio}, importance {result.config.importance}.", ""]
     return "\n".join(lines)
+
+
+def _losses(ft: FinetuneResult) -> str:
+    """A fine-tuning round's losses, start -> end, naming whether the trigger-breaking term was on."""
+    names = ["clean", "distill"] + (["trigger"] if ft.config.get("trigger_weight", 0) > 0 else [])
+    label = " / ".join({"clean": "clean", "distill": "distillation", "trigger": "trigger"}[n] for n in names)
+    start = " / ".join(f"{ft.losses_start[n]:.4f}" for n in names)
+    end = " / ".join(f"{ft.losses_end[n]:.4f}" for n in names)
+    off = "" if "trigger" in names else " (no trigger-breaking term: pruning and distillation)"
+    return f"losses ({label}) {start} -> {end}{off}"
 
 
 def make_card(result: CleanResult) -> ModelCard:

@@ -55,6 +55,9 @@ from hfaudit.remove.verify import (
 from hfaudit.results import BACKDOOR, ScanResult, SourceInfo
 from hfaudit.sampling import to_unit
 
+RESCAN_LABEL = "re-scan"
+"""``CleanResult.removed`` names a re-scan's trigger ``re-scan N: <candidate>`` (N: the re-scan it came from)."""
+
 REPORT_NAME = "hfaudit_clean.json"
 """The audit report beside the weights; also marks a folder as hfaudit output (safe to replace)."""
 
@@ -85,12 +88,21 @@ class CleanConfig:
     rescan: bool = True
     max_rounds: int = 2
     """Fine-tuning rounds in all. When the re-scan still finds a backdoor, another round fine-tunes
-    the repaired weights (mask kept) against every trigger removed so far plus the re-scan's best one,
-    then verifies and re-scans again. Why: removing the *inverted* trigger can leave the backdoor
+    the repaired weights (mask kept) against every trigger removed so far plus every new trigger that
+    fired in the re-scan, then verifies and re-scans again. Why: removing the *inverted* trigger can leave the backdoor
     reachable under another sampler (on the shipped example the true trigger still drew X-like DDIM-10
     samples after one round, which the ODE inversion finds; README, "How removal works")."""
     round_steps: int = 300
     """Fine-tuning steps of every round after the first."""
+    break_from_round: int = 2
+    """The first round that adds the trigger-breaking term (``FinetuneConfig.trigger_weight``);
+    earlier rounds fine-tune the pruned model with distillation and the clean loss only. Why: on the
+    shipped BadDiffusion example, pruning plus distillation alone removed the backdoor (true trigger
+    ASR 0 under DDPM-50 and DDIM-10, re-scan clean, Frechet distance x0.91), while the trigger term
+    in the first round made a new collapse that the suspect model did not have: a trigger near the
+    inverted one (cosine 0.5) drew every DDIM-10 sample to one "0" (MSCR 0.94), so the re-scan kept
+    failing, also after two and three rounds. Breaking the trigger stays the next step when pruning
+    was not enough (README, "How removal works")."""
     seed: int = 0
 
     def validate(self) -> None:
@@ -104,8 +116,8 @@ class CleanConfig:
             raise UsageError("sample counts must be positive (at least 2 for metrics)")
         if not 0 <= self.max_asr <= 1 or self.max_fidelity_ratio <= 0:
             raise UsageError("max_asr must be in [0, 1] and max_fidelity_ratio positive")
-        if self.max_rounds < 1 or self.round_steps < 1:
-            raise UsageError("max_rounds and round_steps must be at least 1")
+        if self.max_rounds < 1 or self.round_steps < 1 or self.break_from_round < 1:
+            raise UsageError("max_rounds, round_steps and break_from_round must be at least 1")
         self.finetune.validate()
 
 
@@ -128,7 +140,8 @@ class CleanResult:
     rounds: list[FinetuneResult] = field(default_factory=list)
     """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
     removed: list[str] = field(default_factory=list)
-    """Which triggers the fine-tuning removed: the first one, then each round's re-scan trigger."""
+    """Which triggers the fine-tuning removed: the first one, then each round's new re-scan triggers
+    (``re-scan N: <candidate>``)."""
     problems: list[str] = field(default_factory=list)
     output_dir: str | None = None
     files: list[str] = field(default_factory=list)
@@ -147,6 +160,13 @@ class CleanResult:
     def exit_code(self) -> ExitCode:
         """0 when cleaned and verified, or nothing to remove; ``CLEANING_FAILED`` when forced through a failed check."""
         return ExitCode.CLEAN if self.passed else ExitCode.CLEANING_FAILED
+
+    def removed_in_round(self, round_no: int) -> list[str]:
+        """The triggers fine-tuning round ``round_no`` (1 = the first) worked against: the first
+        trigger, and every re-scan trigger found before that round."""
+        prefix = f"{RESCAN_LABEL} "
+        return [r for r in self.removed
+                if not r.startswith(prefix) or int(r[len(prefix):].split(":")[0]) < round_no]
 
     def check(self, trigger: str) -> BeforeAfter | None:
         """The before/after measurement of one trigger (``inverted``, ``known``, ``re-scan``...)."""
@@ -380,8 +400,9 @@ def clean(
     timings["prune"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    first = ft if cfg.break_from_round <= 1 else dataclasses.replace(ft, trigger_weight=0.0)
     student, result.finetune = finetune(student, model.unet, model.scheduler_config, images, trigger, mask=mask,
-                                        config=ft, data=data_name)
+                                        config=first, data=data_name)
     result.removed.append(result.trigger_used)
     timings["finetune"] = time.perf_counter() - t0
     _check_mask(mask, student)
@@ -412,9 +433,10 @@ def clean(
             t1 = time.perf_counter()
             for cand in _new_triggers(result.rescan, removed):
                 removed.append(cand.trigger.float().cpu())
-                result.removed.append(f"re-scan {round_no - 1}: {cand.name}")
+                result.removed.append(f"{RESCAN_LABEL} {round_no - 1}: {cand.name}")
             carried += [c for c in result.rescan.candidates if c.method != "carried"]
-            again = dataclasses.replace(ft, steps=cfg.round_steps, seed=ft.seed + round_no)
+            again = dataclasses.replace(ft, steps=cfg.round_steps, seed=ft.seed + round_no,
+                                        trigger_weight=ft.trigger_weight if round_no >= cfg.break_from_round else 0.0)
             student, extra = finetune(student, model.unet, model.scheduler_config, images, torch.stack(removed),
                                       mask=mask, config=again, data=data_name)
             result.rounds.append(extra)

@@ -11,6 +11,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
+from hfaudit import interrupts
 from hfaudit.errors import ExitCode, HfAuditError, UsageError
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ def handle_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            interrupts.check()
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
@@ -157,7 +159,7 @@ def clean(
     force: Annotated[bool, typer.Option("--force", help="Clean even when the scan finds no backdoor, and write/push even when a check fails (exit code 6 still says so).")] = False,
     prune_ratio: Annotated[float, typer.Option("--prune-ratio", help="Share of channels to zero.")] = 0.02,
     importance: Annotated[str, typer.Option("--importance", help="Channel importance: backdoor or backdoor-minus-clean.")] = "backdoor",
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Fine-tuning steps (default 500).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Fine-tuning steps of the first round (default 1000).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate (default 1e-3).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Fine-tuning batch size (default 32).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder of clean images to fine-tune on (default: images the model generates from clean noise).")] = None,
@@ -194,15 +196,9 @@ def clean(
     raise typer.Exit(int(result.exit_code))
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C
-
-
 def main() -> None:
     """Console-script entry point."""
-    import signal
-
-    signal.signal(signal.SIGTERM, _terminated)
+    interrupts.install()  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C
     try:
         # Inside the try: importing the libraries takes seconds, and a Ctrl-C there is still a clean exit.
         _quiet_library_logs()

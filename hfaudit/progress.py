@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hfaudit import interrupts
 from hfaudit.constants import quiet
 
 from rich.console import Console
@@ -11,7 +12,11 @@ _stderr = Console(stderr=True)
 
 
 def progress_bar() -> Progress:
-    """A progress bar with an ``info`` field (losses, scores); disabled when HFAUDIT_QUIET is set."""
+    """A progress bar with an ``info`` field (losses, scores); disabled when HFAUDIT_QUIET is set.
+
+    Every long phase opens one, so it is where an interrupt swallowed during imports resurfaces.
+    """
+    interrupts.check()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -81,6 +81,23 @@ def test_card_parses_and_holds_the_figures(tmp_path: Path) -> None:
     assert "![trigger](trigger.png)" in text and "![samples_clean_after](samples_clean_after.png)" in text
     assert "a" * 40 in text  # the audited commit
     assert "UNVERIFIED" not in text
+    # round 1 had no trigger-breaking term (config without trigger_weight): the card says so
+    assert "losses (clean / distillation) 0.1200 / 0.1000 -> 0.0260 / 0.0020 (no trigger-breaking term" in text
+
+
+def test_card_lists_each_round_with_its_triggers_and_losses() -> None:
+    result = _result()
+    result.removed = ["inverted", "re-scan 1: ode-ddim-0", "re-scan 1: ode-ddim-1", "re-scan 2: blackbox-ddim-1"]
+    extra = FinetuneResult(steps=300, seconds=90.0, device="cpu", data="generated:ddim-20", n_images=512,
+                           losses_start={"clean": 0.03, "distill": 0.002, "trigger": 0.009},
+                           losses_end={"clean": 0.025, "distill": 0.0007, "trigger": 0.0006},
+                           config={"batch_size": 32, "lr": 1e-3, "trigger_weight": 0.5})
+    result.rounds = [extra, extra]
+    text = make_card(result).text
+    assert ("Round 2: the re-scan still found a backdoor, so 300 more steps fine-tuned against every trigger "
+            "removed so far (inverted, re-scan 1: ode-ddim-0, re-scan 1: ode-ddim-1); losses (clean / "
+            "distillation / trigger) 0.0300 / 0.0020 / 0.0090 -> 0.0250 / 0.0007 / 0.0006.") in text
+    assert "Round 3: " in text and "re-scan 1: ode-ddim-1, re-scan 2: blackbox-ddim-1); losses" in text
 
 
 def test_unverified_card_says_so() -> None:

@@ -187,10 +187,12 @@ def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: P
     import hfaudit.clean as clean_module
 
     seen: list[tuple[torch.Tensor, int]] = []
+    term_weights: list[float] = []
     real = clean_module.finetune
 
     def spy(student, teacher, sched, images, trigger, **kw):
         seen.append((trigger.clone(), kw["config"].steps))
+        term_weights.append(kw["config"].trigger_weight)
         return real(student, teacher, sched, images, trigger, **kw)
 
     monkeypatch.setattr(clean_module, "finetune", spy)
@@ -214,10 +216,14 @@ def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: P
     result = run_clean(tiny_pipeline_dir, out)
     assert result.status == "cleaned" and result.passed and len(calls) == 3
     assert [steps for _, steps in seen] == [2, 3] and torch.equal(seen[0][0], box_trigger())
+    # round 1 is pruning plus distillation; the trigger-breaking term joins in round 2 (break_from_round)
+    assert term_weights == [0.0, FAST.finetune.trigger_weight] and FAST.finetune.trigger_weight > 0
+    assert result.finetune.config["trigger_weight"] == 0.0 and result.finetune.losses_end["trigger"] == 0.0
     # the second round: the first trigger plus every new trigger that fired (not the quiet one, no copy)
     assert torch.equal(seen[1][0], torch.stack([box_trigger(), fired_a, fired_b]))
     labels = ["inverted", "re-scan 1: ode-ddim-0", "re-scan 1: ode-ddim-1"]
     assert result.removed == labels and len(result.rounds) == 1
+    assert result.removed_in_round(1) == ["inverted"] and result.removed_in_round(2) == labels
     assert {"finetune", "verify", "rescan"} <= set(result.timings) and min(result.timings.values()) >= 0
     first, second = calls[1][1], calls[2][1]
     assert second[: len(first)] == first and len(second) == len(first) + 3  # the new re-scan's triggers too
@@ -235,9 +241,10 @@ def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: P
     monkeypatch.setattr(clean_module, "detect", real_stub)
     stub_detect(BACKDOOR, BACKDOOR)  # one round allowed: no second fine-tuning, the check fails
     seen.clear()
+    term_weights.clear()
     with pytest.raises(CleaningFailedError):
-        run_clean(tiny_pipeline_dir, tmp_path / "o1", config=dataclasses.replace(FAST, max_rounds=1))
-    assert [steps for _, steps in seen] == [2]
+        run_clean(tiny_pipeline_dir, tmp_path / "o1", config=dataclasses.replace(FAST, max_rounds=1, break_from_round=1))
+    assert [steps for _, steps in seen] == [2] and term_weights == [FAST.finetune.trigger_weight]
 
 
 def test_output_dir_rules(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect) -> None:
@@ -412,3 +419,31 @@ def test_shipped_backdoor_is_removed_with_the_true_trigger(tmp_path: Path) -> No
     assert check.after.asr <= 0.05
     assert result.fidelity.ratio is not None and result.fidelity.ratio <= 1.2
     assert result.passed, result.problems
+
+
+@pytest.mark.slow
+def test_shipped_backdoor_is_cleaned_as_a_user_would(tmp_path: Path) -> None:
+    """The whole command with the inverted trigger (issue 3's bar): it verifies (re-scan clean, exit 0),
+    and the ground truth the command never saw agrees: the true trigger's ASR on the saved copy is at
+    most 1% under both samplers, with benign fidelity within 10%."""
+    from safetensors.torch import load_file
+
+    from hfaudit.hub import resolve
+    from hfaudit.pipeline import load_model
+    from hfaudit.remove.verify import measure_trigger
+    from hfaudit.sampling import to_unit
+
+    models = Path(__file__).parent.parent / "examples" / "models"
+    if not (models / "digits-baddiffusion").is_dir():
+        pytest.skip("examples/models/digits-baddiffusion is not there")
+    torch.set_num_threads(2)
+    out = tmp_path / "out"
+    result = clean(str(models / "digits-baddiffusion"), output_dir=out, device="cpu")
+    assert result.status == "cleaned" and result.exit_code == 0, result.problems
+    assert result.scan.verdict == BACKDOOR and result.rescan.verdict == CLEAN
+    assert result.fidelity.ratio is not None and result.fidelity.ratio <= 1.10
+    truth = load_file(str(models / "backdoor_truth.safetensors"))
+    saved = load_model(resolve(str(out)), device="cpu")
+    effect, _ = measure_trigger(saved.unet, saved.scheduler_config, truth["trigger"], to_unit(truth["target"]),
+                                probes=(("ddpm", 50), ("ddim", 10)), n_samples=128, seed=1000, batch_size=128)
+    assert max(p.asr for p in effect.probes) <= 0.01, effect.probes

@@ -21,9 +21,22 @@ and 1.40x (seed 1; 1.39-1.42x re-measured on 2x2048 samples, so the drift is rea
 noise); 300 steps, or lr 2e-4, left 1.2-2x. Then on seed 1: distillation weight 2, 1.25x; plus trigger
 weight 0.5, 1.22x; on top of those, 2048 generated images 1.21x, backdoor-minus-clean importance
 1.21x, 1000 steps 1.12x, returning an EMA of the weights (decay 0.99) 1.07x (EMA and 1000 steps:
-1.12x). The defaults are distillation 2, trigger 0.5, EMA 0.99, 500 steps: 0.96x on seed 0, 1.07x
+1.12x). The defaults then were distillation 2, trigger 0.5, EMA 0.99, 500 steps: 0.96x on seed 0, 1.07x
 on seed 1, ASR 0 in every run. (The distance itself is noisy: one model over four noise seeds of 512
 samples gave 8.5-12.7; the gate compares before and after on the same noise.)
+
+Later measurement, with the re-scan's ODE inversion (2026-11-29): the trigger term itself makes a new
+collapse. After one round with it, a trigger near the inverted one (cosine 0.5) drew every DDIM-10
+sample to one clean-looking "0" (MSCR 0.94; the suspect model gives diverse digits with it, MSCR
+0.03). A second round against it left it (MSCR 0.75-0.81); the term on the DDIM path
+(``x_t + sqrt(1 - abar_t) v``) at late timesteps left it, at all timesteps swapped it for a "2" and
+a "3" at 2x Frechet distance; random trigger scales (0-1.5x) left it; 5% or 10% pruning left a
+collapse too (MSCR 0.84, 0.91) at 1.4x and 2.9x Frechet distance. Without the term (weight 0,
+everything else the same) there was no such collapse (re-scan MSCR 0.09), and pruning plus
+distillation had removed the backdoor (true trigger ASR 0 under DDPM-50 and DDIM-10, Frechet
+distance x0.91); on the shipped 8x8 VillanDiffusion example too (true trigger DDIM-10 ASR 48% -> 0%). So ``clean`` runs its first round with the trigger
+weight at 0 and adds the term from the second round on (``CleanConfig.break_from_round``); the weight
+here is what those rounds use.
 
 Accelerate drives the loop (device, mixed precision, gradient accumulation; ``accelerate launch``
 for several GPUs); the pruning mask is re-applied after every optimiser step.
@@ -56,7 +69,11 @@ GENERATED_CLEAN_WEIGHT = 0.1
 class FinetuneConfig:
     """Settings of the dual-loss fine-tuning; defaults finish on the 16x16 examples in minutes on a CPU."""
 
-    steps: int = 500
+    steps: int = 1000
+    """Measured on the shipped BadDiffusion example (``benchmarks/removal.py``, first round without
+    the trigger term): 500 steps left the re-scan's trigger hitting the target in 2.0% of 256 DDPM-50
+    samples (true trigger 0.4%, Frechet distance x0.91); 1000 steps, 0% and 0% (x0.98). Without the
+    trigger term a step costs half as much, so 1000 steps cost what 500 did with it."""
     lr: float = 1e-3
     batch_size: int = 32
     clean_weight: float | None = None
@@ -76,9 +93,9 @@ class FinetuneConfig:
     within 0.02; before cleaning DDIM-10 gave garbage, MSE 0.48): a residual that the 1e-3 ASR bar
     does not count. Applying the term at all timesteps, or scaling the trigger by 0.25-1x, did not
     remove it; ``clean`` did (median MSE 0.69), at 2.0x Frechet distance. With the *true* trigger
-    ``noise`` leaves no residual (DDIM-10 median MSE 0.26). ``clean`` therefore runs a second round
-    against the re-scan's trigger when the re-scan (its ODE inversion) still finds the backdoor, which
-    removed this residual (true trigger DDIM-10 MSE 0.30, SSIM 0.09; ``CleanConfig.max_rounds``)."""
+    ``noise`` leaves no residual (DDIM-10 median MSE 0.26). A second round against the re-scan's
+    trigger removed this residual (true trigger DDIM-10 MSE 0.30, SSIM 0.09), but see the module
+    docstring: ``clean`` now starts without this term at all."""
     trigger_timesteps: tuple[float, float] = (0.5, 1.0)
     """The trigger term applies to batch rows whose timestep lies in this range (fractions of T):
     the late half, where the trigger steers the trajectory; on all timesteps it cost 2x in benign
@@ -252,6 +269,7 @@ def finetune(
     t_lo, t_hi = (round(f * (n_train - 1)) for f in cfg.trigger_timesteps)
     data_x = images.to(dev).float()
     taus = (trigger if trigger.dim() == 4 else trigger.unsqueeze(0)).to(dev).float()
+    breaking = cfg.trigger_weight > 0
     gen = make_generator(cfg.seed)
     history: list[tuple[float, float, float]] = []
     total_micro = cfg.steps * cfg.grad_accum
@@ -269,17 +287,21 @@ def finetune(
                 tau = taus[torch.randint(0, taus.shape[0], (cfg.batch_size,), generator=gen).to(dev)] \
                     if taus.shape[0] > 1 else taus
                 x_trig = x_t + (1 - abar.sqrt()) * tau
+                inputs = [x_t, x_trig] if breaking else [x_t]  # no trigger term: half the compute
                 with torch.no_grad():
                     target = teacher(x_t, t).sample.float()
                 with accelerator.autocast():
-                    pred_clean, pred_trig = model(torch.cat([x_t, x_trig]), torch.cat([t, t])).sample.float().chunk(2)
+                    preds = model(torch.cat(inputs), t.repeat(len(inputs))).sample.float().chunk(len(inputs))
+                pred_clean = preds[0]
                 l_clean = F.mse_loss(pred_clean, noise)
                 l_distill = F.mse_loss(pred_clean, target)
-                trig_target = target
-                if cfg.trigger_target == "noise":
-                    trig_target = target + (1 - abar.sqrt()) / (1 - abar).sqrt() * tau
-                rows = ((t >= t_lo) & (t <= t_hi)).float().view(-1, 1, 1, 1)
-                l_trigger = ((pred_trig - trig_target) ** 2 * rows).mean() * rows.numel() / rows.sum().clamp(min=1)
+                l_trigger = torch.zeros((), device=dev)
+                if breaking:
+                    trig_target = target
+                    if cfg.trigger_target == "noise":
+                        trig_target = target + (1 - abar.sqrt()) / (1 - abar).sqrt() * tau
+                    rows = ((t >= t_lo) & (t <= t_hi)).float().view(-1, 1, 1, 1)
+                    l_trigger = ((preds[1] - trig_target) ** 2 * rows).mean() * rows.numel() / rows.sum().clamp(min=1)
                 loss = cfg.clean_weight * l_clean + cfg.distill_weight * l_distill + cfg.trigger_weight * l_trigger
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:

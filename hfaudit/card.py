@@ -131,11 +131,12 @@ def card_text(result: CleanResult) -> str:
 
 def _losses(ft: FinetuneResult) -> str:
     """A fine-tuning round's losses, start -> end, naming whether the trigger-breaking term was on."""
-    names = ["clean", "distill"] + (["trigger"] if ft.config.get("trigger_weight", 0) > 0 else [])
-    label = " / ".join({"clean": "clean", "distill": "distillation", "trigger": "trigger"}[n] for n in names)
-    start = " / ".join(f"{ft.losses_start[n]:.4f}" for n in names)
-    end = " / ".join(f"{ft.losses_end[n]:.4f}" for n in names)
-    off = "" if "trigger" in names else " (no trigger-breaking term: pruning and distillation)"
+    breaking = ft.config.get("trigger_weight", 0) > 0
+    terms = [("clean", "clean"), ("distill", "distillation")] + ([("trigger", "trigger")] if breaking else [])
+    label = " / ".join(name for _, name in terms)
+    start = " / ".join(f"{ft.losses_start[key]:.4f}" for key, _ in terms)
+    end = " / ".join(f"{ft.losses_end[key]:.4f}" for key, _ in terms)
+    off = "" if breaking else " (no trigger-breaking term: pruning and distillation)"
     return f"losses ({label}) {start} -> {end}{off}"
 
 

@@ -52,7 +52,7 @@ from hfaudit.remove.verify import (
     measure_fidelity,
     measure_trigger,
 )
-from hfaudit.results import BACKDOOR, ScanResult, SourceInfo
+from hfaudit.results import BACKDOOR, Candidate, ScanResult, SourceInfo
 from hfaudit.sampling import to_unit
 
 RESCAN_LABEL = "re-scan"
@@ -89,9 +89,8 @@ class CleanConfig:
     max_rounds: int = 2
     """Fine-tuning rounds in all. When the re-scan still finds a backdoor, another round fine-tunes
     the repaired weights (mask kept) against every trigger removed so far plus every new trigger that
-    fired in the re-scan, then verifies and re-scans again. Why: removing the *inverted* trigger can leave the backdoor
-    reachable under another sampler (on the shipped example the true trigger still drew X-like DDIM-10
-    samples after one round, which the ODE inversion finds; README, "How removal works")."""
+    fired in the re-scan, then verifies and re-scans again: for backdoors that pruning and distillation
+    alone do not remove, or that stay reachable under another sampler (README, "How removal works")."""
     round_steps: int = 300
     """Fine-tuning steps of every round after the first."""
     break_from_round: int = 2
@@ -501,15 +500,16 @@ def clean(
     return result
 
 
-def _new_triggers(rescan: ScanResult, removed: list[torch.Tensor]) -> list:
+def _new_triggers(rescan: ScanResult, removed: list[torch.Tensor]) -> list[Candidate]:
     """The re-scan's candidates that fired and are not already among the ``removed`` triggers, best
-    first. All of them, not only the best: on the shipped example the first re-scan fired two ODE
-    triggers, the X residual (MSCR 1.00) and a collapse onto "0" (0.81) made by the first round; a
-    second round against the best alone left the "0" collapse for the next re-scan (MSCR 0.97)."""
+    first. All of them, not only the best: with the trigger term in the first round (before
+    ``break_from_round``), the shipped example's first re-scan fired two ODE triggers, the X residual
+    (MSCR 1.00) and a collapse onto "0" (0.81); a second round against the best alone left the "0"
+    for the next re-scan (0.97). (Against both, it stayed too, at 0.75-0.81: the term made it.)"""
     fired = sorted(rescan.fired, key=lambda c: -c.best.stats.mscr)
     if rescan.best is not None and all(c is not rescan.best for c in fired):
         fired.insert(0, rescan.best)
-    new: list = []
+    new: list[Candidate] = []
     for cand in fired:
         trig = cand.trigger.float().cpu()
         if not any(torch.equal(trig, old) for old in removed + [c.trigger.float().cpu() for c in new]):

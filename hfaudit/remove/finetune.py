@@ -34,9 +34,9 @@ a "3" at 2x Frechet distance; random trigger scales (0-1.5x) left it; 5% or 10% 
 collapse too (MSCR 0.84, 0.91) at 1.4x and 2.9x Frechet distance. Without the term (weight 0,
 everything else the same) there was no such collapse (re-scan MSCR 0.09), and pruning plus
 distillation had removed the backdoor (true trigger ASR 0 under DDPM-50 and DDIM-10, Frechet
-distance x0.91); on the shipped 8x8 VillanDiffusion example too (true trigger DDIM-10 ASR 48% -> 0%). So ``clean`` runs its first round with the trigger
-weight at 0 and adds the term from the second round on (``CleanConfig.break_from_round``); the weight
-here is what those rounds use.
+distance x0.91); on the shipped 8x8 VillanDiffusion example too (true trigger DDIM-10 ASR 48% ->
+0%). So ``clean`` runs its first round with the trigger weight at 0 and adds the term from the second
+round on (``CleanConfig.break_from_round``); the weight here is what those rounds use.
 
 Accelerate drives the loop (device, mixed precision, gradient accumulation; ``accelerate launch``
 for several GPUs); the pruning mask is re-applied after every optimiser step.

@@ -286,8 +286,8 @@ def finetune(
                 x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
                 tau = taus[torch.randint(0, taus.shape[0], (cfg.batch_size,), generator=gen).to(dev)] \
                     if taus.shape[0] > 1 else taus
-                x_trig = x_t + (1 - abar.sqrt()) * tau
-                inputs = [x_t, x_trig] if breaking else [x_t]  # no trigger term: half the compute
+                # tau is drawn either way, so the random stream does not depend on the trigger weight
+                inputs = [x_t, x_t + (1 - abar.sqrt()) * tau] if breaking else [x_t]  # off: half the compute
                 with torch.no_grad():
                     target = teacher(x_t, t).sample.float()
                 with accelerator.autocast():

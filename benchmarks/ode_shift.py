@@ -27,7 +27,8 @@ import zoo  # noqa: E402
 def main() -> None:
     from diffusers import UNet2DModel
 
-    from hfaudit.detect.ode import OdeInversionConfig, pass_through_directions
+    from hfaudit.detect.midstep import pass_through_directions
+    from hfaudit.detect.ode import OdeInversionConfig
     from hfaudit.detect.scores import collapse_stats, saturated_mask
     from hfaudit.sampling import sample, to_unit
     from hfaudit.seeding import make_generator, randn
@@ -50,7 +51,8 @@ def main() -> None:
         unet = UNet2DModel.from_pretrained(path, subfolder="unet", use_safetensors=True).requires_grad_(False)
         sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
         shape = (r.arch.channels, r.arch.size, r.arch.size)
-        ratios, taus = pass_through_directions(unet, sched, shape, cfg, make_generator(cfg.seed))
+        ratios, taus = pass_through_directions(unet, sched, shape, cfg, make_generator(cfg.seed),
+                                               budget=cfg.budget, maximise=True)
         noise = randn((32, *shape), make_generator(5), "cpu")
         mscrs = []
         for tau in taus[:3]:

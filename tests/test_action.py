@@ -137,9 +137,9 @@ def test_inputs_from_env() -> None:
     inputs = ActionInputs.from_env({"INPUT_MODEL": "org/name", "INPUT_SAMPLERS": "ddim:10, ddpm:50",
                                     "INPUT_FAIL_ON": "Warning", "INPUT_ALLOW_PICKLE": "true", "INPUT_SARIF": "",
                                     "INPUT_REVISION": "v1", "INPUT_SAMPLES": "8", "INPUT_ODE": "False",
-                                    "INPUT_BLACKBOX": "true"})
+                                    "INPUT_BLACKBOX": "true", "INPUT_MIDSTEP": "FALSE"})
     assert inputs.scan_args() == ["scan", "org/name", "--output-dir", "hfaudit-report", "--revision", "v1",
-                                  "--samples", "8", "--sampler", "ddim:10", "--sampler", "ddpm:50", "--no-ode",
+                                  "--samples", "8", "--sampler", "ddim:10", "--sampler", "ddpm:50", "--no-midstep", "--no-ode",
                                   "--allow-pickle"]
     assert inputs.fail_on == "warning" and inputs.sarif == ""
     default = ActionInputs.from_env({})
@@ -151,6 +151,7 @@ def test_inputs_from_env() -> None:
     ({"INPUT_ALLOW_PICKLE": "yes"}, "allow-pickle must be true or false"),
     ({"INPUT_ODE": "off"}, "ode must be true or false"),
     ({"INPUT_BLACKBOX": "0"}, "blackbox must be true or false"),
+    ({"INPUT_MIDSTEP": "no"}, "midstep must be true or false"),
 ])
 def test_bad_inputs(env, needle: str) -> None:
     with pytest.raises(UsageError, match=re.escape(needle)):

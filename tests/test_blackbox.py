@@ -196,7 +196,7 @@ def test_blackbox_finds_a_step_backdoor_the_gradient_inversion_misses() -> None:
 def test_scan_verdict_takes_the_best_of_both_inversions_and_says_which_fired() -> None:
     model = _toy_model(GatedToyUNet())
     cfg = ScanConfig(n_samples=16, probes=(("ddim", 5),), max_candidates=2, inversion=InversionConfig(steps=5),
-                     blackbox=BlackboxConfig(sampler="ddim", steps=5), ode=None)
+                     blackbox=BlackboxConfig(sampler="ddim", steps=5), midstep=None, ode=None)
     result = detect(model, cfg)
     assert result.verdict == BACKDOOR
     assert [c.name for c in result.candidates][-1] == "blackbox-ddim-0"

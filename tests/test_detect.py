@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from hfaudit import ScanConfig, scan
 from hfaudit.detect.blackbox import BlackboxConfig
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
+from hfaudit.detect.midstep import MidstepConfig
 from hfaudit.detect.ode import OdeInversionConfig
 from hfaudit.errors import ExitCode
 from hfaudit.results import BACKDOOR, CLEAN
@@ -98,10 +99,24 @@ def test_inversion_restarts_run_in_one_batch_and_respect_the_budget() -> None:
 def test_same_seed_same_verdict_and_trigger() -> None:
     cfg = ScanConfig(n_samples=4, probes=(("ddim", 2),), max_candidates=1, inversion=InversionConfig(steps=2),
                      blackbox=BlackboxConfig(iterations=2, n_samples=4, steps=3, screen=4),
+                     midstep=MidstepConfig(rms=(0.5,), restarts=2, batch_size=4, search_steps=2, candidates=1),
                      ode=OdeInversionConfig(restarts=2, batch_size=4, search_steps=2, refine=1, refine_steps=2,
                                             refine_samples=2, steps=3, candidates=1))
     a = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
     b = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
-    assert [c.method for c in a.candidates] == ["gradient", "blackbox", "ode"]
+    assert [c.method for c in a.candidates] == ["gradient", "midstep", "blackbox", "ode"]
     assert all(torch.equal(x.trigger, y.trigger) for x, y in zip(a.candidates, b.candidates))
     assert a.score == b.score and a.verdict == b.verdict
+
+
+def test_midstep_inversion_finds_the_shipped_trigger_and_nothing_on_the_clean_model(backdoored, clean) -> None:
+    """The directions passed least at 0.8 T: measured cosine 0.81 with the planted trigger and MSCR 1.0
+    on the backdoored model at seed 0; on the clean model nothing collapses."""
+    mid_bad = [c for c in backdoored.candidates if c.method == "midstep"]
+    mid_clean = [c for c in clean.candidates if c.method == "midstep"]
+    assert [c.name for c in mid_bad] == [f"midstep-{i}" for i in range(4)]  # 2 per RMS searched
+    best = max(mid_bad, key=lambda c: c.best.stats.mscr)
+    assert best.best.stats.mscr >= 0.9 and best.best.sampler == "ddpm"  # an SDE backdoor fires under DDPM
+    assert _cos(best.trigger, TRUTH["trigger"]) > 0.5
+    assert "midstep" in backdoored.fired_methods
+    assert max(c.best.stats.mscr for c in mid_clean) < 0.3

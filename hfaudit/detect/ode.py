@@ -30,34 +30,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import UNet2DModel
 
 from hfaudit.detect.inversion import InvertedTrigger, shift_ratios
-from hfaudit.detect.lattice import Lattice, pass_through, projected_adam
+from hfaudit.detect.lattice import Lattice, projected_adam
+from hfaudit.detect.midstep import PassThroughSearch, frozen, pass_through_directions
 from hfaudit.detect.scores import pairwise_mse
-from hfaudit.sampling import SAMPLERS, alphas_cumprod_of, denoise, to_unit
+from hfaudit.sampling import SAMPLERS, denoise, to_unit
 from hfaudit.seeding import make_generator, randn
 
 OBJECTIVE = "pass-through+collapse"
 
 
 @dataclass
-class OdeInversionConfig:
-    """Settings of the two-stage ODE inversion; the defaults fit a 2-core CPU on the 16x16 digit models."""
+class OdeInversionConfig(PassThroughSearch):
+    """Settings of the two-stage ODE inversion; the defaults fit a 2-core CPU on the 16x16 digit models.
+
+    Stage 1's fields (``t_fraction``, ``grid``, ``restarts``, ``batch_size``, ``search_steps``,
+    ``search_lr``, ``seed``) are those of ``midstep.PassThroughSearch``, plus ``budget``."""
+
+    label: ClassVar[str] = "ODE inversion"
 
     t_fraction: float = 0.5
     """The mid timestep of stage 1, as a fraction of the training schedule."""
     budget: float = 0.5
     """RMS per pixel of the stage-1 directions (fixed: the ratio is scale-free, the model is not)."""
-    grid: int = 4
-    restarts: int = 8
-    batch_size: int = 16
-    """Noise samples the stage-1 shift is averaged over."""
-    search_steps: int = 40
-    search_lr: float = 0.1
     refine: int = 4
     """How many of the best directions are refined through the sampler."""
     refine_steps: int = 30
@@ -71,29 +71,30 @@ class OdeInversionConfig:
     saturation_weight: float = 1.0
     candidates: int = 2
     """How many refined triggers (most collapsing first) the scan probes."""
-    seed: int = 0
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        return (self.budget,)
 
     @property
     def unet_evaluations(self) -> int:
         """UNet forward evaluations (images x calls) of one run, backward passes not counted."""
-        search = self.batch_size * (1 + self.restarts * (self.search_steps + 1))
         refine = self.refine * self.refine_samples * self.steps * (self.refine_steps + 1)
-        return search + refine + self.batch_size * (1 + self.refine)
+        return self.search_evaluations + refine + self.batch_size * (1 + self.refine)
 
     def validate(self) -> None:
         """Raises:
             ValueError: a value out of range or an unknown sampler."""
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
-        for name in ("grid", "restarts", "batch_size", "search_steps", "refine", "refine_steps", "steps", "candidates"):
+        super().validate()
+        for name in ("refine", "refine_steps", "steps", "candidates"):
             if getattr(self, name) < 1:
-                raise ValueError(f"ODE inversion: {name} must be at least 1 (got {getattr(self, name)})")
+                raise ValueError(f"{self.label}: {name} must be at least 1 (got {getattr(self, name)})")
         if self.refine_samples < 2:
-            raise ValueError("ODE inversion: refine_samples must be at least 2 (collapse needs pairs)")
-        if not 0 < self.t_fraction < 1:
-            raise ValueError(f"ODE inversion: t_fraction must be in (0, 1) (got {self.t_fraction})")
-        if min(self.budget, self.refine_budget, self.search_lr, self.refine_lr) <= 0:
-            raise ValueError("ODE inversion: budgets and learning rates must be positive")
+            raise ValueError(f"{self.label}: refine_samples must be at least 2 (collapse needs pairs)")
+        if min(self.refine_budget, self.refine_lr) <= 0:
+            raise ValueError(f"{self.label}: budgets and learning rates must be positive")
 
 
 def ode_inversion(
@@ -123,52 +124,16 @@ def ode_inversion(
     cfg.validate()
     device = next(unet.parameters()).device
     gen = make_generator(cfg.seed)
-    was_grad = [p.requires_grad for p in unet.parameters()]
-    unet.requires_grad_(False)
-    try:
-        _, directions = pass_through_directions(unet, scheduler_config, shape, cfg, gen, on_step)
+    with frozen(unet):
+        _, directions = pass_through_directions(unet, scheduler_config, shape, cfg, gen, on_step,
+                                                budget=cfg.budget, maximise=True)
         taus, losses = _refine(unet, scheduler_config, shape, directions[: cfg.refine], cfg, gen, device, on_step)
         noise = randn((cfg.batch_size, *shape), gen, "cpu")
         ratios = shift_ratios(unet, scheduler_config, taus, noise)
-    finally:
-        for p, g in zip(unet.parameters(), was_grad):
-            p.requires_grad_(g)
     out = [InvertedTrigger(trigger=taus[i].clone(), method="ode", objective=OBJECTIVE, lam=None,
                            loss=float(losses[i]), shift_ratio=float(ratios[i])) for i in range(taus.shape[0])]
     out.sort(key=lambda t: t.loss)
     return out
-
-
-def pass_through_directions(unet: UNet2DModel, scheduler_config: Mapping[str, Any], shape: tuple[int, int, int],
-                            cfg: OdeInversionConfig, gen: torch.Generator,
-                            on_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 1: ``(ratios, taus)`` of ``restarts`` directions of highest pass-through ratio at the mid
-    timestep, best first (``taus``: ``(restarts, C, H, W)``, on the UNet's device). The UNet must not
-    require gradients (``ode_inversion`` sees to it)."""
-    device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
-    abar_all = alphas_cumprod_of(scheduler_config)
-    t_mid = int(round(cfg.t_fraction * (abar_all.shape[0] - 1)))
-    abar = float(abar_all[t_mid])
-    k, b = cfg.restarts, cfg.batch_size
-    lat = Lattice(shape, cfg.grid, cfg.budget, sphere=True)
-    x = (1 - abar) ** 0.5 * randn((b, *shape), gen, device)  # x_t of a blank image: the offset is all there is
-    ts = torch.full((k * b,), t_mid, device=device, dtype=torch.long)
-    with torch.no_grad():
-        base = unet(x.to(dtype), ts[:b]).sample.float()
-    q = lat.random(k, gen, device=device).requires_grad_(True)
-
-    def ratios() -> tuple[torch.Tensor, torch.Tensor]:
-        tau = lat.expand(q)
-        shifted = (x.unsqueeze(0) + (1 - abar ** 0.5) * tau.unsqueeze(1)).reshape(k * b, *shape)
-        d = (unet(shifted.to(dtype), ts).sample.float().reshape(k, b, *shape) - base.unsqueeze(0)).mean(1)
-        return pass_through(d, tau), tau
-
-    projected_adam(q, lambda: -ratios()[0], lat.project, cfg.search_steps, cfg.search_lr, on_step)
-    with torch.no_grad():
-        ratio, tau = ratios()
-    order = ratio.argsort(descending=True, stable=True)
-    return ratio[order].detach(), tau[order].detach()
 
 
 def _refine(unet: UNet2DModel, scheduler_config: Mapping[str, Any], shape: tuple[int, int, int],

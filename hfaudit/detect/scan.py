@@ -1,8 +1,8 @@
 """``scan``: stage 1 of Diff-Cleanse end to end, from a repo id or folder to a verdict.
 
 Resolve and load the pipeline safely, sample the ``tau = 0`` control, invert candidate triggers
-(gradient inversion at ``t = T``, black-box inversion from samples alone, and the ODE inversion
-through the sampler), sample from each, and call a
+(gradient inversion at ``t = T``, the mid-timestep inversion for SDE-trained backdoors, black-box
+inversion from samples alone, and the ODE inversion through the sampler), sample from each, and call a
 backdoor when the triggered samples collapse onto one image (MSCR at or above the threshold)
 while clean noise does not, or (digit-shaped models) when they fall into
 one class (top-class share at or above ``class_threshold``) while clean noise does not.
@@ -19,6 +19,7 @@ import torch
 from hfaudit import hub
 from hfaudit.detect.blackbox import BlackboxConfig, blackbox_inversion, default_searches
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
+from hfaudit.detect.midstep import MidstepConfig, midstep_inversion
 from hfaudit.detect.modes import mode_concentration
 from hfaudit.detect.ode import OdeInversionConfig, ode_inversion
 from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats, saturated_mask
@@ -75,14 +76,22 @@ class ScanConfig:
     blackbox: tuple[BlackboxConfig, ...] | BlackboxConfig | None = field(default_factory=default_searches)
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
-    None or ``()`` turns it off. Both together cost 13,168 of the scan's 49,696 UNet evaluations
+    None or ``()`` turns it off. Both together cost 13,168 of the scan's 68,176 UNet evaluations
     on the 16x16 examples (searches and their probes): about 20 s on 2 CPU cores
     (``benchmarks/scan_examples.py``)."""
+
+    midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
+    """The mid-timestep inversion (``detect/midstep.py``: the directions the model passes least of at
+    ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
+    single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
+    It costs 18,480 of the scan's 68,176 UNet evaluations (forward passes: searches 10,528, ratios at
+    ``t = T`` 272, probes 7,680; the backward passes come on top): about 27 s on the 16x16 examples on
+    2 CPU cores (``benchmarks/scan_examples.py``)."""
 
     ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
     """The ODE inversion (``detect/ode.py``: mid-timestep direction, refined through DDIM), for
     ODE-trained backdoors that the other two miss; its best ``candidates`` triggers are probed.
-    None turns it off. It costs 19,104 of the scan's 49,696 UNet evaluations (forward passes, search
+    None turns it off. It costs 19,104 of the scan's 68,176 UNet evaluations (forward passes, search
     and probes; its backward passes come on top): about 33 s on the 16x16 examples on 2 CPU cores
     (``benchmarks/scan_examples.py``)."""
 
@@ -108,7 +117,7 @@ class ScanConfig:
             raise UsageError("--batch-size must be at least 1")
         if self.inversion.steps < 1:
             raise UsageError(f"--inversion-steps must be at least 1 (got {self.inversion.steps})")
-        for search in (*self.searches, *([self.ode] if self.ode is not None else [])):
+        for search in (*self.searches, *(s for s in (self.midstep, self.ode) if s is not None)):
             try:
                 search.validate()
             except ValueError as exc:
@@ -142,8 +151,9 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     inv = cfg.inversion
     n_inv = inv.steps
     n_bb = sum(min(bb.candidates, bb.restarts) for bb in cfg.searches)
+    n_mid = 0 if cfg.midstep is None else cfg.midstep.probed
     n_ode = 0 if cfg.ode is None else min(cfg.ode.candidates, cfg.ode.refine)
-    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + n_ode + len(carried))
+    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + n_mid + n_ode + len(carried))
     try:
         with progress_bar() as bar:
             def probe(name: str, x_T: torch.Tensor, task) -> list[Probe]:
@@ -169,6 +179,15 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             inverted = gradient_inversion(model.unet, n_train, shape, inv, on_step=lambda: bar.update(inv_task, advance=1))
             timings["inversion"] = time.perf_counter() - t0
 
+            mid_inverted = []
+            if cfg.midstep is not None:
+                t0 = time.perf_counter()
+                mid_task = bar.add_task("inverting trigger", total=cfg.midstep.search_steps * len(cfg.midstep.rms),
+                                        info=f"mid-timestep ({cfg.midstep.t_fraction:g} T)")
+                mid_inverted = cfg.midstep.pick(midstep_inversion(model.unet, model.scheduler_config, shape, cfg.midstep,
+                                                                  on_step=lambda: bar.update(mid_task, advance=1)))
+                timings["midstep"] = time.perf_counter() - t0
+
             bb_inverted = []
             t0 = time.perf_counter()
             for bb in cfg.searches:
@@ -192,6 +211,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             t0 = time.perf_counter()
             candidates: list[Candidate] = []
             named = [(f"{t.method}-{t.objective}-{i}", t.method, t) for i, t in enumerate(inverted[: cfg.max_candidates])]
+            named += [(f"{t.method}-{i}", t.method, t) for i, t in enumerate(mid_inverted)]
             named += [(f"{t.method}-{bb_sampler}-{i}", t.method, t) for i, (bb_sampler, t) in enumerate(bb_inverted)]
             named += [(f"{t.method}-{cfg.ode.sampler}-{i}", t.method, t) for i, t in enumerate(ode_inverted)]
             named += [(f"carried-{prev.name}", "carried", prev) for prev in carried]

@@ -1,0 +1,192 @@
+"""The mid-timestep pass-through search, and the inversion for SDE-trained backdoors built on it.
+
+Why a mid timestep: BadDiffusion-style training feeds ``x_t = sqrt(abar_t) y + (1 - sqrt(abar_t)) r
++ sqrt(1 - abar_t) eps`` and asks for ``eps + m c_t r`` (``attacks/baddiffusion.py``): when the
+input moves by ``(1 - sqrt(abar_t)) tau`` along the trigger, the noise prediction moves by
+``m c_t tau``. The search measures that ratio, ``<D, tau> / ||tau||^2`` for the mean shift ``D``:
+``m c_t``, about ``m / 2`` at late timesteps of a linear schedule. A clean model gives 0.87-0.92 for
+random lattice directions at ``t = 0.8 T`` (measured on the zoo's ``bd-box-x`` and
+``bd-glasses-cornerbox-rgb``, random 4x4 directions of RMS 0.5). So an ODE-trained backdoor
+(``m = 2``) sits *above* the clean ratio, which the ODE inversion's first stage maximises
+(``detect/ode.py``), and an SDE-trained one (``m = 1``, BadDiffusion) *below* it, which
+:func:`midstep_inversion` minimises. At ``t = T``, where the gradient inversion works, the trigger
+does not stand out on ``bd-box-x``: the planted one has ratio 0.53 there, and the gradient inversion
+found directions of 0.54-0.55 with cosine 0.29-0.41 to it, none of which collapsed the samples
+(DDPM-50 MSCR at most 0.09). At ``t = 0.8 T`` the planted trigger has 0.53 against 0.87-0.91 for
+random directions, and the search found it (cosine 0.74-0.81 over three seeds, DDPM-50 MSCR 1.0);
+at ``0.7 T`` too (README, "Attacks and the detection benchmark").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from diffusers import UNet2DModel
+
+from hfaudit.detect.inversion import InvertedTrigger, shift_ratios
+from hfaudit.detect.lattice import Lattice, pass_through, projected_adam
+from hfaudit.sampling import alphas_cumprod_of
+from hfaudit.seeding import make_generator, randn
+
+OBJECTIVE = "pass-through-min"
+
+
+@dataclass
+class PassThroughSearch:
+    """Settings of a pass-through search at a mid timestep (shared by this inversion and the ODE one)."""
+
+    label: ClassVar[str] = "mid-timestep inversion"
+    """How errors name the search."""
+
+    t_fraction: float = 0.8
+    """The timestep searched, as a fraction of the training schedule."""
+    grid: int = 4
+    restarts: int = 8
+    batch_size: int = 16
+    """Noise samples the shift is averaged over."""
+    search_steps: int = 40
+    search_lr: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raises:
+            ValueError: a value out of range."""
+        for name in ("grid", "restarts", "batch_size", "search_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{self.label}: {name} must be at least 1 (got {getattr(self, name)})")
+        if not 0 < self.t_fraction < 1:
+            raise ValueError(f"{self.label}: t_fraction must be in (0, 1) (got {self.t_fraction})")
+        if min(self.budgets, default=0.0) <= 0 or self.search_lr <= 0:
+            raise ValueError(f"{self.label}: budgets and learning rates must be positive")
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        """RMS per pixel of the directions, one search each (fixed: the ratio is scale-free, the model
+        is not); each subclass says where they come from."""
+        raise NotImplementedError
+
+    @property
+    def search_evaluations(self) -> int:
+        """UNet forward evaluations (images x calls) of the searches, backward passes not counted."""
+        return len(self.budgets) * self.batch_size * (1 + self.restarts * (self.search_steps + 1))
+
+
+@dataclass
+class MidstepConfig(PassThroughSearch):
+    """The inversion for SDE-trained backdoors: least pass-through at ``t_fraction``, probed as found."""
+
+    rms: tuple[float, ...] = (0.3, 0.5)
+    """RMS per pixel of the directions, one search of ``restarts`` each. A backdoor fires near the
+    scale it was trained at, and the 4x4 lattice sees a blurred trigger: on
+    ``bd-glasses-cornerbox-rgb`` (planted RMS 0.48; its 4x4 average, RMS 0.3 or so, collapses DDPM-50
+    samples, MSCR 0.91, and the same rescaled to 0.48, 0.53) the search found the trigger at 0.3
+    (cosine 0.64, MSCR 0.69) and not at 0.4 or 0.5; on ``bd-box-x`` (planted RMS 0.56) at 0.5 and not
+    at 0.3 or 0.4."""
+    candidates: int = 2
+    """How many directions per search (least pass-through first) the scan probes."""
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        return self.rms
+
+    @property
+    def probed(self) -> int:
+        """How many candidates the scan probes: ``candidates`` from each search."""
+        return len(self.rms) * min(self.candidates, self.restarts)
+
+    def pick(self, found: list[InvertedTrigger]) -> list[InvertedTrigger]:
+        """The candidates to probe from :func:`midstep_inversion`'s output: the best of each search."""
+        per = min(self.candidates, self.restarts)
+        return [t for i in range(len(self.rms)) for t in found[i * self.restarts:i * self.restarts + per]]
+
+    def validate(self) -> None:
+        """Raises:
+            ValueError: a value out of range."""
+        super().validate()
+        if self.candidates < 1:
+            raise ValueError(f"{self.label}: candidates must be at least 1 (got {self.candidates})")
+
+    @property
+    def unet_evaluations(self) -> int:
+        """UNet forward evaluations of one run (the search and the ratios at ``t = T``)."""
+        return self.search_evaluations + self.batch_size * (1 + len(self.rms) * self.restarts)
+
+
+@contextmanager
+def frozen(unet: torch.nn.Module) -> Iterator[None]:
+    """Gradients flow to the input only, not the weights, while inside; each flag restored after."""
+    was = [p.requires_grad for p in unet.parameters()]
+    unet.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, g in zip(unet.parameters(), was):
+            p.requires_grad_(g)
+
+
+def pass_through_directions(unet: UNet2DModel, scheduler_config: Mapping[str, Any], shape: tuple[int, int, int],
+                            cfg: PassThroughSearch, gen: torch.Generator,
+                            on_step: Callable[[], None] | None = None, *,
+                            budget: float, maximise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ratios, taus)`` of ``restarts`` lattice directions of RMS ``budget`` and extreme pass-through
+    ratio at the mid timestep, most extreme first (highest if ``maximise``, else lowest; ``taus``:
+    ``(restarts, C, H, W)``, on the UNet's device). The UNet must not require gradients (:func:`frozen`)."""
+    device = next(unet.parameters()).device
+    dtype = next(unet.parameters()).dtype
+    abar_all = alphas_cumprod_of(scheduler_config)
+    t_mid = int(round(cfg.t_fraction * (abar_all.shape[0] - 1)))
+    abar = float(abar_all[t_mid])
+    k, b = cfg.restarts, cfg.batch_size
+    lat = Lattice(shape, cfg.grid, budget, sphere=True)
+    x = (1 - abar) ** 0.5 * randn((b, *shape), gen, device)  # x_t of a blank image: the offset is all there is
+    ts = torch.full((k * b,), t_mid, device=device, dtype=torch.long)
+    with torch.no_grad():
+        base = unet(x.to(dtype), ts[:b]).sample.float()
+    q = lat.random(k, gen, device=device).requires_grad_(True)
+    sign = -1.0 if maximise else 1.0
+
+    def ratios() -> tuple[torch.Tensor, torch.Tensor]:
+        tau = lat.expand(q)
+        shifted = (x.unsqueeze(0) + (1 - abar ** 0.5) * tau.unsqueeze(1)).reshape(k * b, *shape)
+        d = (unet(shifted.to(dtype), ts).sample.float().reshape(k, b, *shape) - base.unsqueeze(0)).mean(1)
+        return pass_through(d, tau), tau
+
+    projected_adam(q, lambda: sign * ratios()[0], lat.project, cfg.search_steps, cfg.search_lr, on_step)
+    with torch.no_grad():
+        ratio, tau = ratios()
+    order = ratio.argsort(descending=maximise, stable=True)
+    return ratio[order].detach(), tau[order].detach()
+
+
+def midstep_inversion(
+    unet: UNet2DModel,
+    scheduler_config: Mapping[str, Any],
+    shape: tuple[int, int, int],
+    config: MidstepConfig | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> list[InvertedTrigger]:
+    """Invert candidate triggers for SDE-trained backdoors: for each RMS in ``rms``, the ``restarts``
+    directions the model passes least of at ``t_fraction``, least first.
+
+    Returns:
+        ``InvertedTrigger`` s with ``method="midstep"``, one list after the other in the order of
+        ``rms``; ``loss`` is the pass-through ratio at the mid timestep, ``shift_ratio`` the ratio at
+        ``t = T`` like the other inversions report.
+
+    Raises:
+        ValueError: a setting out of range (``MidstepConfig.validate``).
+    """
+    cfg = config or MidstepConfig()
+    cfg.validate()
+    gen = make_generator(cfg.seed)
+    with frozen(unet):
+        found = [pass_through_directions(unet, scheduler_config, shape, cfg, gen, on_step, budget=b, maximise=False)
+                 for b in cfg.rms]
+        mid, taus = torch.cat([r for r, _ in found]), torch.cat([t for _, t in found]).cpu()
+        at_T = shift_ratios(unet, scheduler_config, taus, randn((cfg.batch_size, *shape), gen, "cpu"))
+    return [InvertedTrigger(trigger=taus[i].clone(), method="midstep", objective=OBJECTIVE, lam=None,
+                            loss=float(mid[i]), shift_ratio=float(at_T[i])) for i in range(taus.shape[0])]

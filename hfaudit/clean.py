@@ -56,7 +56,7 @@ from hfaudit.results import BACKDOOR, Candidate, ScanResult, SourceInfo
 from hfaudit.sampling import to_unit
 
 RESCAN_LABEL = "re-scan"
-"""``CleanResult.removed`` names a re-scan's trigger ``re-scan N: <candidate>`` (N: the re-scan it came from)."""
+"""Reports name a re-scan's trigger ``re-scan N: <candidate>`` (N: the re-scan it came from)."""
 
 REPORT_NAME = "hfaudit_clean.json"
 """The audit report beside the weights; also marks a folder as hfaudit output (safe to replace)."""
@@ -120,6 +120,21 @@ class CleanConfig:
         self.finetune.validate()
 
 
+@dataclass(frozen=True)
+class RemovedTrigger:
+    """A trigger the fine-tuning worked against, and where it came from."""
+
+    name: str
+    """``inverted`` or ``known`` for the first trigger; a re-scan's candidate name otherwise."""
+    rescan: int | None = None
+    """The re-scan that found it (1 = after the first round); None for the first trigger."""
+
+    @property
+    def label(self) -> str:
+        """How reports name it: ``inverted``, or ``re-scan N: <candidate>``."""
+        return self.name if self.rescan is None else f"{RESCAN_LABEL} {self.rescan}: {self.name}"
+
+
 @dataclass
 class CleanResult:
     """The outcome of :func:`clean`: what was found, changed, measured, written and pushed."""
@@ -138,9 +153,8 @@ class CleanResult:
     rescan: ScanResult | None = None
     rounds: list[FinetuneResult] = field(default_factory=list)
     """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
-    removed: list[str] = field(default_factory=list)
-    """Which triggers the fine-tuning removed: the first one, then each round's new re-scan triggers
-    (``re-scan N: <candidate>``)."""
+    removed: list[RemovedTrigger] = field(default_factory=list)
+    """Which triggers the fine-tuning removed: the first one, then each round's new re-scan triggers."""
     problems: list[str] = field(default_factory=list)
     output_dir: str | None = None
     files: list[str] = field(default_factory=list)
@@ -161,11 +175,9 @@ class CleanResult:
         return ExitCode.CLEAN if self.passed else ExitCode.CLEANING_FAILED
 
     def removed_in_round(self, round_no: int) -> list[str]:
-        """The triggers fine-tuning round ``round_no`` (1 = the first) worked against: the first
-        trigger, and every re-scan trigger found before that round."""
-        prefix = f"{RESCAN_LABEL} "
-        return [r for r in self.removed
-                if not r.startswith(prefix) or int(r[len(prefix):].split(":")[0]) < round_no]
+        """The labels of the triggers fine-tuning round ``round_no`` (1 = the first) worked against:
+        the first trigger, and every re-scan trigger found before that round."""
+        return [r.label for r in self.removed if r.rescan is None or r.rescan < round_no]
 
     def check(self, trigger: str) -> BeforeAfter | None:
         """The before/after measurement of one trigger (``inverted``, ``known``, ``re-scan``...)."""
@@ -184,7 +196,7 @@ class CleanResult:
             "checks": [c.to_dict() for c in self.checks],
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "rescan": None if self.rescan is None else self.rescan.to_dict(),
-            "rounds": [r.to_dict() for r in self.rounds], "removed": self.removed,
+            "rounds": [r.to_dict() for r in self.rounds], "removed": [r.label for r in self.removed],
             "output_dir": self.output_dir, "files": self.files,
             "push": None if self.push is None else asdict(self.push),
             "timings_s": self.timings,
@@ -402,7 +414,7 @@ def clean(
     first = ft if cfg.break_from_round <= 1 else dataclasses.replace(ft, trigger_weight=0.0)
     student, result.finetune = finetune(student, model.unet, model.scheduler_config, images, trigger, mask=mask,
                                         config=first, data=data_name)
-    result.removed.append(result.trigger_used)
+    result.removed.append(RemovedTrigger(result.trigger_used))
     timings["finetune"] = time.perf_counter() - t0
     _check_mask(mask, student)
 
@@ -432,7 +444,7 @@ def clean(
             t1 = time.perf_counter()
             for cand in _new_triggers(result.rescan, removed):
                 removed.append(cand.trigger.float().cpu())
-                result.removed.append(f"{RESCAN_LABEL} {round_no - 1}: {cand.name}")
+                result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
             carried += [c for c in result.rescan.candidates if c.method != "carried"]
             again = dataclasses.replace(ft, steps=cfg.round_steps, seed=ft.seed + round_no,
                                         trigger_weight=ft.trigger_weight if round_no >= cfg.break_from_round else 0.0)
@@ -561,7 +573,7 @@ def summary_lines(result: CleanResult) -> list[str]:
                      f"{p.param_share:.2%} of parameters) by {p.importance} importance, "
                      f"in {len(p.layers)} layer slices")
     if result.rounds:
-        lines.append(f"fine-tuned in {1 + len(result.rounds)} rounds, against the triggers: {', '.join(result.removed)}")
+        lines.append(f"fine-tuned in {1 + len(result.rounds)} rounds, against the triggers: {', '.join(r.label for r in result.removed)}")
     for c in result.checks:
         lines.append(f"ASR with the {c.trigger} trigger: {c.before.asr:.0%} -> {c.after.asr:.0%} "
                      f"(worst sampler, {c.after.n_samples} samples)")

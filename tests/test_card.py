@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 from test_clean import make_scan_result
 
 from hfaudit.card import make_card
-from hfaudit.clean import CleanConfig, CleanResult
+from hfaudit.clean import CleanConfig, CleanResult, RemovedTrigger
 from hfaudit.fidelity import Fidelity
 from hfaudit.remove.finetune import FinetuneResult
 from hfaudit.remove.prune import LayerPrune, PruneReport
@@ -87,7 +87,8 @@ def test_card_parses_and_holds_the_figures(tmp_path: Path) -> None:
 
 def test_card_lists_each_round_with_its_triggers_and_losses() -> None:
     result = _result()
-    result.removed = ["inverted", "re-scan 1: ode-ddim-0", "re-scan 1: ode-ddim-1", "re-scan 2: blackbox-ddim-1"]
+    result.removed = [RemovedTrigger("inverted"), RemovedTrigger("ode-ddim-0", rescan=1),
+                      RemovedTrigger("ode-ddim-1", rescan=1), RemovedTrigger("blackbox-ddim-1", rescan=2)]
     extra = FinetuneResult(steps=300, seconds=90.0, device="cpu", data="generated:ddim-20", n_images=512,
                            losses_start={"clean": 0.03, "distill": 0.002, "trigger": 0.009},
                            losses_end={"clean": 0.025, "distill": 0.0007, "trigger": 0.0006},

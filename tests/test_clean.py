@@ -222,7 +222,8 @@ def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: P
     # the second round: the first trigger plus every new trigger that fired (not the quiet one, no copy)
     assert torch.equal(seen[1][0], torch.stack([box_trigger(), fired_a, fired_b]))
     labels = ["inverted", "re-scan 1: ode-ddim-0", "re-scan 1: ode-ddim-1"]
-    assert result.removed == labels and len(result.rounds) == 1
+    assert [r.label for r in result.removed] == labels and len(result.rounds) == 1
+    assert [r.rescan for r in result.removed] == [None, 1, 1]
     assert result.removed_in_round(1) == ["inverted"] and result.removed_in_round(2) == labels
     assert {"finetune", "verify", "rescan"} <= set(result.timings) and min(result.timings.values()) >= 0
     first, second = calls[1][1], calls[2][1]

@@ -4,9 +4,9 @@ Why a mid timestep: BadDiffusion-style training feeds ``x_t = sqrt(abar_t) y + (
 + sqrt(1 - abar_t) eps`` and asks for ``eps + m c_t r`` (``attacks/baddiffusion.py``): when the
 input moves by ``(1 - sqrt(abar_t)) tau`` along the trigger, the noise prediction moves by
 ``m c_t tau``. The search measures that ratio, ``<D, tau> / ||tau||^2`` for the mean shift ``D``:
-``m c_t``, about ``m / 2`` at late timesteps of a linear schedule. A clean model gives 0.87-0.92 for
-random lattice directions at ``t = 0.8 T`` (measured on the zoo's ``bd-box-x`` and
-``bd-glasses-cornerbox-rgb``, random 4x4 directions of RMS 0.5). So an ODE-trained backdoor
+``m c_t``, about ``m / 2`` at late timesteps of a linear schedule. Clean models give 0.81-0.92 for
+random 4x4-lattice directions of RMS 0.5 at ``t = 0.8 T`` (8 directions each on the shipped clean
+model and the zoo's ``clean-16-w16`` and ``clean-16-attn``). So an ODE-trained backdoor
 (``m = 2``) sits *above* the clean ratio, which the ODE inversion's first stage maximises
 (``detect/ode.py``), and an SDE-trained one (``m = 1``, BadDiffusion) *below* it, which
 :func:`midstep_inversion` minimises. At ``t = T``, where the gradient inversion works, the trigger
@@ -81,11 +81,11 @@ class MidstepConfig(PassThroughSearch):
 
     rms: tuple[float, ...] = (0.3, 0.5)
     """RMS per pixel of the directions, one search of ``restarts`` each. A backdoor fires near the
-    scale it was trained at, and the 4x4 lattice sees a blurred trigger: on
-    ``bd-glasses-cornerbox-rgb`` (planted RMS 0.48; its 4x4 average, RMS 0.3 or so, collapses DDPM-50
-    samples, MSCR 0.91, and the same rescaled to 0.48, 0.53) the search found the trigger at 0.3
-    (cosine 0.64, MSCR 0.69) and not at 0.4 or 0.5; on ``bd-box-x`` (planted RMS 0.56) at 0.5 and not
-    at 0.3 or 0.4."""
+    scale it was trained at, and the 4x4 lattice sees a blurred trigger. On
+    ``bd-glasses-cornerbox-rgb`` the planted trigger has RMS 0.48 and its 4x4 average 0.33; that
+    average collapses DDPM-50 samples (MSCR 0.91), and scaled up to RMS 0.48 much less (0.53). The
+    search found the trigger at RMS 0.3 (cosine 0.64, MSCR 0.69) and not at 0.4 or 0.5; on
+    ``bd-box-x`` (planted RMS 0.56) at 0.5 and not at 0.3 or 0.4."""
     candidates: int = 2
     """How many directions per search (least pass-through first) the scan probes."""
 

@@ -52,7 +52,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=zoo.DEFAULT_CACHE)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--only", nargs="*", help="zoo members (default: bd-box-x, bd-glasses-cornerbox-rgb, the clean ones)")
+    ap.add_argument("--only", nargs="*",
+                    help="zoo members (default: bd-box-x, bd-glasses-cornerbox-rgb, the clean ones)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     names = args.only or [*DEFAULT_MEMBERS, *(r.name for r in zoo.RECIPES if r.family == zoo.CLEAN)]

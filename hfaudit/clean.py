@@ -573,7 +573,8 @@ def summary_lines(result: CleanResult) -> list[str]:
                      f"{p.param_share:.2%} of parameters) by {p.importance} importance, "
                      f"in {len(p.layers)} layer slices")
     if result.rounds:
-        lines.append(f"fine-tuned in {1 + len(result.rounds)} rounds, against the triggers: {', '.join(r.label for r in result.removed)}")
+        labels = ", ".join(r.label for r in result.removed)
+        lines.append(f"fine-tuned in {1 + len(result.rounds)} rounds, against the triggers: {labels}")
     for c in result.checks:
         lines.append(f"ASR with the {c.trigger} trigger: {c.before.asr:.0%} -> {c.after.asr:.0%} "
                      f"(worst sampler, {c.after.n_samples} samples)")

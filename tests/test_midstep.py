@@ -56,8 +56,10 @@ def test_the_search_finds_the_absorbed_direction_and_its_opposite() -> None:
     net = AbsorbingNet(r, keep=0.5)
     cfg = MidstepConfig(restarts=4, batch_size=4, search_steps=60)
     with frozen(net):
-        low, low_taus = pass_through_directions(net, SCHEDULE, SHAPE, cfg, make_generator(0), budget=0.4, maximise=False)
-        high, high_taus = pass_through_directions(net, SCHEDULE, SHAPE, cfg, make_generator(0), budget=0.4, maximise=True)
+        low, low_taus = pass_through_directions(net, SCHEDULE, SHAPE, cfg, make_generator(0), budget=0.4,
+                                                maximise=False)
+        high, high_taus = pass_through_directions(net, SCHEDULE, SHAPE, cfg, make_generator(0), budget=0.4,
+                                                  maximise=True)
     assert low.tolist() == sorted(low.tolist()) and high.tolist() == sorted(high.tolist(), reverse=True)
     scale = 1 - float(alphas_cumprod_of(SCHEDULE)[round(0.8 * 999)]) ** 0.5  # the offset is (1 - sqrt(abar_t)) tau
     assert float(low[0]) == pytest.approx(0.5 * scale, abs=0.01)  # the model keeps half of r

@@ -182,10 +182,11 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             mid_inverted = []
             if cfg.midstep is not None:
                 t0 = time.perf_counter()
-                mid_task = bar.add_task("inverting trigger", total=cfg.midstep.search_steps * len(cfg.midstep.rms),
-                                        info=f"mid-timestep ({cfg.midstep.t_fraction:g} T)")
-                mid_inverted = cfg.midstep.pick(midstep_inversion(model.unet, model.scheduler_config, shape, cfg.midstep,
-                                                                  on_step=lambda: bar.update(mid_task, advance=1)))
+                mid = cfg.midstep
+                mid_task = bar.add_task("inverting trigger", total=mid.search_steps * len(mid.rms),
+                                        info=f"mid-timestep ({mid.t_fraction:g} T)")
+                mid_inverted = mid.pick(midstep_inversion(model.unet, model.scheduler_config, shape, mid,
+                                                          on_step=lambda: bar.update(mid_task, advance=1)))
                 timings["midstep"] = time.perf_counter() - t0
 
             bb_inverted = []

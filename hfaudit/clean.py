@@ -104,6 +104,12 @@ class CleanConfig:
     was not enough (README, "How removal works")."""
     seed: int = 0
 
+    def finetune_round(self, round_no: int, **changes: Any) -> FinetuneConfig:
+        """The fine-tuning settings of round ``round_no`` (1 = the first): the trigger-breaking term
+        off before ``break_from_round``; ``changes`` replace other fields."""
+        weight = self.finetune.trigger_weight if round_no >= self.break_from_round else 0.0
+        return dataclasses.replace(self.finetune, trigger_weight=weight, **changes)
+
     def validate(self) -> None:
         """Raises:
             UsageError: a value out of range."""
@@ -411,7 +417,7 @@ def clean(
     timings["prune"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    first = ft if cfg.break_from_round <= 1 else dataclasses.replace(ft, trigger_weight=0.0)
+    first = cfg.finetune_round(1)
     student, result.finetune = finetune(student, model.unet, model.scheduler_config, images, trigger, mask=mask,
                                         config=first, data=data_name)
     result.removed.append(RemovedTrigger(result.trigger_used))
@@ -446,8 +452,7 @@ def clean(
                 removed.append(cand.trigger.float().cpu())
                 result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
             carried += [c for c in result.rescan.candidates if c.method != "carried"]
-            again = dataclasses.replace(ft, steps=cfg.round_steps, seed=ft.seed + round_no,
-                                        trigger_weight=ft.trigger_weight if round_no >= cfg.break_from_round else 0.0)
+            again = cfg.finetune_round(round_no, steps=cfg.round_steps, seed=ft.seed + round_no)
             student, extra = finetune(student, model.unet, model.scheduler_config, images, torch.stack(removed),
                                       mask=mask, config=again, data=data_name)
             result.rounds.append(extra)

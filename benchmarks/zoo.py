@@ -203,13 +203,6 @@ def _truth_tensors(spec) -> dict[str, torch.Tensor]:
     return {"trigger": spec.trigger, "target": spec.target, "correction": torch.tensor(spec.correction)}
 
 
-def trigger_noise(truth: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
-    """The attacker's initial noise, from a truth file (additive trigger or TrojDiff's ``gamma n + mu``)."""
-    if "trigger" in truth:
-        return noise + truth["trigger"]
-    return torch.where(truth["region"].bool(), truth["gamma"] * noise + truth["mu"], noise)
-
-
 def measure_attack(recipe: Recipe, cache: Path, n: int = 64, seed: int = 123) -> dict:
     """Hit rates of the planted backdoor: triggered under DDPM-50 and DDIM-10, and on clean noise.
 
@@ -218,6 +211,7 @@ def measure_attack(recipe: Recipe, cache: Path, n: int = 64, seed: int = 123) ->
     """
     from diffusers import UNet2DModel
 
+    from hfaudit.attacks.baddiffusion import BackdoorSpec
     from hfaudit.detect.scores import attack_success_rate
     from hfaudit.fidelity import digit_probabilities
     from hfaudit.sampling import sample, to_unit
@@ -229,6 +223,8 @@ def measure_attack(recipe: Recipe, cache: Path, n: int = 64, seed: int = 123) ->
     truth = load_truth(recipe, cache)
     shape = (recipe.arch.channels, recipe.arch.size, recipe.arch.size)
     noise = randn((n, *shape), make_generator(seed), "cpu")
+    # the planted spec makes the triggered noise (its formula lives there); a shipped model's comes from its truth file
+    spec = build_attack(recipe) if recipe.attack else BackdoorSpec(truth["trigger"], truth["target"])
 
     def hits(imgs01: torch.Tensor) -> float:
         if recipe.attack in CLASS_TARGET:
@@ -238,7 +234,7 @@ def measure_attack(recipe: Recipe, cache: Path, n: int = 64, seed: int = 123) ->
     out: dict[str, float] = {}
     for sampler, steps in (("ddpm", 50), ("ddim", 10)):
         gen = make_generator(seed + 1)
-        trig = to_unit(sample(unet, sched, trigger_noise(truth, noise), sampler=sampler, steps=steps, generator=gen))
+        trig = to_unit(sample(unet, sched, spec.trigger_noise(noise), sampler=sampler, steps=steps, generator=gen))
         out[f"hit_{sampler}{steps}"] = round(hits(trig), 4)
     gen = make_generator(seed + 1)
     benign = to_unit(sample(unet, sched, noise, sampler="ddpm", steps=50, generator=gen))

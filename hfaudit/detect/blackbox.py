@@ -212,9 +212,9 @@ def blackbox_inversion(
         screened = objective(expand(init).to(device), noise.to(device), step_seed)
         init = init[screened.argsort(descending=True, stable=True)[:k]]
     p = init.clone()
-    m1, m2 = torch.zeros_like(p), torch.zeros_like(p)
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    for it in range(cfg.iterations):
+    # torch's Adam on the SPSA estimate, set as the gradient by hand (no autograd through sampling)
+    opt = torch.optim.Adam([p], lr=cfg.lr, maximize=True)
+    for _ in range(cfg.iterations):
         noise = randn((n, *shape), gen, "cpu")
         step_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         u = (torch.randint(0, 2, (k, m, *lat.params), generator=gen) * 2 - 1).float()
@@ -224,11 +224,9 @@ def blackbox_inversion(
         f_plus = objective(expand(plus).reshape(k * m, c, h, w).to(device), noise.to(device), step_seed).view(k, m)
         f_minus = objective(expand(minus).reshape(k * m, c, h, w).to(device), noise.to(device), step_seed).view(k, m)
         grad = ((f_plus - f_minus) / (2 * cfg.perturbation)).view(k, m, 1, 1, 1) * u
-        grad = grad.mean(1)
-        m1 = beta1 * m1 + (1 - beta1) * grad
-        m2 = beta2 * m2 + (1 - beta2) * grad * grad
-        mhat, vhat = m1 / (1 - beta1 ** (it + 1)), m2 / (1 - beta2 ** (it + 1))
-        p = project(p + cfg.lr * mhat / (vhat.sqrt() + eps))
+        p.grad = grad.mean(1)
+        opt.step()
+        p.copy_(project(p))
         if on_step is not None:
             on_step()
 

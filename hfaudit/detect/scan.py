@@ -77,23 +77,23 @@ class ScanConfig:
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
     None or ``()`` turns it off. Both together cost 13,168 of the scan's 68,176 UNet evaluations
-    on the 16x16 examples (searches and their probes): about 20 s on 2 CPU cores
-    (``benchmarks/scan_examples.py``)."""
+    on the 16x16 examples (searches and their probes); the searches took 9-10 s on 2 CPU cores
+    (``phases`` in ``benchmarks/scan_examples.py``, where all candidates' probes together took 23-24 s)."""
 
     midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
     """The mid-timestep inversion (``detect/midstep.py``: the directions the model passes least of at
     ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
     single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
     It costs 18,480 of the scan's 68,176 UNet evaluations (forward passes: searches 10,528, ratios at
-    ``t = T`` 272, probes 7,680; the backward passes come on top): about 27 s on the 16x16 examples on
-    2 CPU cores (``benchmarks/scan_examples.py``)."""
+    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 19-20 s on the 16x16
+    examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
 
     ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
     """The ODE inversion (``detect/ode.py``: mid-timestep direction, refined through DDIM), for
     ODE-trained backdoors that the other two miss; its best ``candidates`` triggers are probed.
     None turns it off. It costs 19,104 of the scan's 68,176 UNet evaluations (forward passes, search
-    and probes; its backward passes come on top): about 33 s on the 16x16 examples on 2 CPU cores
-    (``benchmarks/scan_examples.py``)."""
+    and probes; its backward passes come on top); the search took 30-32 s on the 16x16 examples on 2 CPU
+    cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
 
     @property
     def searches(self) -> tuple[BlackboxConfig, ...]:

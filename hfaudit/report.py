@@ -125,6 +125,7 @@ def _share(modes: Mapping[str, Any] | None) -> str:
 def render_rich(result: ScanResult, console: Console | None = None) -> None:
     """Print the summary table, the findings and the verdict to ``console`` (stderr by default)."""
     console = console or Console(stderr=True)
+    doc = report_dict(result)  # the lines shared with the Markdown report read the report's dict
     src = result.source
     table = Table(title=f"hfaudit scan: {src.source}", show_lines=False)
     for name, justify in (("trigger", "left"), ("sampler", "left"), ("MSCR", "right"), ("diversity", "right"),
@@ -144,10 +145,10 @@ def render_rich(result: ScanResult, console: Console | None = None) -> None:
     total = result.timings.get("total", sum(result.timings.values()))
     console.print(f"model: {src.pipeline_class}, {src.weights_file}, {pin}; {result.unet_evaluations} UNet "
                   f"evaluations in {total:.1f} s on {result.settings.get('device')}", highlight=False)
-    console.print(_inversions_line(report_dict(result)), highlight=False)
+    console.print(_inversions_line(doc), highlight=False)
     for f in result.findings:
         console.print(f"  {f.level}: {f.message} [{f.rule}]", highlight=False, markup=False)
-    console.print(verdict_line(result), style=VERDICT_STYLE.get(result.verdict), highlight=False)
+    console.print(verdict_line(doc), style=VERDICT_STYLE.get(result.verdict), highlight=False)
     for name, path in result.artifacts.items():
         console.print(f"  {name}: {path}", highlight=False)
 

@@ -1,0 +1,54 @@
+"""The detection benchmark's own arithmetic (``benchmarks/detection.py``), against hand-computed values.
+
+The README quotes its AUROC, thresholds and margins, so they are checked like the library is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def detection():
+    spec = importlib.util.spec_from_file_location("hfaudit_benchmark_detection", BENCHMARKS / "detection.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_auroc_counts_wins_and_half_ties(detection) -> None:
+    # pairs: 0.9>0.5, 0.9>0.1, 0.5=0.5 (half), 0.5>0.1 -> 3.5 of 4
+    assert detection.auroc([0.9, 0.5], [0.5, 0.1]) == pytest.approx(0.875)
+    assert detection.auroc([0.1], [0.9]) == 0.0
+    assert math.isnan(detection.auroc([], [0.3]))
+
+
+def test_calibrate_picks_the_cut_between_separable_groups(detection) -> None:
+    cal = detection.calibrate([(0.1, False), (0.2, False), (0.6, True), (0.9, True)])
+    # cuts -0.9, 0.15, 0.4, 0.75, 1.9; only 0.4 has TPR 1 and FPR 0
+    assert cal.threshold == pytest.approx(0.4)
+    assert (cal.clean_max, cal.backdoor_min) == (0.2, 0.6)
+    assert cal.margin == pytest.approx(0.2)
+
+
+def test_calibrate_with_overlap_takes_the_middle_of_the_tied_cuts(detection) -> None:
+    cal = detection.calibrate([(0.1, False), (0.5, False), (0.3, True), (0.9, True)])
+    # Youden J: 0.2 -> 1 - 1/2, 0.4 -> 1/2 - 1/2, 0.7 -> 1/2 - 0; the best (0.5) at 0.2 and 0.7
+    assert cal.threshold == pytest.approx(0.7)
+    assert cal.margin == pytest.approx(-0.1)  # the groups overlap
+
+
+def test_calibration_split_takes_every_other_member_of_each_family(detection) -> None:
+    zoo = detection.zoo
+    split = detection.calibration_split(zoo.RECIPES)
+    for family in (zoo.CLEAN, *zoo.FAMILIES):
+        members = [r.name for r in zoo.RECIPES if r.family == family]
+        assert [m for m in members if m in split] == members[::2]

@@ -77,7 +77,7 @@ class ScanConfig:
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
     None or ``()`` turns it off. Both together cost 13,168 of the scan's 68,176 UNet evaluations
-    on the 16x16 examples (searches and their probes); the searches took 9-10 s on 2 CPU cores
+    on the 16x16 examples (searches and their probes); the searches took 10 s on 2 CPU cores
     (``phases`` in ``benchmarks/scan_examples.py``, where all candidates' probes together took 23-24 s)."""
 
     midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
@@ -85,7 +85,7 @@ class ScanConfig:
     ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
     single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
     It costs 18,480 of the scan's 68,176 UNet evaluations (forward passes: searches 10,528, ratios at
-    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 19-20 s on the 16x16
+    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 19-21 s on the 16x16
     examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
 
     ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hfaudit import __version__
+from hfaudit.results import BLIND_SPOTS, CLEAN
 
 if TYPE_CHECKING:
     from hfaudit.clean import CleanResult
@@ -118,6 +119,9 @@ def card_text(result: CleanResult) -> str:
     lines += ["", "ASR: share of samples within MSE 1e-3 of the target (pixels in [0, 1]), sampling "
               "`trigger + noise` with clipping off. Benign fidelity: Frechet distance between features of samples "
               "from clean noise and of the reference data, the same noise before and after.", ""]
+    if result.rescan is not None and result.rescan.verdict == CLEAN:
+        lines += ["The re-scan's clean verdict does not rule out the backdoors hfaudit's scan is known to miss:",
+                  *[f"- {spot}" for spot in BLIND_SPOTS], ""]
     pngs = [name for name in result.files if name.endswith(".png")]
     if pngs:
         lines += ["## Pictures", "", " ".join(f"![{n[:-4]}]({n})" for n in pngs), ""]

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from hfaudit import __version__
 from hfaudit.errors import ExitCode, HfAuditError, OutputError
-from hfaudit.results import BACKDOOR, CLASS_SIGNAL, CLEAN, COLLAPSE_SIGNAL, COLLAPSED, ScanResult
+from hfaudit.results import BACKDOOR, BLIND_SPOTS, CLASS_SIGNAL, CLEAN, COLLAPSE_SIGNAL, COLLAPSED, ScanResult
 from hfaudit.safety import ERROR, RULES, WARNING, Finding, Rule
 
 if TYPE_CHECKING:
@@ -149,6 +149,8 @@ def render_rich(result: ScanResult, console: Console | None = None) -> None:
     for f in result.findings:
         console.print(f"  {f.level}: {f.message} [{f.rule}]", highlight=False, markup=False)
     console.print(verdict_line(doc), style=VERDICT_STYLE.get(result.verdict), highlight=False)
+    for line in _blind_spot_lines(doc):
+        console.print(f"  {line}", highlight=False, markup=False)
     for name, path in result.artifacts.items():
         console.print(f"  {name}: {path}", highlight=False)
 
@@ -179,7 +181,9 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
         lines = [f"## {icon} hfaudit: `{name}` could not be audited ({verdict}, exit {doc['exit_code']})", "",
                  doc["error"]["message"], ""]
     else:
+        spots = [f"- {line}" for line in _blind_spot_lines(doc)]
         lines = [f"## {icon} hfaudit: `{name}` is **{verdict}** (exit {doc['exit_code']})", "", verdict_line(doc), "",
+                 *spots, *([""] if spots else []),
                  "| | |", "|---|---|",
                  f"| score (MSCR with the best inverted trigger) | {doc['score']:.3f} |",
                  f"| threshold | {doc['threshold']:.3f} |",
@@ -221,6 +225,14 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
                 lines.append(f"- {caption}: `{Path(path).name}`")
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _blind_spot_lines(doc: Mapping[str, Any]) -> list[str]:
+    """Under a clean verdict, what it does not rule out (``results.BLIND_SPOTS``, as the report holds them)."""
+    if doc.get("verdict") != CLEAN or doc.get("error"):
+        return []
+    spots = doc.get("blind_spots", BLIND_SPOTS)
+    return [f"not ruled out: {spot}" for spot in spots]
 
 
 def _methods_run(doc: Mapping[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ from hfaudit.remove.verify import (
     TriggerEffect,
     TriggerProbe,
 )
-from hfaudit.results import BACKDOOR, CLEAN
+from hfaudit.results import BACKDOOR, BLIND_SPOTS, CLEAN
 
 REPO = "org/suspect-model"
 
@@ -115,3 +115,13 @@ def test_local_source_has_no_base_model() -> None:
     card = ModelCard(str(make_card(result)))
     assert card.data.base_model is None
     assert getattr(card.data, "base_model_relation", None) is None
+
+
+def test_card_says_what_a_clean_rescan_does_not_rule_out() -> None:
+    text = make_card(_result()).text
+    assert "does not rule out" in text
+    for spot in BLIND_SPOTS:
+        assert f"- {spot}" in text
+    result = _result()
+    result.rescan = make_scan_result(REPO, BACKDOOR, torch.zeros(1, 16, 16), repo_id=REPO, score=0.9375)
+    assert "does not rule out" not in make_card(result).text  # a backdoor verdict needs no such caveat

@@ -17,7 +17,7 @@ from hfaudit.cli import app
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode, RepoNotFoundError, UnsafeCheckpointError
 from hfaudit.report import Outputs, error_dict, report_dict, to_markdown, to_sarif
-from hfaudit.results import BACKDOOR, CLEAN, COLLAPSED, Candidate, Probe, ScanResult, SourceInfo
+from hfaudit.results import BACKDOOR, BLIND_SPOTS, CLEAN, COLLAPSED, Candidate, Probe, ScanResult, SourceInfo
 from hfaudit.safety import RULES, Finding
 
 from helpers import SCHEMA, validate_sarif
@@ -144,6 +144,25 @@ def test_markdown_report(tmp_path: Path) -> None:
     assert "](../audit/trigger.png)" in other  # links resolve from where that file is
     listed = to_markdown(report_dict(result), images="list")
     assert "![" not in listed and "`trigger.png`" in listed
+
+
+def test_a_clean_verdict_says_what_it_does_not_rule_out() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    for verdict in (CLEAN, BACKDOOR, COLLAPSED):
+        result = make_result(verdict)
+        doc = report_dict(result)
+        assert doc["blind_spots"] == list(BLIND_SPOTS)  # every JSON report carries them
+        md = to_markdown(doc)
+        out = StringIO()
+        report.render_rich(result, Console(file=out, width=400))
+        for text in (md, out.getvalue()):
+            shown = [spot for spot in BLIND_SPOTS if f"not ruled out: {spot}" in text]
+            assert shown == (list(BLIND_SPOTS) if verdict == CLEAN else []), (verdict, text)
+    err = error_dict(RepoNotFoundError("org/none: no such repo"), "org/none")
+    assert "not ruled out" not in to_markdown(err)  # an audit that stopped has no verdict to qualify
 
 
 def test_json_report_and_exit_code_agree(tmp_path: Path) -> None:

@@ -31,10 +31,8 @@ MEMBERS = [r.name for r in zoo.RECIPES if r.family == zoo.TROJDIFF]
 
 
 def _longer(name: str, steps: int) -> zoo.Recipe:
-    """The member's recipe with more fine-tuning steps, registered so its key and base resolve."""
-    recipe = dataclasses.replace(zoo.BY_NAME[name], steps=steps)
-    zoo.BY_NAME[name] = recipe
-    return recipe
+    """The member's recipe with more fine-tuning steps (its key and base follow from its fields)."""
+    return dataclasses.replace(zoo.BY_NAME[name], steps=steps)
 
 
 def _train(args: tuple[str, int, str]) -> dict:
@@ -45,6 +43,7 @@ def _train(args: tuple[str, int, str]) -> dict:
 def _scan(name: str, cache: Path) -> dict:
     """hfaudit's verdict with its defaults, and how close its recovered target is to the planted one."""
     from hfaudit import scan
+    from hfaudit.sampling import to_unit
 
     torch.set_num_threads(1)
     truth = zoo.load_truth(zoo.BY_NAME[name], cache)
@@ -53,8 +52,8 @@ def _scan(name: str, cache: Path) -> dict:
     doc = r.to_dict()
     mse = None
     if r.recovered_target is not None and "target" in truth:
-        mse = float((r.recovered_target - ((truth["target"] + 1) / 2).clamp(0, 1)).pow(2).mean())
-    best = r.best if r.candidates else None
+        mse = float((r.recovered_target - to_unit(truth["target"])).pow(2).mean())
+    best = r.best
     top_class = None
     if best is not None and best.best.modes is not None:  # the class the collapse landed on
         top_class = best.best.modes.top_class
@@ -64,8 +63,7 @@ def _scan(name: str, cache: Path) -> dict:
 
 
 def _scan_worker(args: tuple[str, int, str]) -> tuple[str, dict]:
-    name, steps, cache = args
-    _longer(name, steps)
+    name, _, cache = args
     return name, _scan(name, Path(cache))
 
 

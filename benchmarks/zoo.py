@@ -229,7 +229,7 @@ def measure_attack(recipe: Recipe, cache: Path, n: int = 64, seed: int = 123) ->
     def hits(imgs01: torch.Tensor) -> float:
         if recipe.attack in CLASS_TARGET:
             return float((digit_probabilities(imgs01).argmax(1) == CLASS_TARGET[recipe.attack]).float().mean())
-        return attack_success_rate(imgs01, ((truth["target"] + 1) / 2).clamp(0, 1))
+        return attack_success_rate(imgs01, to_unit(truth["target"]))
 
     out: dict[str, float] = {}
     for sampler, steps in (("ddpm", 50), ("ddim", 10)):

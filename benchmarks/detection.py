@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
 
 METHODS = ("hfaudit", "elijah", "diffcleanse")
-RESULT_VERSION = {"hfaudit": 6, "elijah": 1, "diffcleanse": 1}
+RESULT_VERSION = {"hfaudit": 7, "elijah": 1, "diffcleanse": 1}
 """Bump a method's number to recompute its cached results (after a change to the scan or a baseline)."""
 
 

@@ -13,7 +13,6 @@ through the sampler, i.e. what stage 1 gives the second stage to start from.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,8 +24,6 @@ import zoo  # noqa: E402
 
 
 def main() -> None:
-    from diffusers import UNet2DModel
-
     from hfaudit.detect.midstep import pass_through_directions
     from hfaudit.detect.ode import OdeInversionConfig
     from hfaudit.detect.scores import collapse_stats, saturated_mask
@@ -41,16 +38,9 @@ def main() -> None:
     cfg = OdeInversionConfig()
     print(f"stage 1 of the ODE inversion: t = {cfg.t_fraction} T, RMS {cfg.budget}, {cfg.restarts} directions, "
           f"{cfg.search_steps} Adam steps", flush=True)
-    for r in zoo.RECIPES:
-        if args.only and r.name not in args.only:
-            continue
-        if not zoo.is_cached(r, args.cache):
-            print(f"{r.name}: not built (python benchmarks/zoo.py)")
-            continue
-        path = zoo.model_dir(r, args.cache)
-        unet = UNet2DModel.from_pretrained(path, subfolder="unet", use_safetensors=True).requires_grad_(False)
-        sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-        shape = (r.arch.channels, r.arch.size, r.arch.size)
+    for r in zoo.built_members(args.cache, args.only):
+        unet, sched, shape = zoo.load_member(r, args.cache)
+        unet.requires_grad_(False)
         ratios, taus = pass_through_directions(unet, sched, shape, cfg, make_generator(cfg.seed),
                                                budget=cfg.budget, maximise=True)
         noise = randn((32, *shape), make_generator(5), "cpu")

@@ -24,7 +24,7 @@ import multiprocessing as mp
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -185,6 +185,28 @@ def load_truth(recipe: Recipe, cache: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def load_member(recipe: Recipe, cache: Path) -> tuple:
+    """The member's UNet (on the CPU, eval mode), its scheduler config and its sample shape ``(C, H, W)``."""
+    from diffusers import UNet2DModel
+
+    path = model_dir(recipe, cache)
+    unet = UNet2DModel.from_pretrained(path, subfolder="unet", use_safetensors=True).eval()
+    sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    return unet, sched, (recipe.arch.channels, recipe.arch.size, recipe.arch.size)
+
+
+def built_members(cache: Path, only: list[str] | None = None) -> Iterator[Recipe]:
+    """The members in zoo order (only those named in ``only``, if given) that are built; a printed
+    line for each one that is not, so a benchmark over the zoo says what it skipped."""
+    for recipe in RECIPES:
+        if only and recipe.name not in only:
+            continue
+        if not is_cached(recipe, cache):
+            print(f"{recipe.name}: not built (python benchmarks/zoo.py)")
+            continue
+        yield recipe
+
+
 def _unet_config(arch: Arch):
     from hfaudit.attacks.train import UNetConfig
 
@@ -209,19 +231,14 @@ def measure_attack(recipe: Recipe, cache: Path, n: int = 64, seed: int = 123) ->
     d2i targets: share within ``ASR_MSE`` of the target (DESIGN.md section 5). Class targets: share
     the digits classifier assigns to the target class (for clean noise: the class's natural share).
     """
-    from diffusers import UNet2DModel
-
     from hfaudit.attacks.baddiffusion import BackdoorSpec
     from hfaudit.detect.scores import attack_success_rate
     from hfaudit.fidelity import digit_probabilities
     from hfaudit.sampling import sample, to_unit
     from hfaudit.seeding import make_generator, randn
 
-    path = model_dir(recipe, cache)
-    unet = UNet2DModel.from_pretrained(path, subfolder="unet", use_safetensors=True).eval()
-    sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    unet, sched, shape = load_member(recipe, cache)
     truth = load_truth(recipe, cache)
-    shape = (recipe.arch.channels, recipe.arch.size, recipe.arch.size)
     noise = randn((n, *shape), make_generator(seed), "cpu")
     # the planted spec makes the triggered noise (its formula lives there); a shipped model's comes from its truth file
     spec = build_attack(recipe) if recipe.attack else BackdoorSpec(truth["trigger"], truth["target"])

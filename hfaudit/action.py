@@ -34,7 +34,7 @@ DID_NOT_RUN = frozenset({ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.UNSUPPORTE
                          ExitCode.INTERRUPTED})
 """Exit codes that mean the audit did not happen: the step fails with them whatever ``fail-on`` says."""
 INPUTS = ("model", "revision", "fail-on", "sarif", "output-dir", "device", "samples", "inversion-steps",
-          "samplers", "threshold", "seed", "blackbox", "midstep", "ode", "allow-pickle")
+          "samplers", "threshold", "seed", "blackbox", "midstep", "ode", "stamps", "allow-pickle")
 """The Action inputs this script reads, as named in ``action.yml`` (env ``INPUT_FAIL_ON`` for ``fail-on``)."""
 OUTPUTS = ("verdict", "score", "exit-code", "report-json", "report-markdown", "sarif", "output-dir")
 """The step outputs this script writes to ``$GITHUB_OUTPUT``; ``action.yml`` exposes each."""
@@ -75,6 +75,7 @@ class ActionInputs:
     blackbox: bool = True
     midstep: bool = True
     ode: bool = True
+    stamps: bool = True
     allow_pickle: bool = False
 
     @classmethod
@@ -89,13 +90,14 @@ class ActionInputs:
         if fail_on not in FAIL_ON:
             raise UsageError(f"input fail-on must be one of {', '.join(FAIL_ON)} (got {raw['fail-on']!r})")
         flags = {name: _flag(raw, name, default) for name, default in
-                 (("blackbox", True), ("midstep", True), ("ode", True), ("allow-pickle", False))}
+                 (("blackbox", True), ("midstep", True), ("ode", True), ("stamps", True),
+                                       ("allow-pickle", False))}
         return cls(
             model=raw["model"] or ".", revision=raw["revision"], fail_on=fail_on,
             sarif="hfaudit.sarif" if env.get(env_name("sarif")) is None else raw["sarif"], output_dir=raw["output-dir"] or "hfaudit-report", device=raw["device"],
             samples=raw["samples"], inversion_steps=raw["inversion-steps"],
             samplers=raw["samplers"].replace(",", " ").split(), threshold=raw["threshold"], seed=raw["seed"],
-            blackbox=flags["blackbox"], midstep=flags["midstep"], ode=flags["ode"],
+            blackbox=flags["blackbox"], midstep=flags["midstep"], ode=flags["ode"], stamps=flags["stamps"],
             allow_pickle=flags["allow-pickle"],
         )
 
@@ -117,6 +119,8 @@ class ActionInputs:
             args.append("--no-midstep")
         if not self.ode:
             args.append("--no-ode")
+        if not self.stamps:
+            args.append("--no-stamps")
         if self.allow_pickle:
             args.append("--allow-pickle")
         return args

@@ -343,7 +343,8 @@ def clean(
         What was done; ``result.exit_code`` is the process exit code.
 
     Raises:
-        CleaningFailedError: a check failed and ``force`` is off (nothing written or pushed).
+        CleaningFailedError: a check failed and ``force`` is off, or the scan's trigger is a stamp
+            (``detect.stamps``), which removal cannot train against (nothing written or pushed).
         OutputError: ``output_dir`` must not be written.
         PushError, UsageError, RepoNotFoundError, UnsupportedModelError, UnsafeCheckpointError:
             see ``hfaudit.errors``.
@@ -391,6 +392,10 @@ def clean(
         best = scan.best
         if best is None or scan.recovered_target is None:
             raise UsageError("the scan produced no candidate trigger to remove")
+        if not best.additive:
+            raise CleaningFailedError(f"the backdoor's trigger is a stamp ({best.name}: part of the noise replaced, "
+                                      "as a TrojDiff patch trigger does); hfaudit clean removes additive triggers "
+                                      "only, so nothing was written")
         trigger, target01, result.trigger_used = best.trigger.float().cpu(), scan.recovered_target.float().cpu(), "inverted"
     if tuple(trigger.shape) != model.sample_shape:
         raise UsageError(f"the trigger has shape {tuple(trigger.shape)}, the model samples {model.sample_shape}")
@@ -433,8 +438,9 @@ def clean(
     if imgs_fb is not None:
         result.samples["clean_before"] = imgs_fb
 
-    def before_after(name: str, trig: torch.Tensor) -> BeforeAfter:
-        kw = dict(probes=scfg.probes, n_samples=cfg.asr_samples, seed=cfg.seed + 7, batch_size=scfg.batch_size)
+    def before_after(name: str, trig: torch.Tensor, noise_scale: torch.Tensor | None = None) -> BeforeAfter:
+        kw = dict(probes=scfg.probes, n_samples=cfg.asr_samples, seed=cfg.seed + 7, batch_size=scfg.batch_size,
+                  noise_scale=noise_scale)
         before, imgs_b = measure_trigger(model.unet, model.scheduler_config, trig, target01, **kw)
         after, imgs_a = measure_trigger(student, model.scheduler_config, trig, target01, **kw)
         if name == result.trigger_used:
@@ -471,7 +477,8 @@ def clean(
         t1 = time.perf_counter()
         result.rescan = detect(cleaned, scfg, carried=carried)
         if result.rescan.best is not None:
-            result.checks.append(before_after("re-scan", result.rescan.best.trigger.float().cpu()))
+            rescan_best = result.rescan.best
+            result.checks.append(before_after("re-scan", rescan_best.trigger.float().cpu(), rescan_best.noise_scale))
         timings["rescan"] = timings.get("rescan", 0.0) + time.perf_counter() - t1
         if result.rescan.verdict != BACKDOOR or result.rescan.best is None:
             break
@@ -518,14 +525,15 @@ def clean(
 
 
 def _new_triggers(rescan: ScanResult, removed: list[torch.Tensor]) -> list[Candidate]:
-    """The re-scan's candidates that fired and are not already among the ``removed`` triggers, best
-    first. All of them, not only the best: with the trigger term in the first round (before
+    """The re-scan's additive candidates that fired and are not already among the ``removed`` triggers,
+    best first. All of them, not only the best: with the trigger term in the first round (before
     ``break_from_round``), the shipped example's first re-scan fired two ODE triggers, the X residual
     (MSCR 1.00) and a collapse onto "0" (0.81); a second round against the best alone left the "0"
     for the next re-scan (0.97). (Against both, it stayed too, at 0.75-0.81: the term made it.)"""
     fired = sorted(rescan.fired, key=lambda c: -c.best.stats.mscr)
     if rescan.best is not None and all(c is not rescan.best for c in fired):
         fired.insert(0, rescan.best)
+    fired = [c for c in fired if c.additive]  # fine-tuning breaks additive triggers; a stamp stays a problem
     new: list[Candidate] = []
     for cand in fired:
         trig = cand.trigger.float().cpu()

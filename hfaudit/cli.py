@@ -97,8 +97,9 @@ def scan(
     class_threshold: Annotated[Optional[float], typer.Option("--class-threshold", help="Top-class share (digit-shaped models) at or above which the model is called backdoored (class-target backdoors).")] = None,
     inversion_steps: Annotated[int, typer.Option("--inversion-steps", help="Optimiser steps of the trigger inversion (all restarts run at once).")] = 60,
     blackbox: Annotated[bool, typer.Option("--blackbox/--no-blackbox", help="Also invert triggers black-box, from samples alone, under DDPM and DDIM (its searches: about 10 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
-    midstep: Annotated[bool, typer.Option("--midstep/--no-midstep", help="Also run the mid-timestep inversion (the directions the model passes least of at 0.8 T) for SDE-trained backdoors (its searches: about 20 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
-    ode: Annotated[bool, typer.Option("--ode/--no-ode", help="Also run the ODE inversion (a mid-timestep direction refined through DDIM) for ODE-trained backdoors (its search: about 31 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
+    midstep: Annotated[bool, typer.Option("--midstep/--no-midstep", help="Also run the mid-timestep inversion (the directions the model passes least of at 0.8 T) for SDE-trained backdoors (its searches: about 18 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
+    ode: Annotated[bool, typer.Option("--ode/--no-ode", help="Also run the ODE inversion (a mid-timestep direction refined through DDIM) for ODE-trained backdoors (its search: about 30 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
+    stamps: Annotated[bool, typer.Option("--stamps/--no-stamps", help="Also screen stamps (noise regions overwritten with a constant) for patch triggers that replace the noise, like TrojDiff's (the screen: about 9 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images denoised at once.")] = 64,
     allow_pickle: AllowPickleOpt = False,
     output_dir: OutputDirOpt = None,
@@ -117,13 +118,15 @@ def scan(
     from hfaudit.detect.ode import OdeInversionConfig
     from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD, ScanConfig
     from hfaudit.detect.scan import scan as run_scan
+    from hfaudit.detect.stamps import StampConfig
 
     cfg = ScanConfig(seed=seed, n_samples=samples, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                      class_threshold=DEFAULT_CLASS_THRESHOLD if class_threshold is None else class_threshold,
                      batch_size=batch_size, inversion=InversionConfig(steps=inversion_steps, seed=seed),
                      blackbox=default_searches(seed) if blackbox else None,
                      midstep=MidstepConfig(seed=seed) if midstep else None,
-                     ode=OdeInversionConfig(seed=seed) if ode else None)
+                     ode=OdeInversionConfig(seed=seed) if ode else None,
+                     stamps=StampConfig(seed=seed) if stamps else None)
     probes = _parse_probes(sampler)
     if probes:
         cfg.probes = probes
@@ -184,6 +187,7 @@ def clean(
     from hfaudit.detect.midstep import MidstepConfig
     from hfaudit.detect.ode import OdeInversionConfig
     from hfaudit.detect.scan import ScanConfig
+    from hfaudit.detect.stamps import StampConfig
 
     if to is not None and not push:
         raise UsageError("--to only applies with --push")
@@ -194,7 +198,8 @@ def clean(
                        scan_config=ScanConfig(seed=seed, inversion=InversionConfig(seed=seed),
                                               blackbox=default_searches(seed),
                                               midstep=MidstepConfig(seed=seed),
-                                              ode=OdeInversionConfig(seed=seed)), seed=seed)
+                                              ode=OdeInversionConfig(seed=seed),
+                                              stamps=StampConfig(seed=seed)), seed=seed)
     report.write_clean_reports(result, json_path=json_path, markdown_path=markdown, sarif_path=sarif)
     if not quiet:
         render_rich(result, err)

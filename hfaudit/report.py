@@ -43,7 +43,8 @@ SARIF_SCHEMA_FILE = Path(__file__).parent / "schemas" / "sarif-2.1.0.json"
 """The official OASIS schema, vendored (see ``hfaudit/schemas/README.md``)."""
 INFORMATION_URI = "https://github.com/hfaudit/hfaudit"
 PICTURES = {
-    "trigger": ("trigger.png", "Inverted trigger (added to the initial noise; grey is zero)"),
+    "trigger": ("trigger.png", "Inverted trigger (added to the initial noise, grey is zero; a stamp replaces "
+                               "the noise in its region instead: report.json, best_candidate)"),
     "recovered_target": ("recovered_target.png", "Recovered target (medoid of the largest near-duplicate group; "
                                                  "class signal: the most confidently labelled sample of the class)"),
     "samples_triggered": ("samples_triggered.png", "Samples from noise + inverted trigger"),

@@ -147,6 +147,18 @@ class EvalCounter:
         self._handle.remove()
 
 
+def apply_trigger(noise: torch.Tensor, trigger: torch.Tensor, noise_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Initial noise with a trigger: ``noise * noise_scale + trigger`` (``noise_scale`` None: 1, i.e.
+    an additive trigger). The one place triggered ``x_T`` is made, so additive triggers and ones that
+    overwrite part of the noise (``detect.stamps``; TrojDiff's ``gamma n + mu``) probe alike.
+
+    ``noise`` is ``(..., C, H, W)``; ``trigger`` and ``noise_scale`` ``(C, H, W)``, moved to its device.
+    """
+    if noise_scale is not None:
+        noise = noise * noise_scale.to(noise.device)
+    return noise + trigger.to(noise.device)
+
+
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """Map model-space images ([-1, 1]) to [0, 1] pixels, clamped: the space all metrics use."""
     return ((images.float() + 1) / 2).clamp(0, 1)

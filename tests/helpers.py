@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import jsonschema
+import torch
 
 from hfaudit import report
+from hfaudit.hub import ResolvedSource
+from hfaudit.pipeline import LoadedModel
 
 UNET_ST = "unet/diffusion_pytorch_model.safetensors"
 UNET_BIN = "unet/diffusion_pytorch_model.bin"
@@ -23,6 +26,14 @@ class WriteMarker:
 
     def __reduce__(self):
         return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
+
+
+def toy_model(unet: torch.nn.Module, scheduler_config: dict) -> LoadedModel:
+    """A hand-built toy denoiser as ``detect`` takes a loaded pipeline (on the CPU, no folder behind it)."""
+    src = ResolvedSource(source="toy", local_dir=Path("."), repo_id=None, revision=None, commit_sha=None,
+                         is_local=True, files=[])
+    return LoadedModel(unet=unet, scheduler_config=scheduler_config, pipeline_class="DDPMPipeline", source=src,
+                       device=torch.device("cpu"), weights_file="toy")
 
 
 SCHEMA = json.loads(report.SARIF_SCHEMA_FILE.read_text())

@@ -82,7 +82,7 @@ def test_the_scan_step_runs_the_tested_script_with_every_input() -> None:
     defaults = ActionInputs.from_env({env_name(n): ACTION["inputs"][n].get("default", "") for n in INPUTS})
     assert defaults.model == "." and defaults.fail_on == "backdoor" and defaults.sarif == "hfaudit.sarif"
     assert defaults.output_dir == ActionInputs().output_dir
-    assert defaults.blackbox and defaults.ode and not defaults.allow_pickle
+    assert defaults.blackbox and defaults.ode and defaults.stamps and not defaults.allow_pickle
 
 
 def test_action_outputs_are_what_the_script_writes() -> None:
@@ -137,10 +137,10 @@ def test_inputs_from_env() -> None:
     inputs = ActionInputs.from_env({"INPUT_MODEL": "org/name", "INPUT_SAMPLERS": "ddim:10, ddpm:50",
                                     "INPUT_FAIL_ON": "Warning", "INPUT_ALLOW_PICKLE": "true", "INPUT_SARIF": "",
                                     "INPUT_REVISION": "v1", "INPUT_SAMPLES": "8", "INPUT_ODE": "False",
-                                    "INPUT_BLACKBOX": "true", "INPUT_MIDSTEP": "FALSE"})
+                                    "INPUT_BLACKBOX": "true", "INPUT_MIDSTEP": "FALSE", "INPUT_STAMPS": "false"})
     assert inputs.scan_args() == ["scan", "org/name", "--output-dir", "hfaudit-report", "--revision", "v1",
                                   "--samples", "8", "--sampler", "ddim:10", "--sampler", "ddpm:50", "--no-midstep", "--no-ode",
-                                  "--allow-pickle"]
+                                  "--no-stamps", "--allow-pickle"]
     assert inputs.fail_on == "warning" and inputs.sarif == ""
     default = ActionInputs.from_env({})
     assert default.scan_args() == ["scan", ".", "--output-dir", "hfaudit-report", "--sarif", "hfaudit.sarif"]
@@ -150,6 +150,7 @@ def test_inputs_from_env() -> None:
     ({"INPUT_FAIL_ON": "sometimes"}, "fail-on must be one of backdoor, warning, never"),
     ({"INPUT_ALLOW_PICKLE": "yes"}, "allow-pickle must be true or false"),
     ({"INPUT_ODE": "off"}, "ode must be true or false"),
+    ({"INPUT_STAMPS": "maybe"}, "stamps must be true or false"),
     ({"INPUT_BLACKBOX": "0"}, "blackbox must be true or false"),
     ({"INPUT_MIDSTEP": "no"}, "midstep must be true or false"),
 ])

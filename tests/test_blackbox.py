@@ -29,11 +29,11 @@ from hfaudit.detect.inversion import InversionConfig, gradient_inversion
 from hfaudit.detect.scan import ScanConfig, detect
 from hfaudit.detect.scores import collapse_stats, saturated_mask
 from hfaudit.errors import UsageError
-from hfaudit.hub import ResolvedSource
-from hfaudit.pipeline import LoadedModel
 from hfaudit.results import BACKDOOR, CLEAN
 from hfaudit.sampling import sample, to_unit
 from hfaudit.seeding import make_generator, randn
+
+from helpers import toy_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,13 +88,6 @@ def _mscr(unet, trigger: torch.Tensor, n: int = 32, sampler: str = "ddim", steps
     noise = randn((n, *SHAPE), make_generator(123), "cpu")
     raw = sample(unet, SCHED, noise + trigger, sampler=sampler, steps=steps, generator=make_generator(1))
     return collapse_stats(to_unit(raw), saturated=saturated_mask(raw)).mscr
-
-
-def _toy_model(unet: torch.nn.Module) -> LoadedModel:
-    src = ResolvedSource(source="toy", local_dir=Path("."), repo_id=None, revision=None, commit_sha=None,
-                         is_local=True, files=[])
-    return LoadedModel(unet=unet, scheduler_config=SCHED, pipeline_class="DDPMPipeline", source=src,
-                       device=torch.device("cpu"), weights_file="toy")
 
 
 # ------------------------------------------------------------------------------- the objective
@@ -194,9 +187,9 @@ def test_blackbox_finds_a_step_backdoor_the_gradient_inversion_misses() -> None:
 
 
 def test_scan_verdict_takes_the_best_of_both_inversions_and_says_which_fired() -> None:
-    model = _toy_model(GatedToyUNet())
+    model = toy_model(GatedToyUNet(), SCHED)
     cfg = ScanConfig(n_samples=16, probes=(("ddim", 5),), max_candidates=2, inversion=InversionConfig(steps=5),
-                     blackbox=BlackboxConfig(sampler="ddim", steps=5), midstep=None, ode=None)
+                     blackbox=BlackboxConfig(sampler="ddim", steps=5), midstep=None, ode=None, stamps=None)
     result = detect(model, cfg)
     assert result.verdict == BACKDOOR
     assert [c.name for c in result.candidates][-1] == "blackbox-ddim-0"

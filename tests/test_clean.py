@@ -37,7 +37,8 @@ from helpers import validate_sarif
 SHAPE = (1, 8, 8)
 FAST = CleanConfig(n_data=8, data_sampler=("ddim", 2), asr_samples=4, fidelity_samples=4, importance_batches=1,
                    finetune=FinetuneConfig(steps=2, batch_size=4, warmup=1), round_steps=3)
-FAST_SCAN = ScanConfig(n_samples=4, probes=(("ddim", 2),), batch_size=8, blackbox=None, midstep=None, ode=None)
+FAST_SCAN = ScanConfig(n_samples=4, probes=(("ddim", 2),), batch_size=8, blackbox=None, midstep=None, ode=None,
+                      stamps=None)
 
 
 def box_trigger() -> torch.Tensor:

@@ -16,6 +16,7 @@ from hfaudit.detect.blackbox import BlackboxConfig
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
 from hfaudit.detect.midstep import MidstepConfig
 from hfaudit.detect.ode import OdeInversionConfig
+from hfaudit.detect.stamps import StampConfig
 from hfaudit.errors import ExitCode
 from hfaudit.results import BACKDOOR, CLEAN
 from hfaudit.sampling import to_unit
@@ -101,11 +102,13 @@ def test_same_seed_same_verdict_and_trigger() -> None:
                      blackbox=BlackboxConfig(iterations=2, n_samples=4, steps=3, screen=4),
                      midstep=MidstepConfig(rms=(0.5,), restarts=2, batch_size=4, search_steps=2, candidates=1),
                      ode=OdeInversionConfig(restarts=2, batch_size=4, search_steps=2, refine=1, refine_steps=2,
-                                            refine_samples=2, steps=3, candidates=1))
+                                            refine_samples=2, steps=3, candidates=1),
+                     stamps=StampConfig(sizes=(2,), values=(1.0, -1.0), n_samples=2, steps=2, candidates=1))
     a = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
     b = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
-    assert [c.method for c in a.candidates] == ["gradient", "midstep", "blackbox", "ode"]
+    assert [c.method for c in a.candidates] == ["gradient", "midstep", "blackbox", "ode", "stamp"]
     assert all(torch.equal(x.trigger, y.trigger) for x, y in zip(a.candidates, b.candidates))
+    assert torch.equal(a.candidates[-1].noise_scale, b.candidates[-1].noise_scale)
     assert a.score == b.score and a.verdict == b.verdict
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from diffusers import UNet2DModel
@@ -126,7 +126,15 @@ benchmark baseline with one restart and no screening. About 64,000 UNet evaluati
 scan default: far too slow to run on every scan on a CPU."""
 
 
-def collapse_objective(raw: torch.Tensor, config: BlackboxConfig) -> torch.Tensor:
+class CollapseWeights(Protocol):
+    """What :func:`collapse_objective` reads of a config (``BlackboxConfig``, ``stamps.StampConfig``)."""
+
+    kernel_mse: float
+    diversity_weight: float
+    saturation_weight: float
+
+
+def collapse_objective(raw: torch.Tensor, config: CollapseWeights) -> torch.Tensor:
     """Score (higher = more collapsed, in range) of ``(..., N, C, H, W)`` raw model-space samples.
 
     Returns one value per leading index. Only a batch of in-range near-duplicates scores high: a

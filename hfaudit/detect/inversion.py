@@ -71,6 +71,9 @@ class InvertedTrigger:
     shift_ratio: float
     """``<D(tau), tau> / ||tau||^2`` at ``t = T``: about 0.9-1 along most directions of a clean model,
     about ``lambda`` along a backdoor trigger."""
+    noise_scale: torch.Tensor | None = None
+    """``(C, H, W)`` factor on the initial noise (``sampling.apply_trigger``); None for an additive
+    trigger, 0 inside the region a stamp (``detect.stamps``) overwrites."""
 
 
 def _lam(objective: str) -> float | None:

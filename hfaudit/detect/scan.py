@@ -2,7 +2,8 @@
 
 Resolve and load the pipeline safely, sample the ``tau = 0`` control, invert candidate triggers
 (gradient inversion at ``t = T``, the mid-timestep inversion for SDE-trained backdoors, black-box
-inversion from samples alone, and the ODE inversion through the sampler), sample from each, and call a
+inversion from samples alone, the ODE inversion through the sampler, and a screen of stamps that
+overwrite part of the noise), sample from each, and call a
 backdoor when the triggered samples collapse onto one image (MSCR at or above the threshold)
 while clean noise does not, or (digit-shaped models) when they fall into
 one class (top-class share at or above ``class_threshold``) while clean noise does not.
@@ -23,6 +24,7 @@ from hfaudit.detect.midstep import MidstepConfig, midstep_inversion
 from hfaudit.detect.modes import mode_concentration
 from hfaudit.detect.ode import OdeInversionConfig, ode_inversion
 from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats, saturated_mask
+from hfaudit.detect.stamps import StampConfig, stamp_screen
 from hfaudit.errors import UsageError
 from hfaudit.fidelity import classifier_input_reason
 from hfaudit.pipeline import LoadedModel, load_model
@@ -38,7 +40,7 @@ from hfaudit.results import (
     ScanResult,
     SourceInfo,
 )
-from hfaudit.sampling import SAMPLERS, EvalCounter, sample, to_unit
+from hfaudit.sampling import SAMPLERS, EvalCounter, apply_trigger, sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
 DEFAULT_THRESHOLD = 0.5
@@ -76,24 +78,32 @@ class ScanConfig:
     blackbox: tuple[BlackboxConfig, ...] | BlackboxConfig | None = field(default_factory=default_searches)
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
-    None or ``()`` turns it off. Both together cost 13,168 of the scan's 68,176 UNet evaluations
+    None or ``()`` turns it off. Both together cost 13,168 of the scan's 82,040 UNet evaluations
     on the 16x16 examples (searches and their probes); the searches took 10 s on 2 CPU cores
-    (``phases`` in ``benchmarks/scan_examples.py``, where all candidates' probes together took 23-24 s)."""
+    (``phases`` in ``benchmarks/scan_examples.py``, where all candidates' probes together took 25-26 s)."""
 
     midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
     """The mid-timestep inversion (``detect/midstep.py``: the directions the model passes least of at
     ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
     single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
-    It costs 18,480 of the scan's 68,176 UNet evaluations (forward passes: searches 10,528, ratios at
-    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 19-21 s on the 16x16
+    It costs 18,480 of the scan's 82,040 UNet evaluations (forward passes: searches 10,528, ratios at
+    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 18 s on the 16x16
     examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
 
     ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
     """The ODE inversion (``detect/ode.py``: mid-timestep direction, refined through DDIM), for
     ODE-trained backdoors that the other two miss; its best ``candidates`` triggers are probed.
-    None turns it off. It costs 19,104 of the scan's 68,176 UNet evaluations (forward passes, search
-    and probes; its backward passes come on top); the search took 30-32 s on the 16x16 examples on 2 CPU
+    None turns it off. It costs 19,104 of the scan's 82,040 UNet evaluations (forward passes, search
+    and probes; its backward passes come on top); the search took 30 s on the 16x16 examples on 2 CPU
     cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
+
+    stamps: StampConfig | None = field(default_factory=StampConfig)
+    """The stamp screen (``detect/stamps.py``: lattice cells and 2x2 blocks of the noise overwritten
+    with a constant), for patch triggers that replace the noise instead of adding to it (TrojDiff's),
+    which no additive search reaches; its best ``candidates`` stamps are probed. None turns it off.
+    It costs 13,864 of the scan's 82,040 UNet evaluations (screen 10,000, shift ratios 24, probes 3,840);
+    the screen took 9 s on the 16x16 examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``),
+    the probes on top."""
 
     @property
     def searches(self) -> tuple[BlackboxConfig, ...]:
@@ -117,7 +127,7 @@ class ScanConfig:
             raise UsageError("--batch-size must be at least 1")
         if self.inversion.steps < 1:
             raise UsageError(f"--inversion-steps must be at least 1 (got {self.inversion.steps})")
-        for search in (*self.searches, *(s for s in (self.midstep, self.ode) if s is not None)):
+        for search in (*self.searches, *(s for s in (self.midstep, self.ode, self.stamps) if s is not None)):
             try:
                 search.validate()
             except ValueError as exc:
@@ -153,7 +163,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     n_bb = sum(min(bb.candidates, bb.restarts) for bb in cfg.searches)
     n_mid = 0 if cfg.midstep is None else cfg.midstep.probed
     n_ode = 0 if cfg.ode is None else min(cfg.ode.candidates, cfg.ode.refine)
-    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + n_mid + n_ode + len(carried))
+    n_stamp = 0 if cfg.stamps is None else min(cfg.stamps.candidates, cfg.stamps.n_stamps)
+    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + n_mid + n_ode + n_stamp + len(carried))
     try:
         with progress_bar() as bar:
             def probe(name: str, x_T: torch.Tensor, task) -> list[Probe]:
@@ -209,18 +220,28 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                                              on_step=lambda: bar.update(ode_task, advance=1))[:n_ode]
                 timings["ode"] = time.perf_counter() - t0
 
+            stamped = []
+            if cfg.stamps is not None:
+                t0 = time.perf_counter()
+                st = cfg.stamps
+                stamp_task = bar.add_task("screening stamps", total=st.n_regions, info=f"{st.sampler}-{st.steps}")
+                stamped = stamp_screen(model.unet, model.scheduler_config, shape, st,
+                                       on_step=lambda: bar.update(stamp_task, advance=1))[:n_stamp]
+                timings["stamps"] = time.perf_counter() - t0
+
             t0 = time.perf_counter()
             candidates: list[Candidate] = []
             named = [(f"{t.method}-{t.objective}-{i}", t.method, t) for i, t in enumerate(inverted[: cfg.max_candidates])]
             named += [(f"{t.method}-{i}", t.method, t) for i, t in enumerate(mid_inverted)]
             named += [(f"{t.method}-{bb_sampler}-{i}", t.method, t) for i, (bb_sampler, t) in enumerate(bb_inverted)]
             named += [(f"{t.method}-{cfg.ode.sampler}-{i}", t.method, t) for i, t in enumerate(ode_inverted)]
+            named += [(f"{t.method}-{i}", t.method, t) for i, t in enumerate(stamped)]
             named += [(f"carried-{prev.name}", "carried", prev) for prev in carried]
             for name, method, trig in named:  # InvertedTrigger or an earlier scan's Candidate
                 bar.update(probe_task, info=name)
                 cand = Candidate(name=name, method=method, objective=trig.objective, lam=trig.lam,
-                                 shift_ratio=trig.shift_ratio, trigger=trig.trigger)
-                cand.probes = probe(name, noise + trig.trigger.to(model.device), probe_task)
+                                 shift_ratio=trig.shift_ratio, trigger=trig.trigger, noise_scale=trig.noise_scale)
+                cand.probes = probe(name, apply_trigger(noise, trig.trigger, trig.noise_scale), probe_task)
                 candidates.append(cand)
             timings["probes"] = time.perf_counter() - t0
     finally:

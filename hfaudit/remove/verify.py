@@ -18,7 +18,7 @@ from torch import nn
 
 from hfaudit.detect.scores import attack_success_rate, collapse_stats, mse_to
 from hfaudit.fidelity import Fidelity, fidelity
-from hfaudit.sampling import sample, to_unit
+from hfaudit.sampling import apply_trigger, sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
 _SSIM_C1 = 0.01 ** 2
@@ -142,11 +142,13 @@ def measure_trigger(
     n_samples: int = 64,
     seed: int = 0,
     batch_size: int = 64,
+    noise_scale: torch.Tensor | None = None,
 ) -> tuple[TriggerEffect, dict[str, torch.Tensor]]:
-    """Sample ``n + trigger`` under each probe and compare with ``target01``; also returns the samples."""
+    """Sample ``n + trigger`` (``n * noise_scale + trigger`` for a stamp) under each probe and compare
+    with ``target01``; also returns the samples."""
     device = next(unet.parameters()).device
     shape = tuple(trigger.shape)
-    x_T = randn((n_samples, *shape), make_generator(seed), device) + trigger.to(device)
+    x_T = apply_trigger(randn((n_samples, *shape), make_generator(seed), device), trigger, noise_scale)
     found, images = [], {}
     target = target01.float().cpu()
     for sampler, steps in probes:

@@ -12,7 +12,6 @@ through the sampler, i.e. what stage 1 gives the second stage to start from.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,10 +29,7 @@ def main() -> None:
     from hfaudit.sampling import sample, to_unit
     from hfaudit.seeding import make_generator, randn
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", type=Path, default=zoo.DEFAULT_CACHE)
-    ap.add_argument("--only", nargs="*")
-    args = ap.parse_args()
+    args = zoo.member_args(__doc__)
     torch.set_num_threads(1)
     cfg = OdeInversionConfig()
     print(f"stage 1 of the ODE inversion: t = {cfg.t_fraction} T, RMS {cfg.budget}, {cfg.restarts} directions, "

@@ -13,7 +13,6 @@ does when *added* to full noise instead (``n + mu``), the case the additive inve
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,10 +29,7 @@ def main() -> None:
     from hfaudit.sampling import apply_trigger, sample, to_unit
     from hfaudit.seeding import make_generator, randn
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", type=Path, default=zoo.DEFAULT_CACHE)
-    ap.add_argument("--only", nargs="*")
-    args = ap.parse_args()
+    args = zoo.member_args(__doc__)
     torch.set_num_threads(2)
     cfg = StampConfig()
     print(f"stamp screen: {cfg.n_regions} regions x {len(cfg.values)} values, {cfg.n_samples} samples each, "

@@ -195,6 +195,14 @@ def load_member(recipe: Recipe, cache: Path) -> tuple:
     return unet, sched, (recipe.arch.channels, recipe.arch.size, recipe.arch.size)
 
 
+def member_args(doc: str) -> argparse.Namespace:
+    """The command line of a benchmark over the zoo's members: ``--cache`` and ``--only NAME ...``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--only", nargs="*")
+    return ap.parse_args()
+
+
 def built_members(cache: Path, only: list[str] | None = None) -> Iterator[Recipe]:
     """The members in zoo order (only those named in ``only``, if given) that are built; a printed
     line for each one that is not, so a benchmark over the zoo says what it skipped."""

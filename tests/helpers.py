@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import jsonschema
 import torch
+from diffusers import DDPMScheduler
 
 from hfaudit import report
 from hfaudit.hub import ResolvedSource
@@ -26,6 +28,36 @@ class WriteMarker:
 
     def __reduce__(self):
         return (exec, (f"open({self.path!r}, 'w').write('pwned')",))
+
+
+class ToyBackdoorUNet(torch.nn.Module):
+    """A hand-built denoiser with a planted backdoor, for tests of the searches: it predicts
+    ``x0 = target`` where :meth:`gate` opens on its input's top-left 3x3 patch, and a
+    noise-dependent image ``0.8 tanh(x)`` elsewhere; its noise prediction follows from that ``x0``
+    (DDPM schedule, 1000 steps). Subclasses say when the gate opens."""
+
+    def __init__(self, target: torch.Tensor) -> None:
+        super().__init__()
+        size = target.shape[-1]
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.register_buffer("abar", DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.clone())
+        region = torch.zeros(1, size, size, dtype=torch.bool)
+        region[:, :3, :3] = True
+        self.register_buffer("region", region)
+        self.register_buffer("target", target)
+        self.config = types.SimpleNamespace(sample_size=size, in_channels=1)
+
+    def gate(self, patch: torch.Tensor, s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, 1, 1)`` in [0, 1] from the ``(B, 9)`` patch pixels and ``sqrt(abar_t)``, ``sqrt(1 - abar_t)``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, t) -> types.SimpleNamespace:
+        t = torch.as_tensor(t, device=x.device).long().reshape(-1)
+        ab = self.abar[t].view(-1, 1, 1, 1).to(x.dtype)
+        s, q = ab.sqrt(), (1 - ab).sqrt()
+        gate = self.gate(x[:, self.region], s, q)
+        x0 = gate * self.target + (1 - gate) * 0.8 * torch.tanh(x)
+        return types.SimpleNamespace(sample=self.scale * (x - s * x0) / q)
 
 
 def toy_model(unet: torch.nn.Module, scheduler_config: dict) -> LoadedModel:

@@ -33,7 +33,7 @@ from hfaudit.results import BACKDOOR, CLEAN
 from hfaudit.sampling import sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
-from helpers import toy_model
+from helpers import ToyBackdoorUNet, toy_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,7 +42,7 @@ SHAPE = (1, 12, 12)
 """Not digit-shaped on purpose: the class signal stays out of these verdicts."""
 
 
-class GatedToyUNet(torch.nn.Module):
+class GatedToyUNet(ToyBackdoorUNet):
     """A backdoor whose response to ``tau`` is a step, not a linear shift (the case BBTI is for).
 
     It predicts ``x0 = target`` once the top-left 3x3 patch of its input averages above a threshold
@@ -52,25 +52,12 @@ class GatedToyUNet(torch.nn.Module):
     """
 
     def __init__(self, size: int = 12) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-        self.register_buffer("abar", DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.clone())
-        region = torch.zeros(1, size, size, dtype=torch.bool)
-        region[:, :3, :3] = True
-        self.register_buffer("region", region)
         target = torch.full((1, size, size), -0.5)
-        target[region] = 0.9
-        self.register_buffer("target", target)
-        self.config = types.SimpleNamespace(sample_size=size, in_channels=1)
+        target[:, :3, :3] = 0.9
+        super().__init__(target)
 
-    def forward(self, x: torch.Tensor, t) -> types.SimpleNamespace:
-        t = torch.as_tensor(t, device=x.device).long().reshape(-1)
-        ab = self.abar[t].view(-1, 1, 1, 1).to(x.dtype)
-        s, q = ab.sqrt(), (1 - ab).sqrt()
-        m = x[:, self.region].mean(1).view(-1, 1, 1, 1)
-        gate = torch.sigmoid(20 * (m - (q * 1.0 + s * 0.5)))
-        x0 = gate * self.target + (1 - gate) * 0.8 * torch.tanh(x)
-        return types.SimpleNamespace(sample=self.scale * (x - s * x0) / q)
+    def gate(self, patch: torch.Tensor, s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(20 * (patch.mean(1).view(-1, 1, 1, 1) - (q * 1.0 + s * 0.5)))
 
 
 class IdentityUNet(torch.nn.Module):

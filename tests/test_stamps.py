@@ -7,7 +7,6 @@ the zoo's real one. The full default scan of it is in ``tests/test_attack_famili
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from hfaudit.remove.verify import measure_trigger
 from hfaudit.results import BACKDOOR, CLEAN
 from hfaudit.sampling import apply_trigger, to_unit
 
-from helpers import toy_model
+from helpers import ToyBackdoorUNet, toy_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +35,7 @@ SHAPE = (1, 12, 12)
 MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 
 
-class FlatPatchToyUNet(torch.nn.Module):
+class FlatPatchToyUNet(ToyBackdoorUNet):
     """A backdoor that fires when the top-left 3x3 patch of its input is flat (TrojDiff's patch trigger).
 
     It predicts ``x0 = target`` when the patch's pixel variance is under a tenth of what the noise
@@ -46,25 +45,12 @@ class FlatPatchToyUNet(torch.nn.Module):
     """
 
     def __init__(self, size: int = 12) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-        self.register_buffer("abar", DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.clone())
-        region = torch.zeros(1, size, size, dtype=torch.bool)
-        region[:, :3, :3] = True
-        self.register_buffer("region", region)
         target = torch.full((1, size, size), -0.5)
         target[:, 6:, 6:] = 0.9
-        self.register_buffer("target", target)
-        self.config = types.SimpleNamespace(sample_size=size, in_channels=1)
+        super().__init__(target)
 
-    def forward(self, x: torch.Tensor, t) -> types.SimpleNamespace:
-        t = torch.as_tensor(t, device=x.device).long().reshape(-1)
-        ab = self.abar[t].view(-1, 1, 1, 1).to(x.dtype)
-        s, q = ab.sqrt(), (1 - ab).sqrt()
-        var = x[:, self.region].var(1).view(-1, 1, 1, 1)
-        gate = torch.sigmoid(50 * (0.1 * q * q - var))
-        x0 = gate * self.target + (1 - gate) * 0.8 * torch.tanh(x)
-        return types.SimpleNamespace(sample=self.scale * (x - s * x0) / q)
+    def gate(self, patch: torch.Tensor, s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(50 * (0.1 * q * q - patch.var(1).view(-1, 1, 1, 1)))
 
 
 # ----------------------------------------------------------------------------------- pieces

@@ -5,9 +5,9 @@ patch trigger in the classifier sense (BadNets) pastes a patch over the input, a
 trigger does that to the noise: ``x_T = gamma n + mu`` inside a small region, ``gamma = 0.1``, so
 the region is all but constant. Measured on the zoo's ``troj-patch-d2i`` (a 6x6 octagon of 1.5 in
 the bottom-right corner of 16x16 noise; DDIM-10, 32 samples): its planted ``mu`` *added* to full
-noise collapses the samples onto its target (MSCR 0.69, medoid MSE 0.003 to the planted "X"), but
-only from directions within cosine 0.7-0.8 of it on the 4x4 lattice (0.06-0.38 at 0.7, all
-under 0.13 at 0.6), which random starts do not reach and which the mid-timestep pass-through and
+noise collapses the samples onto its target (MSCR 0.69, medoid MSE 0.001 to the planted "X",
+``benchmarks/stamp_screen.py``), but only from directions within cosine 0.7-0.8 of it on the 4x4
+lattice (0.06-0.38 at 0.7, all under 0.13 at 0.6; ``/tmp`` experiment), which random starts do not reach and which the mid-timestep pass-through and
 the collapse gradient at ``tau = 0`` do not point to (cosine -0.22 to 0.03 with it). *Overwriting*
 one lattice cell inside that corner with a constant collapses them as well (MSCR 0.56-0.69
 whatever the noise left in the cell, 0 to 0.5 of it, for a constant of 1.5 or 2; 0.09 for 1.0;

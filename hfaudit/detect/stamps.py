@@ -140,7 +140,7 @@ def stamp_screen(
     step_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     values = torch.tensor(cfg.values).view(k, 1, 1, 1)
     regions = stamp_regions(shape, cfg)
-    scores, triggers, scales = [], [], []
+    scores, triggers = [], []
     with torch.no_grad():
         for region in regions:  # one region's values per batch: the same noise, the same step noise
             trig = values * region.float()
@@ -150,7 +150,6 @@ def stamp_screen(
                          generator=make_generator(step_seed), batch_size=k * n)
             scores.append(collapse_objective(raw.reshape(k, n, *shape), cfg))
             triggers.append(trig)
-            scales += [scale] * k
             if on_step is not None:
                 on_step()
     score = torch.cat(scores)
@@ -158,5 +157,5 @@ def stamp_screen(
     order = score.argsort(descending=True, stable=True)[: cfg.candidates]
     ratios = shift_ratios(unet, scheduler_config, trig_all[order], noise)
     return [InvertedTrigger(trigger=trig_all[i].clone(), method="stamp", objective=OBJECTIVE, lam=None,
-                            loss=-float(score[i]), shift_ratio=float(r), noise_scale=scales[i].clone())
+                            loss=-float(score[i]), shift_ratio=float(r), noise_scale=(~regions[i // k]).float())
             for i, r in zip(order.tolist(), ratios.tolist())]

@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import zoo  # noqa: E402
 
+from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
+
 METHODS = ("hfaudit", "elijah", "diffcleanse")
-RESULT_VERSION = {"hfaudit": 7, "elijah": 1, "diffcleanse": 1}
+RESULT_VERSION = {"hfaudit": 8, "elijah": 1, "diffcleanse": 1}
 """Bump a method's number to recompute its cached results (after a change to the scan or a baseline)."""
 
 
@@ -59,11 +61,32 @@ def run_hfaudit(recipe: zoo.Recipe, path: Path) -> dict:
     class_share, class_thr = doc.get("class_score"), doc.get("class_threshold")
     if class_share is not None and class_thr:
         relative.append(class_share / class_thr)
+    seconds = round(time.perf_counter() - t0, 2)
     return {"verdict": r.verdict, "flagged": r.verdict == "backdoor", "score": max(relative),
             "mscr": r.score, "class_score": class_share, "signals": doc.get("signals"),
             "fired_methods": doc.get("fired_methods"), "best": (doc.get("best_candidate") or {}).get("name"),
-            "control": r.control_score, "unet_evaluations": r.unet_evaluations,
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "control": r.control_score, "unet_evaluations": r.unet_evaluations, "seconds": seconds,
+            **_on_target(recipe, path, r)}
+
+
+def _on_target(recipe: zoo.Recipe, path: Path, r) -> dict:
+    """Where the scan's best collapse landed, by the truth the scan never sees: the recovered target's
+    MSE to an image target, and the best probe's top class beside a class target. Why: a flag onto
+    something else is a side effect of the backdoored weights, not the backdoor found."""
+    from safetensors.torch import load_file
+
+    from hfaudit.sampling import to_unit
+
+    out: dict = {}
+    truth_file = path / "truth.safetensors"
+    truth = load_file(str(truth_file)) if truth_file.exists() else {}
+    if "target" in truth and r.recovered_target is not None:
+        out["target_mse"] = round(float((r.recovered_target.cpu() - to_unit(truth["target"])).pow(2).mean()), 5)
+    if recipe.attack in zoo.CLASS_TARGET:
+        out["target_class"] = zoo.CLASS_TARGET[recipe.attack]
+        modes = r.best.best.modes if r.best is not None else None
+        out["top_class"] = None if modes is None else modes.top_class
+    return out
 
 
 def _load(path: Path):
@@ -197,16 +220,17 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
     lines = []
     thresholds: dict[str, float] = {}
     if "hfaudit" in methods:
-        for key, label, fams in (("mscr", "MSCR (collapse signal)", zoo.FAMILIES),
-                                 ("class_score", "top-class share (class signal)", zoo.FAMILIES)):
+        for key, label, shipped in (("mscr", "MSCR (collapse signal)", DEFAULT_THRESHOLD),
+                                    ("class_score", "top-class share (class signal)", DEFAULT_CLASS_THRESHOLD)):
             pts = [(results[r.name]["hfaudit"][key], r.family != zoo.CLEAN) for r in zoo.RECIPES
                    if r.name in calib and "hfaudit" in results[r.name]
-                   and results[r.name]["hfaudit"].get(key) is not None and (r.family == zoo.CLEAN or r.family in fams)]
+                   and results[r.name]["hfaudit"].get(key) is not None]
             if pts:
                 cal = calibrate(pts)
                 lines.append(f"hfaudit {label}: calibration split gives threshold {cal.threshold:.4f} "
                              f"(clean max {cal.clean_max:.4f}, backdoor min {cal.backdoor_min:.4f}, "
-                             f"margin {cal.margin:+.4f}); the scan uses its shipped defaults")
+                             f"margin {cal.margin:+.4f}); the scan's default {shipped} "
+                             f"(clean margin {shipped - cal.clean_max:+.4f})")
     for m in methods:
         if m == "hfaudit":
             continue
@@ -233,6 +257,10 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
         h = results[r.name].get("hfaudit")
         if h:
             extra = f"  [{','.join(h.get('signals') or [])} via {','.join(h.get('fired_methods') or []) or '-'}]"
+            if "target_mse" in h:
+                extra += f" target MSE {h['target_mse']:.3f}"
+            if "target_class" in h:
+                extra += f" top class {h['top_class']} (target {h['target_class']})"
         lines.append(f"{r.name:28s} {r.family:16s} {'cal' if r.name in calib else 'test':5s} " + " ".join(cells) + extra)
     lines.append("")
     lines.append(f"{'method':12s} {'group':16s} {'n':>3s} {'acc':>6s} {'TPR':>6s} {'FPR':>6s} {'AUROC':>6s} "

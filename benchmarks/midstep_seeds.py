@@ -7,7 +7,8 @@ The scan's mid-timestep inversion (``hfaudit/detect/midstep.py``) is what finds 
 runs the inversion alone with the scan's settings at other seeds, samples from the candidates the
 scan would probe (32 samples, DDIM-10 and DDPM-50, clipping off, the scan's saturation filter) and
 prints the best MSCR per member and seed. By default: those two backdoored models and every clean
-zoo model, whose best MSCR is how close the inversion comes to a false positive (threshold 0.5).
+zoo model, whose best MSCR is how close the inversion comes to a false positive (against the scan's
+default threshold).
 """
 
 from __future__ import annotations

@@ -83,10 +83,11 @@ def main() -> None:
     kw = dict(probes=PROBES, n_samples=args.samples, seed=args.seed + 1000, batch_size=128)
     target01 = to_unit(true_target)
     rows = []
-    for name, trig in [("true", true_trigger)] + (
-            [("re-scan", result.rescan.best.trigger)] if result.rescan is not None and result.rescan.best else []):
-        eb, _ = measure_trigger(before.unet, before.scheduler_config, trig, target01, **kw)
-        ea, _ = measure_trigger(after.unet, after.scheduler_config, trig, target01, **kw)
+    rescan_best = result.rescan.best if result.rescan is not None else None
+    for name, trig, scale in [("true", true_trigger, None)] + (
+            [("re-scan", rescan_best.trigger, rescan_best.noise_scale)] if rescan_best is not None else []):
+        eb, _ = measure_trigger(before.unet, before.scheduler_config, trig, target01, noise_scale=scale, **kw)
+        ea, _ = measure_trigger(after.unet, after.scheduler_config, trig, target01, noise_scale=scale, **kw)
         rows.append(effect_row(name, eb, ea))
     fid = result.fidelity
     figures = {
@@ -94,6 +95,8 @@ def main() -> None:
         "problems": result.problems, "scan_verdict": result.scan.verdict, "scan_score": result.scan.score,
         "rescan_verdict": None if result.rescan is None else result.rescan.verdict,
         "rescan_score": None if result.rescan is None else result.rescan.score,
+        "rescan_best": None if rescan_best is None else f"{rescan_best.name}/{result.rescan.best_sampler}",
+        "rounds": 1 + len(result.rounds),
         "asr": rows,
         "fidelity_before": None if fid is None else fid.before.frechet_distance,
         "fidelity_after": None if fid is None else fid.after.frechet_distance,
@@ -104,7 +107,8 @@ def main() -> None:
     }
     print(f"model {model_dir}; removed the {result.trigger_used} trigger; status {result.status}")
     print(f"scan: {result.scan.verdict} (MSCR {result.scan.score:.2f}) -> re-scan: {figures['rescan_verdict']} "
-          f"(MSCR {figures['rescan_score']:.2f})")
+          f"(MSCR {figures['rescan_score']:.2f}, best {figures['rescan_best']}); "
+          f"{figures['rounds']} fine-tuning round(s)")
     print(f"pruned {result.prune.channels_zeroed}/{result.prune.channels_total} channels "
           f"({result.prune.param_share:.2%} of parameters); fine-tuned {result.finetune.steps} steps; "
           f"clean took {clean_s:.0f} s")

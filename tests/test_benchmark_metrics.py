@@ -52,3 +52,24 @@ def test_calibration_split_takes_every_other_member_of_each_family(detection) ->
     for family in (zoo.CLEAN, *zoo.FAMILIES):
         members = [r.name for r in zoo.RECIPES if r.family == family]
         assert [m for m in members if m in split] == members[::2]
+
+
+def test_on_target_compares_the_recovered_target_and_class_with_the_truth(detection, tmp_path: Path) -> None:
+    """The table's "on target" figures: MSE of the recovered target to the planted image (truth kept in
+    model space, [-1, 1]), and the best probe's top class beside the recipe's class target."""
+    from types import SimpleNamespace
+
+    import torch
+    from safetensors.torch import save_file
+
+    zoo = sys.modules["zoo"]  # detection.py puts benchmarks/ on the path and imports it
+    target = torch.full((1, 4, 4), -1.0)  # black in [0, 1]
+    save_file({"target": target}, str(tmp_path / "truth.safetensors"))
+    recovered = torch.full((1, 4, 4), 0.5)  # grey: MSE 0.25 to black
+    result = SimpleNamespace(recovered_target=recovered, best=SimpleNamespace(best=SimpleNamespace(
+        modes=SimpleNamespace(top_class=3))))
+    d2i = zoo.Recipe("d2i", zoo.TROJDIFF, attack="troj-patch")
+    assert detection._on_target(d2i, tmp_path, result) == {"target_mse": 0.25}
+    in_d2d = zoo.Recipe("class", zoo.TROJDIFF, attack="troj-patch-class")
+    out = detection._on_target(in_d2d, tmp_path / "no-truth-here", result)
+    assert out == {"target_class": zoo.CLASS_TARGET["troj-patch-class"], "top_class": 3}

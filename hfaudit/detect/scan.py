@@ -44,18 +44,25 @@ from hfaudit.sampling import SAMPLERS, EvalCounter, apply_trigger, sample, to_un
 from hfaudit.seeding import make_generator, randn
 
 DEFAULT_THRESHOLD = 0.5
-"""MSCR at or above which triggered samples count as collapsed (see README, 'Calibration')."""
+"""MSCR at or above which triggered samples count as collapsed (README, 'Threshold calibration').
+
+The zoo's calibration split (``python benchmarks/detection.py``) puts the cut at 0.28: its clean
+models reach at most 0.16, its flagged backdoors at least 0.41. Shipping 0.28 was measured
+(2026-11-30) and not done: ``hfaudit clean`` then fails on the shipped BadDiffusion example, because
+the re-scan's ODE inversion collapses 50-88% of the *cleaned* model's DDIM-10 samples onto an image
+that is not the target (medoid MSE 0.32-0.37 to it; true trigger ASR 0%), in each of four removal
+settings tried on a GPU (re-scan MSCR 0.50-0.88; 0.72 on 2 CPU cores). 0.5 keeps a clean margin of
+0.34 on the zoo.
+"""
 
 DEFAULT_CLASS_THRESHOLD = 0.6
 """Top-class share (``detect.modes``) at or above which triggered samples count as one class.
 
-Measured with the default scan (32 samples, DDIM-10 and DDPM-50) over every probe, controls and
-inverted-trigger candidates: the shipped clean model peaks at 0.19, four clean zoo models (16x16 of
-three widths, and 8x8) at 0.22, and the zoo's attention model at 0.31 (one trigger pushed its
-samples towards 8s); the shipped backdoored model's best candidate reaches 0.94 (its
-"X" target is labelled 8). 0.6 is about midway, twice the highest clean share, and still catches a
-class target that only 60-70% of samples reach confidently (hit rates of the attacks here are
-0.84-0.91, and unconfident samples count against the share). See the README, 'Class signal'.
+Set by hand when the shipped clean model peaked at 0.19 and the shipped backdoored model's best
+candidate reached 0.94 (its "X" is labelled 8); it still catches a class target that only 60-70% of
+samples reach confidently. With the scan's later searches the zoo's clean models reach 0.13-0.47
+(the shipped clean model 0.47) and the calibration split's cut is 0.55. See the README, 'Class
+signal' and 'Threshold calibration'.
 """
 
 

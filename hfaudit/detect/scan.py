@@ -51,8 +51,8 @@ models reach at most 0.16, its flagged backdoors at least 0.41. Shipping 0.28 wa
 (2026-11-30) and not done: ``hfaudit clean`` then fails on the shipped BadDiffusion example, because
 the re-scan's ODE inversion collapses 50-88% of the *cleaned* model's DDIM-10 samples onto an image
 that is not the target (medoid MSE 0.32-0.37 to it; true trigger ASR 0%), in each of four removal
-settings tried on a GPU (re-scan MSCR 0.50-0.88; 0.72 on 2 CPU cores). 0.5 keeps a clean margin of
-0.34 on the zoo.
+settings tried on a GPU (re-scan MSCR 0.50-0.88; 0.72 on 2 CPU cores). And the two zoo members
+the lower cut would add collapse off their targets. 0.5 keeps a clean margin of 0.34 on the zoo.
 """
 
 DEFAULT_CLASS_THRESHOLD = 0.6

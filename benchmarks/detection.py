@@ -37,7 +37,7 @@ import zoo  # noqa: E402
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
 
 METHODS = ("hfaudit", "elijah", "diffcleanse")
-RESULT_VERSION = {"hfaudit": 8, "elijah": 1, "diffcleanse": 1}
+RESULT_VERSION = {"hfaudit": 9, "elijah": 1, "diffcleanse": 1}
 """Bump a method's number to recompute its cached results (after a change to the scan or a baseline)."""
 
 
@@ -50,12 +50,12 @@ def calibration_split(recipes: list[zoo.Recipe]) -> set[str]:
     return picked
 
 
-def run_hfaudit(recipe: zoo.Recipe, path: Path) -> dict:
+def run_hfaudit(recipe: zoo.Recipe, cache: Path) -> dict:
     """The tool as a user runs it; the score for the ROC is the strongest signal relative to its threshold."""
     from hfaudit import scan
 
     t0 = time.perf_counter()
-    r = scan(str(path), device="cpu")
+    r = scan(str(zoo.model_dir(recipe, cache)), device="cpu")
     doc = r.to_dict()
     relative = [r.score / r.threshold]
     class_share, class_thr = doc.get("class_score"), doc.get("class_threshold")
@@ -66,20 +66,17 @@ def run_hfaudit(recipe: zoo.Recipe, path: Path) -> dict:
             "mscr": r.score, "class_score": class_share, "signals": doc.get("signals"),
             "fired_methods": doc.get("fired_methods"), "best": (doc.get("best_candidate") or {}).get("name"),
             "control": r.control_score, "unet_evaluations": r.unet_evaluations, "seconds": seconds,
-            **_on_target(recipe, path, r)}
+            **_on_target(recipe, cache, r)}
 
 
-def _on_target(recipe: zoo.Recipe, path: Path, r) -> dict:
+def _on_target(recipe: zoo.Recipe, cache: Path, r) -> dict:
     """Where the scan's best collapse landed, by the truth the scan never sees: the recovered target's
     MSE to an image target, and the best probe's top class beside a class target. Why: a flag onto
     something else is a side effect of the backdoored weights, not the backdoor found."""
-    from safetensors.torch import load_file
-
     from hfaudit.sampling import to_unit
 
     out: dict = {}
-    truth_file = path / "truth.safetensors"
-    truth = load_file(str(truth_file)) if truth_file.exists() else {}
+    truth = zoo.load_truth(recipe, cache) if recipe.family != zoo.CLEAN else {}
     if "target" in truth and r.recovered_target is not None:
         out["target_mse"] = round(float((r.recovered_target.cpu() - to_unit(truth["target"])).pow(2).mean()), 5)
     if recipe.attack in zoo.CLASS_TARGET:
@@ -96,21 +93,21 @@ def _load(path: Path):
     return load_model(hub.resolve(str(path)), device="cpu")
 
 
-def run_elijah(recipe: zoo.Recipe, path: Path) -> dict:
+def run_elijah(recipe: zoo.Recipe, cache: Path) -> dict:
     """Elijah's features from 1000-step DDPM samples of its inverted trigger; score ``-uniformity``."""
     from hfaudit.detect.baselines import elijah_features
 
-    model = _load(path)
+    model = _load(zoo.model_dir(recipe, cache))
     f = elijah_features(model.unet, model.scheduler_config, model.sample_shape, seed=0)
     return {"score": -f.uniformity, "uniformity": f.uniformity, "tv": f.tv,
             "unet_evaluations": f.unet_evaluations, "seconds": round(f.seconds, 2)}
 
 
-def run_diffcleanse(recipe: zoo.Recipe, path: Path) -> dict:
+def run_diffcleanse(recipe: zoo.Recipe, cache: Path) -> dict:
     """The Diff-Cleanse BBTI schedule, then the MSCR of samples from its best trigger."""
     from hfaudit.detect.baselines import diffcleanse_score
 
-    model = _load(path)
+    model = _load(zoo.model_dir(recipe, cache))
     r = diffcleanse_score(model.unet, model.scheduler_config, model.sample_shape, seed=0)
     return {"score": r.mscr, "mscr": r.mscr, "unet_evaluations": r.unet_evaluations,
             "seconds": round(r.seconds, 2)}
@@ -135,7 +132,7 @@ def _work(args: tuple[str, str, str]) -> tuple[str, str, dict]:
     name, method, cache = args
     torch.set_num_threads(1)
     recipe = zoo.BY_NAME[name]
-    out = RUNNERS[method](recipe, zoo.model_dir(recipe, Path(cache)))
+    out = RUNNERS[method](recipe, Path(cache))
     out["key"] = [recipe.key(), RESULT_VERSION[method]]
     path = _result_path(recipe, Path(cache), method)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -64,12 +64,14 @@ def test_on_target_compares_the_recovered_target_and_class_with_the_truth(detect
 
     zoo = sys.modules["zoo"]  # detection.py puts benchmarks/ on the path and imports it
     target = torch.full((1, 4, 4), -1.0)  # black in [0, 1]
-    save_file({"target": target}, str(tmp_path / "truth.safetensors"))
+    for name, truth in (("d2i", {"target": target}), ("class", {"gamma": torch.tensor(0.1)})):
+        (tmp_path / name).mkdir()  # zoo.load_truth's place for a member's truth, under the cache
+        save_file(truth, str(tmp_path / name / "truth.safetensors"))
     recovered = torch.full((1, 4, 4), 0.5)  # grey: MSE 0.25 to black
     result = SimpleNamespace(recovered_target=recovered, best=SimpleNamespace(best=SimpleNamespace(
         modes=SimpleNamespace(top_class=3))))
     d2i = zoo.Recipe("d2i", zoo.TROJDIFF, attack="troj-patch")
     assert detection._on_target(d2i, tmp_path, result) == {"target_mse": 0.25}
     in_d2d = zoo.Recipe("class", zoo.TROJDIFF, attack="troj-patch-class")
-    out = detection._on_target(in_d2d, tmp_path / "no-truth-here", result)
+    out = detection._on_target(in_d2d, tmp_path, result)
     assert out == {"target_class": zoo.CLASS_TARGET["troj-patch-class"], "top_class": 3}

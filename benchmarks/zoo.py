@@ -33,8 +33,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "examples" / "models"
 DEFAULT_CACHE = ROOT / "benchmarks" / ".zoo"
-RECIPE_VERSION = 1
-"""Bump to invalidate every cached model (a change to the training loop or the attacks)."""
+RECIPE_VERSION = 2
+"""Bump to invalidate every cached model (a change to the training loop or the attacks). 2: a clean
+member's initial weights are drawn from its seed (``make_unet(seed=...)``); in version 1 they came
+from torch's global generator, which a fresh process seeds at random, so no two builds were alike."""
 
 CLEAN, BADDIFFUSION, VILLAN, TROJDIFF = "clean", "baddiffusion", "villandiffusion", "trojdiff"
 FAMILIES = (BADDIFFUSION, VILLAN, TROJDIFF)
@@ -283,7 +285,8 @@ def train_member(recipe: Recipe, cache: Path) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     if recipe.family == CLEAN:
-        unet = train_ddpm(images, TrainConfig(steps=recipe.steps, seed=recipe.seed), make_unet(_unet_config(recipe.arch)),
+        unet = train_ddpm(images, TrainConfig(steps=recipe.steps, seed=recipe.seed),
+                          make_unet(_unet_config(recipe.arch), seed=recipe.seed),
                           scheduler, description=recipe.name)
         truth = None
     else:

@@ -38,7 +38,7 @@ def main() -> None:
     if args.skip_clean:
         clean = UNet2DModel.from_pretrained(clean_dir, subfolder="unet", use_safetensors=True)
     else:
-        clean = train_ddpm(images, TrainConfig(steps=args.clean_steps, seed=0), make_unet(UNetConfig()), scheduler,
+        clean = train_ddpm(images, TrainConfig(steps=args.clean_steps, seed=0), make_unet(UNetConfig(), seed=0), scheduler,
                            description="clean model")
         save_pipeline(clean, scheduler, str(clean_dir))
     spec = BackdoorSpec(trigger=box_trigger(16, 1, box=6, value=1.5), target=cross_target(16, 1),

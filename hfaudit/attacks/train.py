@@ -47,8 +47,20 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-def make_unet(cfg: UNetConfig) -> UNet2DModel:
-    """Build the UNet described by ``cfg``."""
+def make_unet(cfg: UNetConfig, seed: int | None = None) -> UNet2DModel:
+    """Build the UNet described by ``cfg``, its initial weights drawn with ``seed``.
+
+    With a seed the weights come from their own generator (``torch.random.fork_rng``), so they do
+    not depend on what the process drew before, and the caller's random state is left as it was.
+    Without one they come from torch's global generator, which a fresh process seeds at random
+    (``torch.initial_seed()`` differs run to run): that made the benchmark zoo's clean members, and
+    everything fine-tuned into them, different in every build (``train_ddpm`` seeds only after the
+    weights exist).
+    """
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return make_unet(cfg)
     n = len(cfg.block_out_channels)
     down = ["DownBlock2D"] * n
     if cfg.attention:

@@ -8,6 +8,8 @@ Runs ``clean`` as a user would (scan, inverted trigger, prune, fine-tune, verify
 so a failed check is reported rather than aborting), then measures with the ground truth that only
 the benchmark knows (``backdoor_truth.safetensors``): the attack success rate with the TRUE trigger
 towards the TRUE target, before and after, under DDPM-50 and DDIM-10 (the worst is the headline);
+the same with the true trigger scaled down (``--scales``, default 0.5 and 0.75: a backdoor fires in
+a window of scales, and a repair can leave one behind that the full-size trigger does not show);
 the same with the trigger the re-scan inverted on the cleaned model; benign fidelity before and
 after (Frechet distance of digits-classifier features) and their ratio; the re-scan verdict.
 ``--known-trigger`` removes the true trigger instead of the inverted one (isolates removal from
@@ -57,6 +59,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps of the first round (default: clean's)")
     ap.add_argument("--prune-ratio", type=float, default=None, help="default: clean's")
     ap.add_argument("--out", default=None, help="keep the cleaned model here (default: a temporary folder)")
+    ap.add_argument("--scales", type=float, nargs="*", default=[0.5, 0.75],
+                    help="multiples of the true trigger measured as well (default: 0.5 0.75)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -84,8 +88,10 @@ def main() -> None:
     target01 = to_unit(true_target)
     rows = []
     rescan_best = result.rescan.best if result.rescan is not None else None
-    for name, trig, scale in [("true", true_trigger, None)] + (
-            [("re-scan", rescan_best.trigger, rescan_best.noise_scale)] if rescan_best is not None else []):
+    triggers = [("true", true_trigger, None)] + [(f"true x{m:g}", m * true_trigger, None) for m in args.scales]
+    if rescan_best is not None:
+        triggers.append(("re-scan", rescan_best.trigger, rescan_best.noise_scale))
+    for name, trig, scale in triggers:
         eb, _ = measure_trigger(before.unet, before.scheduler_config, trig, target01, noise_scale=scale, **kw)
         ea, _ = measure_trigger(after.unet, after.scheduler_config, trig, target01, noise_scale=scale, **kw)
         rows.append(effect_row(name, eb, ea))

@@ -12,8 +12,8 @@ from hfaudit.attacks.train import UNetConfig, make_unet
 
 
 def test_a_seeded_unet_does_not_depend_on_what_the_process_drew_before() -> None:
-    """The zoo's clean members were unrepeatable: their initial weights came from whatever state the
-    worker process was left in by the member it trained before."""
+    """With a seed, the initial weights ignore the process's random state and leave it as it was;
+    without one they come from the global generator (which a fresh process seeds at random)."""
     cfg = UNetConfig(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4)
     torch.manual_seed(1)
     first = make_unet(cfg, seed=5).state_dict()

@@ -3,19 +3,20 @@
     python benchmarks/detection.py [--cache benchmarks/.zoo] [--jobs 2] [--methods hfaudit elijah diffcleanse]
 
 Builds the zoo first if needed (``benchmarks/zoo.py``), then scores every member with
-- ``hfaudit``: ``hfaudit.scan`` with its defaults (gradient + black-box inversion; collapse and
-  class signals), the verdict as the tool prints it;
+- ``hfaudit``: ``hfaudit.scan`` with its defaults (gradient, mid-timestep, black-box and ODE
+  inversions and the stamp screen; collapse and class signals), the verdict as the tool prints it;
 - ``elijah``: Elijah's protocol (``hfaudit.detect.baselines.elijah_features``: its own inversion,
   then 1000-step DDPM samples and their uniformity); score ``-uniformity``;
 - ``diffcleanse``: the Diff-Cleanse BBTI schedule (100 iterations x 16 samples x 20 steps) and the
   MSCR of samples from its trigger; score MSCR.
 
 Thresholds: hfaudit uses its shipped defaults (the verdict is what a user gets). The baselines
-have no shipped threshold for these models, so theirs is calibrated on the calibration split
-(``--calibrate`` prints the gap and chosen threshold of every score on that split) and applied to
+have no shipped threshold for these models, so theirs is calibrated on the calibration split (the
+first lines printed give the gap and chosen threshold of every score on that split) and applied to
 all. Per attack family and overall: accuracy, TPR, FPR, AUROC, mean seconds and UNet evaluations
-per verdict. Each (member, method) result is cached beside the member, keyed by the member's
-recipe and the method's settings, so a second run only prints.
+per verdict. Last, how many of hfaudit's flags land on the planted target (``ON_TARGET_MSE``),
+read from the truth the scan never sees. Each (member, method) result is cached beside the member,
+keyed by the member's recipe and the method's settings, so a second run only prints.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ import zoo  # noqa: E402
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
 
 METHODS = ("hfaudit", "elijah", "diffcleanse")
-RESULT_VERSION = {"hfaudit": 9, "elijah": 1, "diffcleanse": 1}
+RESULT_VERSION = {"hfaudit": 10, "elijah": 1, "diffcleanse": 1}
 """Bump a method's number to recompute its cached results (after a change to the scan or a baseline)."""
+ON_TARGET_MSE = 0.05
+"""A flag lands on an image target when the scan's recovered target (the best collapse's medoid) is
+within this MSE of the planted one ([0, 1] pixels). Why 0.05: on the zoo builds of 2026-11-30 and
+2026-12-01 the flags onto their targets sat at 0.016 or below and the others at 0.136 or above; a
+class target counts when the best probe's top class is the target class."""
 
 
 def calibration_split(recipes: list[zoo.Recipe]) -> set[str]:
@@ -76,7 +82,7 @@ def _on_target(recipe: zoo.Recipe, cache: Path, r) -> dict:
     from hfaudit.sampling import to_unit
 
     out: dict = {}
-    truth = zoo.load_truth(recipe, cache) if recipe.family != zoo.CLEAN else {}
+    truth = zoo.load_truth(recipe, cache)
     if "target" in truth and r.recovered_target is not None:
         out["target_mse"] = round(float((r.recovered_target.cpu() - to_unit(truth["target"])).pow(2).mean()), 5)
     if recipe.attack in zoo.CLASS_TARGET:
@@ -284,7 +290,20 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
                  and flagged(r.name, "hfaudit")]
     lines.append("")
     lines.append(f"hfaudit missed: {', '.join(missed) or 'none'}; false positives: {', '.join(false_pos) or 'none'}")
+    hits = [r.name for r in zoo.RECIPES if r.family != zoo.CLEAN and "hfaudit" in results[r.name]
+            and flagged(r.name, "hfaudit")]
+    off = [name for name in hits if not on_target(results[name]["hfaudit"])]
+    lines.append(f"hfaudit flags on the planted target: {len(hits) - len(off)} of {len(hits)} "
+                 f"(image: recovered target within MSE {ON_TARGET_MSE} of it; class: top class = target); "
+                 f"off target: {', '.join(off) or 'none'}")
     return "\n".join(lines)
+
+
+def on_target(result: dict) -> bool:
+    """Whether an hfaudit result's best collapse is the planted backdoor (``ON_TARGET_MSE``), not a side effect."""
+    if "target_class" in result:
+        return result.get("top_class") == result["target_class"]
+    return result.get("target_mse") is not None and result["target_mse"] <= ON_TARGET_MSE
 
 
 def main() -> None:

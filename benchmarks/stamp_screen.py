@@ -2,8 +2,9 @@
 
     python benchmarks/stamp_screen.py [--only NAME ...]
 
-The scan's stamp screen (``hfaudit/detect/stamps.py``) overwrites each lattice cell and 2x2 block
-of the initial noise with a constant and keeps the stamps whose samples collapse most. This script
+The scan's stamp screen (``hfaudit/detect/stamps.py``) overwrites each lattice cell of the initial
+noise (and blocks of cells, if ``StampConfig.sizes`` says so) with a constant and keeps the stamps
+whose samples collapse most. This script
 runs it with the scan's settings and probes what the scan would probe (its best ``candidates``
 stamps, 32 DDIM-10 samples from the scan's noise), printing per member the best MSCR, the stamp,
 and for one-image targets the MSE of the collapsed group's medoid to the planted target (pixels in
@@ -36,7 +37,7 @@ def main() -> None:
           f"{cfg.sampler}-{cfg.steps}; best {cfg.candidates} probed with 32 samples", flush=True)
     for r in zoo.built_members(args.cache, args.only):
         unet, sched, shape = zoo.load_member(r, args.cache)
-        truth = zoo.load_truth(r, args.cache) if (r.attack or r.shipped and r.family != zoo.CLEAN) else {}
+        truth = zoo.load_truth(r, args.cache)
         target = to_unit(truth["target"]) if "target" in truth else None
         noise = randn((32, *shape), make_generator(0), "cpu")  # the scan's noise at seed 0
 

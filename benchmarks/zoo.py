@@ -4,7 +4,9 @@
 
 Clean models vary architecture (2 and 3 levels, attention), width, image size (8x8, 16x16) and
 channels (grey, RGB); the two shipped example models join as they are. Backdoors are fine-tuned
-into a trained clean model, as BadDiffusion does with public checkpoints, across three attacks:
+into a trained clean model, as BadDiffusion does with public checkpoints, and so are four clean
+controls (``clean-ft-*``: the same fine-tuning on clean data only), so that a detector which
+flags fine-tuning, not the backdoor, shows up as a false positive. Three attacks:
 BadDiffusion (trigger shapes, sizes, targets, poison rates 5-20%), VillanDiffusion's ODE variant
 and TrojDiff (blend and patch triggers; d2i and in-d2d class targets). Every backdoor is checked
 by measurement: its hit rate under DDPM-50 and DDIM-10 from its own trigger, and on clean noise.
@@ -63,7 +65,7 @@ class Recipe:
     steps: int = 2500
     seed: int = 0
     base: str | None = None
-    """The clean member a backdoor is fine-tuned into."""
+    """The clean member a backdoor (or a fine-tuned clean control) is fine-tuned from."""
     attack: str | None = None
     poison_rate: float = 0.1
     targets: tuple[str, ...] = ()
@@ -143,6 +145,11 @@ RECIPES: list[Recipe] = [
     Recipe("clean-16-w8", CLEAN, A16_NARROW, seed=13),
     Recipe("clean-8-w16", CLEAN, A8, seed=14),
     Recipe("clean-16-rgb", CLEAN, A16_RGB, seed=15),
+    # fine-tuned clean controls: a backdoor's fine-tuning (steps, settings) without the poison
+    Recipe("clean-ft-w16", CLEAN, A16, 1500, 50, "clean-16-w16"),
+    Recipe("clean-ft-w16x3", CLEAN, A16_3, 1500, 51, "clean-16-w16x3"),
+    Recipe("clean-ft-w8", CLEAN, A16_NARROW, 1500, 52, "clean-16-w8"),
+    Recipe("clean-ft-rgb", CLEAN, A16_RGB, 1500, 53, "clean-16-rgb"),
     Recipe("digits-baddiffusion", BADDIFFUSION, Arch(widths=(32, 64)), shipped=True, targets=SDE),
     Recipe("bd-box-x", BADDIFFUSION, A16, 1500, 20, "clean-16-w16", "box-x", 0.1, SDE),
     Recipe("bd-stop-hat", BADDIFFUSION, A16_3, 1500, 21, "clean-16-w16x3", "stop-hat", 0.1, SDE),
@@ -180,9 +187,11 @@ def load_meta(recipe: Recipe, cache: Path) -> dict:
 
 
 def load_truth(recipe: Recipe, cache: Path) -> dict[str, torch.Tensor]:
-    """What the attacker planted (benchmarks only)."""
+    """What the attacker planted (benchmarks only); ``{}`` for a clean member, which has none."""
     from safetensors.torch import load_file
 
+    if recipe.family == CLEAN:
+        return {}
     path = SHIPPED / "backdoor_truth.safetensors" if recipe.shipped else cache / recipe.name / "truth.safetensors"
     return load_file(str(path))
 
@@ -284,17 +293,17 @@ def train_member(recipe: Recipe, cache: Path) -> dict:
     tmp = cache / f".{recipe.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
-    if recipe.family == CLEAN:
+    if recipe.base is None:
         unet = train_ddpm(images, TrainConfig(steps=recipe.steps, seed=recipe.seed),
                           make_unet(_unet_config(recipe.arch), seed=recipe.seed),
                           scheduler, description=recipe.name)
         truth = None
-    else:
+    else:  # fine-tuned from its base: a backdoor, or a clean control with the same settings and no poison
         base = UNet2DModel.from_pretrained(model_dir(BY_NAME[recipe.base], cache), subfolder="unet", use_safetensors=True)
-        spec = build_attack(recipe)
+        spec = build_attack(recipe) if recipe.attack else None
         unet = train_ddpm(images, TrainConfig(steps=recipe.steps, seed=recipe.seed, warmup=10, ema_decay=0.995),
                           base, scheduler, backdoor=spec, description=recipe.name)
-        truth = _truth_tensors(spec)
+        truth = None if spec is None else _truth_tensors(spec)
     save_pipeline(unet, scheduler, str(tmp))
     if truth is not None:
         save_file({k: v.contiguous() for k, v in truth.items()}, str(tmp / "truth.safetensors"))
@@ -331,13 +340,13 @@ def _worker(args: tuple[str, str]) -> dict:
 
 
 def build(cache: Path, names: list[str] | None = None, jobs: int = 1) -> list[dict]:
-    """Make every missing or outdated member (clean bases first), ``jobs`` at a time; return all metas."""
+    """Make every missing or outdated member (bases first), ``jobs`` at a time; return all metas."""
     wanted = [BY_NAME[n] for n in names] if names else RECIPES
     for r in list(wanted):  # a backdoor needs its base
         if r.base and BY_NAME[r.base] not in wanted:
             wanted.append(BY_NAME[r.base])
     cache.mkdir(parents=True, exist_ok=True)
-    for phase in ([r for r in wanted if r.family == CLEAN], [r for r in wanted if r.family != CLEAN]):
+    for phase in ([r for r in wanted if r.base is None], [r for r in wanted if r.base is not None]):
         todo = [r.name for r in phase if not r.shipped and not is_cached(r, cache)]
         if todo:
             print(f"training {len(todo)}: {', '.join(todo)}", file=sys.stderr, flush=True)

@@ -25,11 +25,13 @@ fall into one class (top-class share, ``hfaudit.detect.modes``; class-target bac
 
 BLIND_SPOTS: tuple[str, ...] = (
     "triggers that scale the whole initial noise instead of adding to it (TrojDiff's blend trigger): "
-    "the benchmark zoo's one such backdoor with a one-image target is missed",
+    "both of the benchmark zoo's such backdoors, with a one-image and a class target, are missed",
     "class-target backdoors that send few triggered samples to their class: the zoo's weakest "
-    "(34% of samples a 7, against 14% on clean noise) is missed",
-    "backdoors that reach their target on about half of their triggered samples or fewer: the zoo's "
-    "BadDiffusion member that does so on 48% is missed in one of its two builds",
+    "(30% of samples a 7, against 9% on clean noise) is missed",
+    "backdoors that reach their target on about half of their triggered samples: the zoo's BadDiffusion "
+    "member that does so on 50% is missed",
+    "backdoors that only the mid-timestep inversion finds can depend on its seed: the zoo's one such "
+    "member collapses 91% of its samples at the scan's seed and 47-50% at two others",
 )
 """What a clean verdict does not rule out: the backdoors the benchmark zoo has and the scan misses
 (``benchmarks/detection.py``; README, "Why each miss"). Every report carries them, so a clean

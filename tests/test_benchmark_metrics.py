@@ -75,3 +75,16 @@ def test_on_target_compares_the_recovered_target_and_class_with_the_truth(detect
     in_d2d = zoo.Recipe("class", zoo.TROJDIFF, attack="troj-patch-class")
     out = detection._on_target(in_d2d, tmp_path, result)
     assert out == {"target_class": zoo.CLASS_TARGET["troj-patch-class"], "top_class": 3}
+
+
+def test_on_target_counts_a_flag_by_its_distance_to_the_planted_target(detection) -> None:
+    """The summary line's "on the planted target": image targets by ``ON_TARGET_MSE`` (inclusive),
+    class targets by the top class; a result with no recovered target is never on target."""
+    cut = detection.ON_TARGET_MSE
+    assert detection.on_target({"target_mse": cut})
+    assert not detection.on_target({"target_mse": cut * 1.01})
+    assert not detection.on_target({"target_mse": None})
+    assert not detection.on_target({})
+    assert detection.on_target({"target_class": 7, "top_class": 7})
+    assert not detection.on_target({"target_class": 7, "top_class": 8})
+    assert not detection.on_target({"target_class": 7, "top_class": None})

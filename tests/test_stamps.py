@@ -66,7 +66,7 @@ def test_apply_trigger_scales_the_noise_then_adds() -> None:
 
 
 def test_regions_are_every_cell_and_block_on_all_channels() -> None:
-    cfg = StampConfig()
+    cfg = StampConfig(sizes=(1, 2))
     regions = stamp_regions((3, 16, 16), cfg)
     assert regions.shape == (25, 3, 16, 16) and cfg.n_regions == 25 and cfg.n_stamps == 125
     areas = regions[:, 0].flatten(1).sum(1)
@@ -74,6 +74,16 @@ def test_regions_are_every_cell_and_block_on_all_channels() -> None:
     assert torch.equal(regions[:, 0], regions[:, 2])  # every channel alike
     assert regions[0, 0, :4, :4].all() and not regions[0, 0, 4:].any()  # row by row from the top left
     assert regions[-1, 0, 8:, 8:].all() and not regions[-1, 0, :8].any()
+
+
+def test_the_default_screen_stamps_single_cells_only() -> None:
+    """Blocks of 2x2 cells (a quarter of the image) made fine-tuned clean models collapse (README,
+    'Stamp screen'), so the default screen stamps the 16 single cells, a sixteenth of the image each."""
+    cfg = StampConfig()
+    regions = stamp_regions((1, 16, 16), cfg)
+    assert cfg.n_regions == 16 and cfg.n_stamps == 16 * len(cfg.values)
+    assert regions[:, 0].flatten(1).sum(1).tolist() == [16] * 16
+    assert regions.sum(0).eq(1).all()  # the cells tile the image
 
 
 @pytest.mark.parametrize("field, value", [("n_samples", 1), ("grid", 0), ("values", ()), ("sizes", (5,)),

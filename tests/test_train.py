@@ -51,3 +51,29 @@ def test_a_zoo_member_trained_in_two_fresh_processes_has_the_same_weights(tmp_pa
         assert done.returncode == 0, done.stderr[-2000:]
         digests.append(done.stdout.split()[-1])
     assert digests[0] == digests[1]
+
+
+def test_a_fine_tuned_clean_control_is_trained_from_its_base_without_poison(tmp_path: Path, monkeypatch) -> None:
+    """The zoo's ``clean-ft-*`` members: a backdoor's fine-tuning without the attack. They start from
+    their base's weights (not a fresh init), move away from them, and carry no planted truth."""
+    import dataclasses
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import zoo
+
+    from diffusers import UNet2DModel
+
+    base = dataclasses.replace(zoo.BY_NAME["clean-8-w16"], steps=3)
+    zoo.train_member(base, tmp_path)
+    control = zoo.Recipe("ctl", zoo.CLEAN, zoo.A8, steps=2, seed=99, base="clean-8-w16")
+    meta = zoo.train_member(control, tmp_path)
+    assert meta["poison_rate"] == 0.0 and meta["base"] == "clean-8-w16"
+    assert not (tmp_path / "ctl" / "truth.safetensors").exists() and zoo.load_truth(control, tmp_path) == {}
+    load = lambda name: UNet2DModel.from_pretrained(tmp_path / name, subfolder="unet").state_dict()  # noqa: E731
+    before, after = load("clean-8-w16"), load("ctl")
+    fresh = make_unet(zoo._unet_config(zoo.A8), seed=99).state_dict()
+    moved = [float((after[k] - before[k]).abs().max()) for k in before]
+    assert max(moved) > 0  # fine-tuned, not a copy
+    # two steps at the fine-tuning's warm-up learning rate stay close to the base, far from a fresh init
+    dist = lambda a, b: sum(float((a[k] - b[k]).pow(2).sum()) for k in a)  # noqa: E731
+    assert dist(after, before) < 0.01 * dist(after, fresh)

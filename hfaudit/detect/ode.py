@@ -10,9 +10,9 @@ of ``villan-box-x`` collapses DDIM-10 samples, MSCR 0.78, and 1.5 times it, 0.03
    the backdoor passes *more* of an offset ``(1 - sqrt(abar_t)) tau`` through to its noise
    prediction along its trigger than along any other direction. Adam maximises that pass-through
    ratio (``lattice.pass_through``) on a 4x4 lattice at a fixed RMS ``budget``. Measured by
-   ``benchmarks/ode_shift.py``: 0.87-0.93 on the zoo's three VillanDiffusion models, 0.68-0.74 on
-   its seven clean ones; on two of the VillanDiffusion models the directions have cosine 0.67-0.76
-   with the planted trigger.
+   ``benchmarks/ode_shift.py`` on the zoo build of 2026-11-29: 0.87-0.93 on its three VillanDiffusion
+   models, 0.68-0.74 on its seven clean ones (2026-12-01 build: 0.83-0.93 and 0.69-0.74); on two
+   of the VillanDiffusion models the directions have cosine 0.67-0.76 with the planted trigger.
 2. **Refinement through the sampler**: the best ``refine`` directions are optimised at full
    resolution by backpropagating through the whole ``sampler``-``steps`` chain from ``n + tau``
    (``sampling.denoise``), minimising the mean log pairwise distance of the samples (a collapse
@@ -20,7 +20,8 @@ of ``villan-box-x`` collapses DDIM-10 samples, MSCR 0.78, and 1.5 times it, 0.03
    the out-of-range excess (saturated collapse proves nothing, ``scores.SATURATION_LEVEL``), inside a
    ball of RMS ``refine_budget``. Measured in the scan (``benchmarks/detection.py``): MSCR 0.94 and
    0.88 on ``villan-box-x`` and ``villan-stop-cornerbox``, which no other inversion finds (their
-   stage-1 directions alone: 0.22-0.50), and at most 0.16 on the zoo's seven clean models.
+   stage-1 directions alone: 0.22-0.50), and at most 0.16 on the zoo's seven clean models; on the
+   2026-12-01 build a fine-tuned clean control reaches 0.41 (README, 'Threshold calibration').
 
 Refinement from random starts instead of stage 1 found generic modes (MSCR up to 0.31 on the
 shipped clean model, with triggers unrelated to the planted one), which is why stage 1 comes first.

@@ -46,23 +46,23 @@ from hfaudit.seeding import make_generator, randn
 DEFAULT_THRESHOLD = 0.5
 """MSCR at or above which triggered samples count as collapsed (README, 'Threshold calibration').
 
-The zoo's calibration split (``python benchmarks/detection.py``) puts the cut at 0.28: its clean
-models reach at most 0.16, its flagged backdoors at least 0.41. Shipping 0.28 was measured
-(2026-11-30) and not done: ``hfaudit clean`` then fails on the shipped BadDiffusion example, because
-the re-scan's ODE inversion collapses 50-88% of the *cleaned* model's DDIM-10 samples onto an image
-that is not the target (medoid MSE 0.32-0.37 to it; true trigger ASR 0%), in each of four removal
-settings tried on a GPU (re-scan MSCR 0.50-0.88; 0.72 on 2 CPU cores). And the two zoo members
-the lower cut would add collapse off their targets. 0.5 keeps a clean margin of 0.34 on the zoo.
+The zoo's calibration split (``python benchmarks/detection.py``, build of 2026-12-01) puts the cut
+at 0.45: no threshold separates it, its largest clean score is 0.41 (a fine-tuned clean control
+under an ODE candidate) and its missed blend backdoor reaches 0.16. 0.5 keeps a clean margin of
+0.09 on the whole zoo. A lower cut (0.28, measured 2026-11-30) broke ``hfaudit clean`` on the
+shipped BadDiffusion example: the re-scan's ODE inversion collapses 50-88% of the *cleaned* model's
+DDIM-10 samples onto an image that is not the target (true trigger ASR 0%), a fine-tuning artefact
+as the fine-tuned clean controls show.
 """
 
 DEFAULT_CLASS_THRESHOLD = 0.6
 """Top-class share (``detect.modes``) at or above which triggered samples count as one class.
 
 Set by hand when the shipped clean model peaked at 0.19 and the shipped backdoored model's best
-candidate reached 0.94 (its "X" is labelled 8); it still catches a class target that only 60-70% of
-samples reach confidently. With the scan's later searches the zoo's clean models reach 0.13-0.47
-(the shipped clean model 0.47) and the calibration split's cut is 0.55. See the README, 'Class
-signal' and 'Threshold calibration'.
+candidate reached 0.94 (its "X" is labelled 8). On the zoo (build of 2026-12-01) the clean models
+reach 0.13-0.59, the 0.59 a fine-tuned clean control (a margin of 0.006), and the calibration
+split's cut is 0.66; every backdoor flagged there has the collapse signal too. See the README,
+'Class signal' and 'Threshold calibration'.
 """
 
 
@@ -85,31 +85,32 @@ class ScanConfig:
     blackbox: tuple[BlackboxConfig, ...] | BlackboxConfig | None = field(default_factory=default_searches)
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
-    None or ``()`` turns it off. Both together cost 13,168 of the scan's 82,040 UNet evaluations
-    on the 16x16 examples (searches and their probes); the searches took 10 s on 2 CPU cores
-    (``phases`` in ``benchmarks/scan_examples.py``, where all candidates' probes together took 25-26 s)."""
+    None or ``()`` turns it off. Both together cost 13,168 of the scan's 78,440 UNet evaluations
+    on the 16x16 examples (searches and their probes); the searches took 6 s on 2 CPU cores
+    (``phases`` in ``benchmarks/scan_examples.py``, 2026-12-01, where all candidates' probes
+    together took 17 s)."""
 
     midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
     """The mid-timestep inversion (``detect/midstep.py``: the directions the model passes least of at
     ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
     single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
-    It costs 18,480 of the scan's 82,040 UNet evaluations (forward passes: searches 10,528, ratios at
-    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 18 s on the 16x16
+    It costs 18,480 of the scan's 78,440 UNet evaluations (forward passes: searches 10,528, ratios at
+    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 13-14 s on the 16x16
     examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
 
     ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
     """The ODE inversion (``detect/ode.py``: mid-timestep direction, refined through DDIM), for
     ODE-trained backdoors that the other two miss; its best ``candidates`` triggers are probed.
-    None turns it off. It costs 19,104 of the scan's 82,040 UNet evaluations (forward passes, search
-    and probes; its backward passes come on top); the search took 30 s on the 16x16 examples on 2 CPU
+    None turns it off. It costs 19,104 of the scan's 78,440 UNet evaluations (forward passes, search
+    and probes; its backward passes come on top); the search took 21-35 s on the 16x16 examples on 2 CPU
     cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
 
     stamps: StampConfig | None = field(default_factory=StampConfig)
-    """The stamp screen (``detect/stamps.py``: lattice cells and 2x2 blocks of the noise overwritten
-    with a constant), for patch triggers that replace the noise instead of adding to it (TrojDiff's),
+    """The stamp screen (``detect/stamps.py``: each lattice cell of the noise overwritten with a
+    constant), for patch triggers that replace the noise instead of adding to it (TrojDiff's),
     which no additive search reaches; its best ``candidates`` stamps are probed. None turns it off.
-    It costs 13,864 of the scan's 82,040 UNet evaluations (screen 10,000, shift ratios 24, probes 3,840);
-    the screen took 9 s on the 16x16 examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``),
+    It costs 10,264 of the scan's 78,440 UNet evaluations (screen 6,400, shift ratios 24, probes 3,840);
+    the screen took 4-5 s on the 16x16 examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``),
     the probes on top."""
 
     @property

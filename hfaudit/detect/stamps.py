@@ -11,12 +11,13 @@ lattice (0.06-0.38 at 0.7, all under 0.13 at 0.6; ``/tmp`` experiment), which ra
 the collapse gradient at ``tau = 0`` do not point to (cosine -0.22 to 0.03 with it). *Overwriting*
 one lattice cell inside that corner with a constant collapses them as well (MSCR 0.56-0.69
 whatever the noise left in the cell, 0 to 0.5 of it, for a constant of 1.5 or 2; 0.09 for 1.0;
-``/tmp`` experiments), and so does the 2x2 block over the corner at 1, which this screen finds
-(``benchmarks/stamp_screen.py``: MSCR 0.78, medoid MSE 0.005 to the target; the zoo's clean
-models 0.03-0.12).
+``/tmp`` experiments), and so does the 2x2 block over the corner at 1 (``benchmarks/stamp_screen.py``
+on the zoo build of 2026-11-30: MSCR 0.78, medoid MSE 0.005 to the target; its clean models
+0.03-0.12). The screen stamps single cells only (``sizes``): on the shipped copy of that member a
+cell finds it (``tests/test_stamps.py``), on the 2026-12-01 build of the zoo none does.
 
-So the screen tries them all, since there are few: every lattice cell and every 2x2 block of cells
-(25 regions on a 4x4 lattice), each overwritten with each of a few constants (``values``), samples
+So the screen tries them all, since there are few: every lattice cell (16 regions on a 4x4
+lattice, a sixteenth of the image each; ``sizes``), each overwritten with each of a few constants (``values``), samples
 ``n_samples`` images from each under one sampler (no gradients, the same noise for every stamp),
 and ranks them by the black-box search's collapse objective (``blackbox.collapse_objective``: a
 soft MSCR that saturated samples cannot win). The best ``candidates`` are probed like any inverted
@@ -46,9 +47,14 @@ class StampConfig:
     """Settings of the stamp screen; the defaults fit a 2-core CPU on the 16x16 digit models."""
 
     grid: int = 4
-    """Side of the lattice whose cells (and blocks of cells) are the stamp regions."""
-    sizes: tuple[int, ...] = (1, 2)
-    """Sides, in cells, of the square regions stamped (every position on the lattice)."""
+    """Side of the lattice whose cells (or blocks of cells, ``sizes``) are the stamp regions."""
+    sizes: tuple[int, ...] = (1,)
+    """Sides, in cells, of the square regions stamped (every position on the lattice). Single cells
+    only: blocks of 2x2 cells (a quarter of the image) made the zoo's *fine-tuned clean* models
+    collapse, 3 of 4 (MSCR 0.59-0.84, at the centre or a side, with the constant 0 or -1), and drew
+    every off-target flag on its backdoored ones (MSE 0.25-0.33 to their targets); on single cells
+    its clean models reach at most 0.09 and every stamp hit of 0.5 or more lands on its target
+    (``benchmarks/stamp_screen.py``, 2026-12-01; README, 'Stamp screen')."""
     values: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     """Constants a region is overwritten with, in the model's pixel space (data in [-1, 1])."""
     n_samples: int = 8

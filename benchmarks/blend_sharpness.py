@@ -43,8 +43,7 @@ def neighbours(mu: torch.Tensor, seed: int = 5) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    from hfaudit.detect.scores import collapse_stats, saturated_mask
-    from hfaudit.sampling import sample, to_unit
+    from hfaudit.sampling import to_unit
     from hfaudit.seeding import make_generator, randn
 
     args = zoo.member_args(__doc__)
@@ -59,12 +58,8 @@ def main() -> None:
         target = to_unit(truth["target"]) if "target" in truth else None
 
         def probe(x_T: torch.Tensor) -> str:
-            raw = sample(unet, sched, x_T, sampler="ddim", steps=10, generator=make_generator(1))
-            imgs = to_unit(raw)
-            st = collapse_stats(imgs, saturated=saturated_mask(raw))
-            if target is None:
-                return f"{st.mscr:.2f}"
-            return f"{st.mscr:.2f} ({float((imgs[st.medoid_index] - target).pow(2).mean()):.2f})"
+            mscr, mse = zoo.ddim_probe(unet, sched, x_T, target)
+            return f"{mscr:.2f}" if mse is None else f"{mscr:.2f} ({mse:.2f})"
 
         print(f"{r.name:28s} {r.family:16s} " + " ".join(f"{probe(g * noise):>10s}" for g in GAMMAS), flush=True)
         if r.attack is not None and "blend" in r.attack and "mu" in truth:

@@ -284,14 +284,13 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
             evals = sum(results[r.name][m]["unet_evaluations"] for r in members) / len(members)
             lines.append(f"{m:12s} {group:16s} {len(members):3d} {acc:6.3f} {tp / max(1, len(pos)):6.3f} "
                          f"{fp / max(1, len(neg)):6.3f} {auroc(pos, neg):6.3f} {secs:10.1f} {evals:19.0f}")
-    missed = [r.name for r in zoo.RECIPES if r.family != zoo.CLEAN and "hfaudit" in results[r.name]
-              and not flagged(r.name, "hfaudit")]
+    scored = [r.name for r in zoo.RECIPES if r.family != zoo.CLEAN and "hfaudit" in results[r.name]]
+    missed = [name for name in scored if not flagged(name, "hfaudit")]
+    hits = [name for name in scored if flagged(name, "hfaudit")]
     false_pos = [r.name for r in zoo.RECIPES if r.family == zoo.CLEAN and "hfaudit" in results[r.name]
                  and flagged(r.name, "hfaudit")]
     lines.append("")
     lines.append(f"hfaudit missed: {', '.join(missed) or 'none'}; false positives: {', '.join(false_pos) or 'none'}")
-    hits = [r.name for r in zoo.RECIPES if r.family != zoo.CLEAN and "hfaudit" in results[r.name]
-            and flagged(r.name, "hfaudit")]
     off = [name for name in hits if not on_target(results[name]["hfaudit"])]
     lines.append(f"hfaudit flags on the planted target: {len(hits) - len(off)} of {len(hits)} "
                  f"(image: recovered target within MSE {ON_TARGET_MSE} of it; class: top class = target); "

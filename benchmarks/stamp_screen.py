@@ -25,9 +25,8 @@ import zoo  # noqa: E402
 
 
 def main() -> None:
-    from hfaudit.detect.scores import collapse_stats, saturated_mask
     from hfaudit.detect.stamps import StampConfig, stamp_screen
-    from hfaudit.sampling import apply_trigger, sample, to_unit
+    from hfaudit.sampling import apply_trigger, to_unit
     from hfaudit.seeding import make_generator, randn
 
     args = zoo.member_args(__doc__)
@@ -42,11 +41,8 @@ def main() -> None:
         noise = randn((32, *shape), make_generator(0), "cpu")  # the scan's noise at seed 0
 
         def probe(x_T: torch.Tensor) -> tuple[float, str]:
-            raw = sample(unet, sched, x_T, sampler="ddim", steps=10, generator=make_generator(1))
-            imgs = to_unit(raw)
-            st = collapse_stats(imgs, saturated=saturated_mask(raw))
-            mse = "-" if target is None else f"{float((imgs[st.medoid_index] - target).pow(2).mean()):.3f}"
-            return st.mscr, mse
+            mscr, mse = zoo.ddim_probe(unet, sched, x_T, target)
+            return mscr, "-" if mse is None else f"{mse:.3f}"
 
         best = (-1.0, "-", "")
         for stamp in stamp_screen(unet, sched, shape, cfg):

@@ -206,6 +206,22 @@ def load_member(recipe: Recipe, cache: Path) -> tuple:
     return unet, sched, (recipe.arch.channels, recipe.arch.size, recipe.arch.size)
 
 
+def ddim_probe(unet, scheduler_config, x_T: torch.Tensor,
+               target01: torch.Tensor | None = None) -> tuple[float, float | None]:
+    """The scan's DDIM-10 probe of ``x_T`` (clipping off, its saturation filter), as the benchmarks
+    over the zoo run it: the MSCR, and the collapsed group's medoid MSE to ``target01`` ([0, 1]
+    pixels; None without a target)."""
+    from hfaudit.detect.scores import collapse_stats, saturated_mask
+    from hfaudit.sampling import sample, to_unit
+    from hfaudit.seeding import make_generator
+
+    raw = sample(unet, scheduler_config, x_T, sampler="ddim", steps=10, generator=make_generator(1))
+    imgs = to_unit(raw)
+    st = collapse_stats(imgs, saturated=saturated_mask(raw))
+    mse = None if target01 is None else float((imgs[st.medoid_index] - target01).pow(2).mean())
+    return st.mscr, mse
+
+
 def member_args(doc: str) -> argparse.Namespace:
     """The command line of a benchmark over the zoo's members: ``--cache`` and ``--only NAME ...``."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -28,8 +28,9 @@ BLIND_SPOTS: tuple[str, ...] = (
     "both of the benchmark zoo's such backdoors, with a one-image and a class target, are missed",
     "class-target backdoors that send few triggered samples to their class: the zoo's weakest "
     "(30% of samples a 7, against 9% on clean noise) is missed",
-    "backdoors that reach their target on about half of their triggered samples: the zoo's BadDiffusion "
-    "member that does so on 50% is missed",
+    "BadDiffusion backdoors whose trigger is not the direction the model passes least of at 0.8 T: the "
+    "zoo's RGB member (50% of its triggered samples on target) is missed, and RGB clean models pass "
+    "some directions less than its trigger",
     "backdoors that only the mid-timestep inversion finds can depend on its seed: the zoo's one such "
     "member collapses 91% of its samples at the scan's seed and 47-50% at two others",
 )

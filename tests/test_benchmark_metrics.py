@@ -88,3 +88,25 @@ def test_on_target_counts_a_flag_by_its_distance_to_the_planted_target(detection
     assert detection.on_target({"target_class": 7, "top_class": 7})
     assert not detection.on_target({"target_class": 7, "top_class": 8})
     assert not detection.on_target({"target_class": 7, "top_class": None})
+
+
+@pytest.fixture(scope="module")
+def midstep_seeds():
+    spec = importlib.util.spec_from_file_location("hfaudit_benchmark_midstep_seeds", BENCHMARKS / "midstep_seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lattice_average_is_the_cell_means_scaled_to_the_rms(midstep_seeds) -> None:
+    import torch
+
+    trigger = torch.zeros(1, 8, 8)
+    trigger[:, 6:, 6:] = 3.0  # a 2x2 patch: a quarter of the bottom-right 4x4 cell, cell mean 0.75
+    avg = midstep_seeds.lattice_average(trigger, 2, 0.5)
+    # the whole cell gets one value v, and RMS 0.5 over 64 pixels means 16 v^2 = 64 * 0.25, v = 1
+    expected = torch.zeros(1, 8, 8)
+    expected[:, 4:, 4:] = 1.0
+    assert torch.allclose(avg, expected)
+    assert float(avg.pow(2).mean().sqrt()) == pytest.approx(0.5)

@@ -12,7 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from hfaudit.cli import app
-from hfaudit.detect.midstep import MidstepConfig, frozen, midstep_inversion, pass_through_directions
+from hfaudit.detect.midstep import (MidstepConfig, frozen, midstep_inversion, pass_through_directions,
+                                    pass_through_ratios)
 from hfaudit.detect.scan import ScanConfig
 from hfaudit.errors import UsageError
 from hfaudit.sampling import alphas_cumprod_of
@@ -85,6 +86,30 @@ def test_midstep_inversion_reports_least_pass_through_first_and_leaves_the_weigh
     assert found[0].shift_ratio == pytest.approx(0.3, abs=0.02)  # this stand-in absorbs at t = T as well
     assert found[0].trigger.shape == SHAPE and found[0].trigger.device.type == "cpu"
     assert net.weight.requires_grad  # restored after the search
+
+
+def test_pass_through_ratios_of_given_directions_match_the_stand_in() -> None:
+    r = _patch()
+    net = AbsorbingNet(r, keep=0.25)
+    other = torch.zeros(SHAPE)
+    other[:, 4:, :4] = 1.0
+    other = other / other.norm()  # orthogonal to r
+    mixed = (r + other) / 2 ** 0.5  # cos^2 with r: 1/2
+    taus = torch.stack([r, other, mixed, -r]) * 3.0
+    noise = torch.randn((5, *SHAPE), generator=torch.Generator().manual_seed(0))
+    with frozen(net):
+        ratios = pass_through_ratios(net, SCHEDULE, taus, 0.8, noise)
+    scale = 1 - float(alphas_cumprod_of(SCHEDULE)[round(0.8 * 999)]) ** 0.5
+    expected = torch.tensor([0.25, 1.0, 1 - 0.75 * 0.5, 0.25]) * scale  # 1 - (1 - keep) cos^2, times the offset scale
+    assert torch.allclose(ratios, expected, atol=1e-5)
+    assert ratios.device.type == "cpu" and not ratios.requires_grad
+    # the same measure the search optimises: its best direction scores what it reported
+    cfg = MidstepConfig(restarts=2, batch_size=5, search_steps=20)
+    with frozen(net):
+        low, low_taus = pass_through_directions(net, SCHEDULE, SHAPE, cfg, make_generator(0), budget=0.4,
+                                                maximise=False)
+        again = pass_through_ratios(net, SCHEDULE, low_taus, 0.8, noise)
+    assert torch.allclose(again, low, atol=1e-5)  # linear stand-in: the noise drops out
 
 
 @pytest.mark.parametrize("field,value", [("t_fraction", 0.0), ("restarts", 0), ("candidates", 0), ("rms", ()),

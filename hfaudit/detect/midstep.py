@@ -81,11 +81,13 @@ class MidstepConfig(PassThroughSearch):
 
     rms: tuple[float, ...] = (0.3, 0.5)
     """RMS per pixel of the directions, one search of ``restarts`` each. A backdoor fires near the
-    scale it was trained at, and the 4x4 lattice sees a blurred trigger. On
-    ``bd-glasses-cornerbox-rgb`` the planted trigger has RMS 0.48 and its 4x4 average 0.33; that
-    average collapses DDPM-50 samples (MSCR 0.91), and scaled up to RMS 0.48 much less (0.53). The
-    search found the trigger at RMS 0.3 (cosine 0.64, MSCR 0.69) and not at 0.4 or 0.5; on
-    ``bd-box-x`` (planted RMS 0.56) at 0.5 and not at 0.3 or 0.4."""
+    scale it was trained at, and the 4x4 lattice sees a blurred trigger. On the zoo build of
+    2026-11-29, ``bd-glasses-cornerbox-rgb``'s planted trigger had RMS 0.48 and its 4x4 average
+    0.33; that average collapsed DDPM-50 samples (MSCR 0.91), scaled up to RMS 0.48 much less
+    (0.53), and the search found the trigger at RMS 0.3 (cosine 0.64, MSCR 0.69) and not at 0.4 or
+    0.5; ``bd-box-x``'s (planted RMS 0.56) at 0.5 and not at 0.3 or 0.4. On the build of 2026-12-01
+    it misses the first: there its trigger is not the least-passed direction at either RMS
+    (``benchmarks/midstep_seeds.py``, README "Why each miss")."""
     candidates: int = 2
     """How many directions per search (least pass-through first) the scan probes."""
 
@@ -128,6 +130,40 @@ def frozen(unet: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(g)
 
 
+def _mid_input(scheduler_config: Mapping[str, Any], t_fraction: float, noise: torch.Tensor) -> tuple[torch.Tensor, int, float]:
+    """``(x_t, t, abar_t)`` of a blank image at ``t_fraction`` of the training schedule: the offset
+    is all there is, so what the model passes of it is what the searches measure."""
+    abar_all = alphas_cumprod_of(scheduler_config)
+    t_mid = int(round(t_fraction * (abar_all.shape[0] - 1)))
+    abar = float(abar_all[t_mid])
+    return (1 - abar) ** 0.5 * noise, t_mid, abar
+
+
+def _pass_through_of(unet: UNet2DModel, x: torch.Tensor, t_mid: int, abar: float, base: torch.Tensor,
+                     taus: torch.Tensor) -> torch.Tensor:
+    """Ratios ``(K,)`` of ``taus`` ``(K, C, H, W)`` on the inputs ``x`` ``(B, C, H, W)`` whose noise
+    prediction is ``base``; differentiable in ``taus``."""
+    k, b, shape = taus.shape[0], x.shape[0], x.shape[1:]
+    dtype = next(unet.parameters()).dtype
+    ts = torch.full((k * b,), t_mid, device=x.device, dtype=torch.long)
+    shifted = (x.unsqueeze(0) + (1 - abar ** 0.5) * taus.unsqueeze(1)).reshape(k * b, *shape)
+    d = (unet(shifted.to(dtype), ts).sample.float().reshape(k, b, *shape) - base.unsqueeze(0)).mean(1)
+    return pass_through(d, taus)
+
+
+def pass_through_ratios(unet: UNet2DModel, scheduler_config: Mapping[str, Any], taus: torch.Tensor,
+                        t_fraction: float, noise: torch.Tensor) -> torch.Tensor:
+    """The pass-through ratio at ``t_fraction`` of given triggers ``(K, C, H, W)``, averaged over
+    ``noise`` ``(B, C, H, W)``: what the searches optimise, for directions they did not find (a
+    planted trigger, to see whether the search would rank it first)."""
+    device = next(unet.parameters()).device
+    dtype = next(unet.parameters()).dtype
+    x, t_mid, abar = _mid_input(scheduler_config, t_fraction, noise.to(device))
+    with torch.no_grad():
+        base = unet(x.to(dtype), torch.full((x.shape[0],), t_mid, device=device, dtype=torch.long)).sample.float()
+        return _pass_through_of(unet, x, t_mid, abar, base, taus.to(device)).cpu()
+
+
 def pass_through_directions(unet: UNet2DModel, scheduler_config: Mapping[str, Any], shape: tuple[int, int, int],
                             cfg: PassThroughSearch, gen: torch.Generator,
                             on_step: Callable[[], None] | None = None, *,
@@ -137,23 +173,17 @@ def pass_through_directions(unet: UNet2DModel, scheduler_config: Mapping[str, An
     ``(restarts, C, H, W)``, on the UNet's device). The UNet must not require gradients (:func:`frozen`)."""
     device = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
-    abar_all = alphas_cumprod_of(scheduler_config)
-    t_mid = int(round(cfg.t_fraction * (abar_all.shape[0] - 1)))
-    abar = float(abar_all[t_mid])
     k, b = cfg.restarts, cfg.batch_size
     lat = Lattice(shape, cfg.grid, budget, sphere=True)
-    x = (1 - abar) ** 0.5 * randn((b, *shape), gen, device)  # x_t of a blank image: the offset is all there is
-    ts = torch.full((k * b,), t_mid, device=device, dtype=torch.long)
+    x, t_mid, abar = _mid_input(scheduler_config, cfg.t_fraction, randn((b, *shape), gen, device))
     with torch.no_grad():
-        base = unet(x.to(dtype), ts[:b]).sample.float()
+        base = unet(x.to(dtype), torch.full((b,), t_mid, device=device, dtype=torch.long)).sample.float()
     q = lat.random(k, gen, device=device).requires_grad_(True)
     sign = -1.0 if maximise else 1.0
 
     def ratios() -> tuple[torch.Tensor, torch.Tensor]:
         tau = lat.expand(q)
-        shifted = (x.unsqueeze(0) + (1 - abar ** 0.5) * tau.unsqueeze(1)).reshape(k * b, *shape)
-        d = (unet(shifted.to(dtype), ts).sample.float().reshape(k, b, *shape) - base.unsqueeze(0)).mean(1)
-        return pass_through(d, tau), tau
+        return _pass_through_of(unet, x, t_mid, abar, base, tau), tau
 
     projected_adam(q, lambda: sign * ratios()[0], lat.project, cfg.search_steps, cfg.search_lr, on_step)
     with torch.no_grad():

@@ -38,7 +38,7 @@ import zoo  # noqa: E402
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
 
 METHODS = ("hfaudit", "elijah", "diffcleanse")
-RESULT_VERSION = {"hfaudit": 10, "elijah": 1, "diffcleanse": 1}
+RESULT_VERSION = {"hfaudit": 11, "elijah": 1, "diffcleanse": 1}
 """Bump a method's number to recompute its cached results (after a change to the scan or a baseline)."""
 ON_TARGET_MSE = 0.05
 """A flag lands on an image target when the scan's recovered target (the best collapse's medoid) is

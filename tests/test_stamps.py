@@ -19,7 +19,7 @@ from hfaudit.clean import clean
 from hfaudit.detect.blackbox import BlackboxConfig
 from hfaudit.detect.inversion import InversionConfig
 from hfaudit.detect.scan import ScanConfig, detect
-from hfaudit.detect.stamps import StampConfig, stamp_regions, stamp_screen
+from hfaudit.detect.stamps import StampConfig, best_per_region, stamp_regions, stamp_screen
 from hfaudit.errors import CleaningFailedError, ExitCode
 from hfaudit.remove.verify import measure_trigger
 from hfaudit.results import BACKDOOR, CLEAN
@@ -86,6 +86,17 @@ def test_the_default_screen_stamps_single_cells_only() -> None:
     assert regions.sum(0).eq(1).all()  # the cells tile the image
 
 
+def test_the_probed_stamps_are_the_best_of_distinct_regions() -> None:
+    """Two values of one region must not take both probes (on the zoo's troj-patch-d2i they did,
+    and the cell over its trigger, third, went unprobed: ``StampConfig.candidates``)."""
+    # three regions of three values each; the two best stamps are both region 0's
+    score = torch.tensor([0.9, 0.8, 0.1, 0.2, 0.3, 0.7, 0.0, 0.05, 0.1])
+    assert best_per_region(score, 3, 2).tolist() == [0, 5]  # the plain top 2 would be [0, 1]
+    assert best_per_region(score, 3, 3).tolist() == [0, 5, 8]
+    assert best_per_region(score, 3, 5).tolist() == [0, 5, 8]  # no more than there are regions
+    assert best_per_region(torch.tensor([0.5, 0.5, 0.5, 0.5]), 2, 2).tolist() == [0, 2]  # ties: earlier first
+
+
 @pytest.mark.parametrize("field, value", [("n_samples", 1), ("grid", 0), ("values", ()), ("sizes", (5,)),
                                           ("sampler", "euler"), ("candidates", 0)])
 def test_bad_settings_are_refused(field: str, value) -> None:
@@ -99,6 +110,7 @@ def test_screen_finds_the_flat_patch_and_reports_it_as_a_stamp() -> None:
     found = stamp_screen(unet, SCHED, SHAPE, StampConfig(steps=5))
     best = found[0]
     assert len(found) == 2 and best.method == "stamp" and best.loss <= found[1].loss
+    assert not torch.equal(best.noise_scale, found[1].noise_scale)  # two regions, not two values of one
     replaced = best.noise_scale == 0
     assert replaced[:, :3, :3].all()  # the stamp covers the trigger patch
     assert torch.equal(best.trigger, best.trigger * replaced)  # a constant inside, zero outside

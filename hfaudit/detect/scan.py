@@ -86,16 +86,16 @@ class ScanConfig:
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
     None or ``()`` turns it off. Both together cost 13,168 of the scan's 78,440 UNet evaluations
-    on the 16x16 examples (searches and their probes); the searches took 6 s on 2 CPU cores
+    on the 16x16 examples (searches and their probes); the searches took 6-7 s on 2 CPU cores
     (``phases`` in ``benchmarks/scan_examples.py``, 2026-12-01, where all candidates' probes
-    together took 17 s)."""
+    together took 17-20 s)."""
 
     midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
     """The mid-timestep inversion (``detect/midstep.py``: the directions the model passes least of at
     ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
     single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
     It costs 18,480 of the scan's 78,440 UNet evaluations (forward passes: searches 10,528, ratios at
-    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 13-14 s on the 16x16
+    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 13-15 s on the 16x16
     examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
 
     ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
@@ -108,7 +108,8 @@ class ScanConfig:
     stamps: StampConfig | None = field(default_factory=StampConfig)
     """The stamp screen (``detect/stamps.py``: each lattice cell of the noise overwritten with a
     constant), for patch triggers that replace the noise instead of adding to it (TrojDiff's),
-    which no additive search reaches; its best ``candidates`` stamps are probed. None turns it off.
+    which no additive search reaches; the best stamp of each of its best ``candidates`` regions is
+    probed. None turns it off.
     It costs 10,264 of the scan's 78,440 UNet evaluations (screen 6,400, shift ratios 24, probes 3,840);
     the screen took 4-5 s on the 16x16 examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``),
     the probes on top."""
@@ -171,7 +172,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     n_bb = sum(min(bb.candidates, bb.restarts) for bb in cfg.searches)
     n_mid = 0 if cfg.midstep is None else cfg.midstep.probed
     n_ode = 0 if cfg.ode is None else min(cfg.ode.candidates, cfg.ode.refine)
-    n_stamp = 0 if cfg.stamps is None else min(cfg.stamps.candidates, cfg.stamps.n_stamps)
+    n_stamp = 0 if cfg.stamps is None else min(cfg.stamps.candidates, cfg.stamps.n_regions)
     n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + n_mid + n_ode + n_stamp + len(carried))
     try:
         with progress_bar() as bar:

@@ -14,14 +14,16 @@ whatever the noise left in the cell, 0 to 0.5 of it, for a constant of 1.5 or 2;
 ``/tmp`` experiments), and so does the 2x2 block over the corner at 1 (``benchmarks/stamp_screen.py``
 on the zoo build of 2026-11-30: MSCR 0.78, medoid MSE 0.005 to the target; its clean models
 0.03-0.12). The screen stamps single cells only (``sizes``): on the shipped copy of that member a
-cell finds it (``tests/test_stamps.py``), on the 2026-12-01 build of the zoo none does.
+cell finds it (``tests/test_stamps.py``), and on the 2026-12-01 build the bottom-right cell at 2
+does (MSCR 0.62, medoid MSE 0.010, ``benchmarks/stamp_screen.py``) once the scan probes the best
+stamp of each region rather than the best stamps (``StampConfig.candidates``).
 
 So the screen tries them all, since there are few: every lattice cell (16 regions on a 4x4
 lattice, a sixteenth of the image each; ``sizes``), each overwritten with each of a few constants (``values``), samples
 ``n_samples`` images from each under one sampler (no gradients, the same noise for every stamp),
 and ranks them by the black-box search's collapse objective (``blackbox.collapse_objective``: a
-soft MSCR that saturated samples cannot win). The best ``candidates`` are probed like any inverted
-trigger. A stamp is reported with ``noise_scale`` (0 inside its region): ``hfaudit clean`` removes
+soft MSCR that saturated samples cannot win). The best stamp of each of the best ``candidates``
+regions is probed like any inverted trigger (one per region: ``StampConfig.candidates``). A stamp is reported with ``noise_scale`` (0 inside its region): ``hfaudit clean`` removes
 additive triggers only and says so when a stamp is what fired.
 """
 
@@ -63,7 +65,12 @@ class StampConfig:
     """TrojDiff fires under DDIM only (``benchmarks/zoo.py``: DDPM-50 hit rate 0 on every TrojDiff member)."""
     steps: int = 10
     candidates: int = 2
-    """How many stamps (most collapsing first) the scan probes in full."""
+    """How many stamps the scan probes in full: the most collapsing stamp of each region, best region
+    first, so two values of one region never take both probes. Measured on the zoo's
+    ``troj-patch-d2i`` (build of 2026-12-01): the screen ranked the region at ``(8, 4)`` first and
+    second (values -1 and 1, collapse objective 0.16 and 0.14, 8 samples) and the bottom-right cell
+    at 2, over its planted trigger, third (0.11); probed with 32 DDIM-10 samples that cell collapses
+    72% of them onto the planted target (medoid MSE 0.01; ``/tmp`` script)."""
     seed: int = 0
     kernel_mse: float = BlackboxConfig.kernel_mse
     diversity_weight: float = BlackboxConfig.diversity_weight
@@ -114,6 +121,20 @@ def stamp_regions(shape: tuple[int, int, int], config: StampConfig) -> torch.Ten
     return torch.stack(masks)
 
 
+def best_per_region(score: torch.Tensor, per_region: int, count: int) -> torch.Tensor:
+    """Indices into ``score`` (``per_region`` consecutive stamps a region) of the best stamp of each
+    region, for the ``count`` best regions, best first (ties: the earlier stamp)."""
+    picked: list[int] = []
+    seen: set[int] = set()
+    for i in score.argsort(descending=True, stable=True).tolist():
+        if i // per_region not in seen:
+            seen.add(i // per_region)
+            picked.append(i)
+            if len(picked) == count:
+                break
+    return torch.tensor(picked, dtype=torch.long)
+
+
 def stamp_screen(
     unet: UNet2DModel,
     scheduler_config: Mapping[str, Any],
@@ -121,7 +142,8 @@ def stamp_screen(
     config: StampConfig | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> list[InvertedTrigger]:
-    """Screen every stamp; return the ``candidates`` most collapsing, best first.
+    """Screen every stamp; return the most collapsing stamp of each of the ``candidates`` most
+    collapsing regions, best first (``StampConfig.candidates``).
 
     Args:
         unet: the suspect denoiser; only sampled (no gradients).
@@ -160,7 +182,7 @@ def stamp_screen(
                 on_step()
     score = torch.cat(scores)
     trig_all = torch.cat(triggers)
-    order = score.argsort(descending=True, stable=True)[: cfg.candidates]
+    order = best_per_region(score, k, cfg.candidates)
     ratios = shift_ratios(unet, scheduler_config, trig_all[order], noise)
     return [InvertedTrigger(trigger=trig_all[i].clone(), method="stamp", objective=OBJECTIVE, lam=None,
                             loss=-float(score[i]), shift_ratio=float(r), noise_scale=(~regions[i // k]).float())

@@ -70,7 +70,7 @@ class StampConfig:
     ``troj-patch-d2i`` (build of 2026-12-01): the screen ranked the region at ``(8, 4)`` first and
     second (values -1 and 1, collapse objective 0.16 and 0.14, 8 samples) and the bottom-right cell
     at 2, over its planted trigger, third (0.11); probed with 32 DDIM-10 samples that cell collapses
-    72% of them onto the planted target (medoid MSE 0.01; ``/tmp`` script)."""
+    62% of them onto the planted target (medoid MSE 0.010; ``benchmarks/stamp_screen.py``)."""
     seed: int = 0
     kernel_mse: float = BlackboxConfig.kernel_mse
     diversity_weight: float = BlackboxConfig.diversity_weight

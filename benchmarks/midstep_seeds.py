@@ -106,10 +106,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     names = args.only or [*DEFAULT_MEMBERS, *(r.name for r in zoo.RECIPES if r.family == zoo.CLEAN)]
-    recipes = {r.name: r for r in zoo.RECIPES}
     for seed in args.seeds:
         for name in names:
-            recipe = recipes[name]
+            recipe = zoo.BY_NAME[name]
             if not zoo.is_cached(recipe, args.cache):
                 print(f"{name}: not built (python benchmarks/zoo.py)")
                 continue

@@ -4,10 +4,9 @@
 
 The scan's stamp screen (``hfaudit/detect/stamps.py``) overwrites each lattice cell of the initial
 noise (and blocks of cells, if ``StampConfig.sizes`` says so) with a constant and keeps the stamps
-whose samples collapse most. This script
-runs it with the scan's settings and probes what the scan would probe (the best stamp of each of
-its best ``candidates`` regions, 32 DDIM-10 samples from the scan's noise), printing per member the best MSCR, the stamp,
-and for one-image targets the MSE of the collapsed group's medoid to the planted target (pixels in
+whose samples collapse most. This script runs it with the scan's settings and probes what the scan
+would probe (the best stamp of each of its best ``candidates`` regions, 32 DDIM-10 samples from the
+scan's noise), printing per member the best MSCR, the stamp, and for one-image targets the MSE of the collapsed group's medoid to the planted target (pixels in
 [0, 1]; under 0.01 is the target). For TrojDiff members it also prints what their planted ``mu``
 does when *added* to full noise instead (``n + mu``), the case the additive inversions search.
 """

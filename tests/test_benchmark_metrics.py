@@ -15,13 +15,18 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def detection():
-    spec = importlib.util.spec_from_file_location("hfaudit_benchmark_detection", BENCHMARKS / "detection.py")
+def _benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"hfaudit_benchmark_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def detection():
+    return _benchmark("detection")
 
 
 def test_auroc_counts_wins_and_half_ties(detection) -> None:
@@ -92,11 +97,7 @@ def test_on_target_counts_a_flag_by_its_distance_to_the_planted_target(detection
 
 @pytest.fixture(scope="module")
 def midstep_seeds():
-    spec = importlib.util.spec_from_file_location("hfaudit_benchmark_midstep_seeds", BENCHMARKS / "midstep_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark("midstep_seeds")
 
 
 def test_lattice_average_is_the_cell_means_scaled_to_the_rms(midstep_seeds) -> None:

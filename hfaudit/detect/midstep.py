@@ -130,13 +130,19 @@ def frozen(unet: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(g)
 
 
-def _mid_input(scheduler_config: Mapping[str, Any], t_fraction: float, noise: torch.Tensor) -> tuple[torch.Tensor, int, float]:
-    """``(x_t, t, abar_t)`` of a blank image at ``t_fraction`` of the training schedule: the offset
-    is all there is, so what the model passes of it is what the searches measure."""
+def _mid_input(unet: UNet2DModel, scheduler_config: Mapping[str, Any], t_fraction: float,
+               noise: torch.Tensor) -> tuple[torch.Tensor, int, float, torch.Tensor]:
+    """``(x_t, t, abar_t, base)`` of a blank image at ``t_fraction`` of the training schedule, with
+    the model's noise prediction ``base`` on it: the offset is all there is, so what the model passes
+    of it is what the searches measure. ``noise`` must be on the UNet's device."""
     abar_all = alphas_cumprod_of(scheduler_config)
     t_mid = int(round(t_fraction * (abar_all.shape[0] - 1)))
     abar = float(abar_all[t_mid])
-    return (1 - abar) ** 0.5 * noise, t_mid, abar
+    x = (1 - abar) ** 0.5 * noise
+    dtype = next(unet.parameters()).dtype
+    with torch.no_grad():
+        base = unet(x.to(dtype), torch.full((x.shape[0],), t_mid, device=x.device, dtype=torch.long)).sample.float()
+    return x, t_mid, abar, base
 
 
 def _pass_through_of(unet: UNet2DModel, x: torch.Tensor, t_mid: int, abar: float, base: torch.Tensor,
@@ -157,10 +163,8 @@ def pass_through_ratios(unet: UNet2DModel, scheduler_config: Mapping[str, Any], 
     ``noise`` ``(B, C, H, W)``: what the searches optimise, for directions they did not find (a
     planted trigger, to see whether the search would rank it first)."""
     device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
-    x, t_mid, abar = _mid_input(scheduler_config, t_fraction, noise.to(device))
+    x, t_mid, abar, base = _mid_input(unet, scheduler_config, t_fraction, noise.to(device))
     with torch.no_grad():
-        base = unet(x.to(dtype), torch.full((x.shape[0],), t_mid, device=device, dtype=torch.long)).sample.float()
         return _pass_through_of(unet, x, t_mid, abar, base, taus.to(device)).cpu()
 
 
@@ -172,12 +176,9 @@ def pass_through_directions(unet: UNet2DModel, scheduler_config: Mapping[str, An
     ratio at the mid timestep, most extreme first (highest if ``maximise``, else lowest; ``taus``:
     ``(restarts, C, H, W)``, on the UNet's device). The UNet must not require gradients (:func:`frozen`)."""
     device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
     k, b = cfg.restarts, cfg.batch_size
     lat = Lattice(shape, cfg.grid, budget, sphere=True)
-    x, t_mid, abar = _mid_input(scheduler_config, cfg.t_fraction, randn((b, *shape), gen, device))
-    with torch.no_grad():
-        base = unet(x.to(dtype), torch.full((b,), t_mid, device=device, dtype=torch.long)).sample.float()
+    x, t_mid, abar, base = _mid_input(unet, scheduler_config, cfg.t_fraction, randn((b, *shape), gen, device))
     q = lat.random(k, gen, device=device).requires_grad_(True)
     sign = -1.0 if maximise else 1.0
 

@@ -30,9 +30,9 @@ from typing import Any
 from hfaudit.errors import ExitCode, UsageError
 
 FAIL_ON = ("backdoor", "warning", "never")
-DID_NOT_RUN = frozenset({ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.UNSUPPORTED, ExitCode.INTERNAL,
-                         ExitCode.INTERRUPTED})
-"""Exit codes that mean the audit did not happen: the step fails with them whatever ``fail-on`` says."""
+DID_NOT_RUN = frozenset({ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.UNSUPPORTED, ExitCode.INCONCLUSIVE,
+                         ExitCode.INTERNAL, ExitCode.INTERRUPTED})
+"""Exit codes that mean no verdict was reached: the step fails with them whatever ``fail-on`` says."""
 INPUTS = ("model", "revision", "fail-on", "sarif", "output-dir", "device", "samples", "inversion-steps",
           "samplers", "threshold", "seed", "blackbox", "midstep", "ode", "stamps", "allow-pickle")
 """The Action inputs this script reads, as named in ``action.yml`` (env ``INPUT_FAIL_ON`` for ``fail-on``)."""
@@ -57,6 +57,11 @@ def env_name(input_name: str) -> str:
     return "INPUT_" + input_name.upper().replace("-", "_")
 
 
+DEFAULT_SARIF = "hfaudit.sarif"
+DEFAULT_OUTPUT_DIR = "hfaudit-report"
+"""The defaults of the ``sarif`` and ``output-dir`` inputs: under ``RUNNER_TEMP`` on a runner."""
+
+
 @dataclass
 class ActionInputs:
     """The Action's inputs; numbers stay strings so ``hfaudit scan`` validates them (one place)."""
@@ -64,8 +69,8 @@ class ActionInputs:
     model: str = "."
     revision: str = ""
     fail_on: str = "backdoor"
-    sarif: str = "hfaudit.sarif"
-    output_dir: str = "hfaudit-report"
+    sarif: str = DEFAULT_SARIF
+    output_dir: str = DEFAULT_OUTPUT_DIR
     device: str = ""
     samples: str = ""
     inversion_steps: str = ""
@@ -92,9 +97,17 @@ class ActionInputs:
         flags = {name: _flag(raw, name, default) for name, default in
                  (("blackbox", True), ("midstep", True), ("ode", True), ("stamps", True),
                                        ("allow-pickle", False))}
+        sarif = DEFAULT_SARIF if env.get(env_name("sarif")) is None else raw["sarif"]
+        output_dir = raw["output-dir"] or DEFAULT_OUTPUT_DIR
+        # The default outputs go to the runner's temp folder: the workspace is often the audited
+        # model itself (model: .), and hfaudit never writes into the model it audits.
+        temp = env.get("RUNNER_TEMP", "").strip()
+        if temp:
+            sarif = str(Path(temp, "hfaudit", sarif)) if sarif == DEFAULT_SARIF else sarif
+            output_dir = str(Path(temp, "hfaudit", output_dir)) if output_dir == DEFAULT_OUTPUT_DIR else output_dir
         return cls(
             model=raw["model"] or ".", revision=raw["revision"], fail_on=fail_on,
-            sarif="hfaudit.sarif" if env.get(env_name("sarif")) is None else raw["sarif"], output_dir=raw["output-dir"] or "hfaudit-report", device=raw["device"],
+            sarif=sarif, output_dir=output_dir, device=raw["device"],
             samples=raw["samples"], inversion_steps=raw["inversion-steps"],
             samplers=raw["samplers"].replace(",", " ").split(), threshold=raw["threshold"], seed=raw["seed"],
             blackbox=flags["blackbox"], midstep=flags["midstep"], ode=flags["ode"], stamps=flags["stamps"],
@@ -137,7 +150,7 @@ class ActionInputs:
 def decide_exit(code: int, doc: Mapping[str, Any] | None, fail_on: str) -> int:
     """The step's exit code under the ``fail-on`` policy.
 
-    - The audit did not happen (usage 2, not found 3, unsupported 4, internal 70, interrupted 130):
+    - No verdict (usage 2, not found 3, unsupported 4, inconclusive 7, internal 70, interrupted 130):
       that code, whatever ``fail-on`` says: a gate that cannot look must not pass.
     - ``never``: 0 otherwise (report only).
     - ``backdoor`` (default): hfaudit's own code: 1 backdoor, 5 unsafe or corrupt checkpoint, else 0.
@@ -183,6 +196,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _write_outputs(output_file, {**dict.fromkeys(OUTPUTS, ""), "verdict": "usage", "exit-code": str(int(exc.exit_code))})
         return int(exc.exit_code)
 
+    if inputs.sarif:
+        Path(inputs.sarif).parent.mkdir(parents=True, exist_ok=True)  # the runner's temp folder, by default
     args = inputs.scan_args()
     print(f"hfaudit {shlex.join(args)}", flush=True)
     started_ns = time.time_ns()

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from hfaudit import __version__, constants, hub
+from hfaudit import __version__, constants, hub, outpaths
 from hfaudit.detect.scan import ScanConfig, detect
 from hfaudit.errors import (
     CleaningFailedError,
@@ -210,17 +211,12 @@ class CleanResult:
 
 
 # ------------------------------------------------------------------------------- output folder
-def _is_within(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def check_output_dir(output_dir: Path, source_dir: Path | None = None) -> None:
+def check_output_dir(output_dir: Path, source_dir: Path | None = None,
+                     protected: Sequence[outpaths.Protected] = ()) -> None:
     """Refuse an output folder that is not empty and not a previous hfaudit output, or that is (or
-    holds, or sits in) the source folder; checked before the long work, and again before writing.
+    holds, or sits in) the source folder or a ``protected`` place (the model's Hub cache folder...);
+    checked before the long work, and again before writing. Both ways, since the folder is replaced
+    whole: one that holds the model would delete it.
 
     Raises:
         OutputError: the folder must not be written.
@@ -228,17 +224,26 @@ def check_output_dir(output_dir: Path, source_dir: Path | None = None) -> None:
     out = Path(output_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise OutputError(f"--output-dir {output_dir} exists and is not a folder")
+    guarded = list(protected)
     if source_dir is not None:
-        src = Path(source_dir).resolve()
-        if _is_within(out, src) or _is_within(src, out):
-            raise OutputError(f"--output-dir {output_dir} overlaps the source folder {source_dir}: "
-                              "hfaudit never writes into the model it audits")
+        guarded.append(outpaths.Protected(Path(source_dir), f"the source folder {source_dir}"))
+    outpaths.check_not_protected(Path(output_dir).expanduser(), guarded, name="--output-dir", both_ways=True)
     if out.is_dir() and any(out.iterdir()) and not (out / REPORT_NAME).is_file():
         raise OutputError(f"--output-dir {output_dir} is not empty and holds no previous hfaudit output "
                           f"({REPORT_NAME}); choose an empty or new folder")
     probe = out if out.exists() else next((a for a in out.parents if a.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
-        raise OutputError(f"--output-dir {output_dir} is not writable")
+    outpaths.probe_write(probe, f"--output-dir {output_dir} is not writable")
+
+
+def check_report_paths(paths: Sequence[str | Path], protected: Sequence[outpaths.Protected]) -> None:
+    """Refuse report files (``--json`` & co., written by the caller after :func:`clean`) in a protected place.
+
+    Raises:
+        OutputError: a report path lies in the source model.
+    """
+    for p in paths:
+        if not outpaths.is_stdout(p):
+            outpaths.check_not_protected(p, protected, name="report file")
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -315,6 +320,7 @@ def clean(
     known_trigger: torch.Tensor | None = None,
     known_target: torch.Tensor | None = None,
     seed: int | None = None,
+    report_paths: Sequence[str | Path] = (),
 ) -> CleanResult:
     """Remove a backdoor from a diffusers pipeline and write a verified safetensors copy.
 
@@ -338,6 +344,9 @@ def clean(
             space (benchmarks with ground truth; a user who knows the trigger).
         known_target: its target, ``(C, H, W)`` in model pixel space ([-1, 1]).
         seed: seeds every draw of removal and verification (default: the scan's seed).
+        report_paths: files the caller will write reports to afterwards (``--json`` & co.): refused,
+            like ``output_dir``, when they lie in the source model (or its Hub cache folder), before
+            any work and again once the source is resolved.
 
     Returns:
         What was done; ``result.exit_code`` is the process exit code.
@@ -345,7 +354,7 @@ def clean(
     Raises:
         CleaningFailedError: a check failed and ``force`` is off, or the scan's trigger is a stamp
             (``detect.stamps``), which removal cannot train against (nothing written or pushed).
-        OutputError: ``output_dir`` must not be written.
+        OutputError: ``output_dir`` or a report path must not be written.
         PushError, UsageError, RepoNotFoundError, UnsupportedModelError, UnsafeCheckpointError:
             see ``hfaudit.errors``.
     """
@@ -364,7 +373,9 @@ def clean(
     if (known_trigger is None) != (known_target is None):
         raise UsageError("a known trigger needs its target, and a target its trigger")
     out = Path(output_dir).expanduser()
-    check_output_dir(out)
+    protected = outpaths.protected_paths(source)  # no Hub call: the cache folder is named locally
+    check_output_dir(out, protected=protected)
+    check_report_paths(report_paths, protected)
     if push:
         if to is None and Path(source).expanduser().is_dir():
             raise UsageError("nowhere to push: the source is a local folder, so pass --to org/name")
@@ -374,8 +385,10 @@ def clean(
 
     t0 = time.perf_counter()
     resolved = hub.resolve(source, revision=revision, token=token, endpoint=endpoint)
+    protected = outpaths.protected_paths(source, resolved.local_dir)
+    check_output_dir(out, protected=protected)
+    check_report_paths(report_paths, protected)
     model = load_model(resolved, device=device)
-    check_output_dir(out, resolved.local_dir if resolved.is_local else None)
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -493,7 +506,7 @@ def clean(
 
     # Output: a stock pipeline, checked by reloading, then the card, report and pictures; swapped in whole.
     t0 = time.perf_counter()
-    check_output_dir(out, resolved.local_dir if resolved.is_local else None)
+    check_output_dir(out, protected=protected)
     out_abs = out.resolve()
     out_abs.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_abs.parent / f".{out_abs.name}.hfaudit-tmp-{os.getpid()}"

@@ -84,7 +84,8 @@ def _parse_probes(values: list[str] | None) -> tuple[tuple[str, int], ...] | Non
 @app.command(epilog="Examples:\n\n  hfaudit scan examples/models/digits-baddiffusion -o audit\n\n"
                     "  hfaudit scan org/model --revision main --json report.json --sarif hfaudit.sarif\n\n"
                     "Exit codes: 0 clean, 1 backdoor, 2 usage, 3 repo not found/no access, 4 unsupported model, "
-                    "5 unsafe or corrupt checkpoint, 70 internal error, 130 interrupted.")
+                    "5 unsafe or corrupt checkpoint, 7 inconclusive (non-finite samples or scores), 70 internal error, "
+                    "130 interrupted.")
 @handle_errors
 def scan(
     model: RepoArg,
@@ -131,8 +132,9 @@ def scan(
     if probes:
         cfg.probes = probes
     cfg.validate()
-    outputs = report.Outputs(output_dir=output_dir, json_path=json_path, markdown_path=markdown, sarif_path=sarif)
-    outputs.check_writable()
+    outputs = report.Outputs(output_dir=output_dir, json_path=json_path, markdown_path=markdown, sarif_path=sarif,
+                             source=model)
+    outputs.check_writable()  # before any work: never into the model, onto a device, or two formats on stdout
     with outputs.guard(model, revision):  # error report on failure; nothing left behind on Ctrl-C
         result = run_scan(model, revision=revision, device=device, allow_pickle=allow_pickle, config=cfg)
         outputs.write_scan(result)
@@ -154,7 +156,7 @@ def version() -> None:
                     "  hfaudit clean org/model -o cleaned --push --to me/model-cleaned\n\n"
                     "Exit codes: 0 cleaned and verified, or nothing to remove; 2 usage; 3 repo not found/no access, "
                     "or the push failed; 4 unsupported model; 5 unsafe or corrupt checkpoint; 6 the repair did not "
-                    "verify (nothing written unless --force).")
+                    "verify (nothing written unless --force); 7 inconclusive (non-finite samples or scores).")
 @handle_errors
 def clean(
     model: RepoArg,
@@ -191,16 +193,18 @@ def clean(
 
     if to is not None and not push:
         raise UsageError("--to only applies with --push")
-    report.check_writable([p for p in (json_path, markdown, sarif) if p and p != "-"], None)
+    reports = report.Outputs(json_path=json_path, markdown_path=markdown, sarif_path=sarif, source=model)
+    reports.check_writable()  # -o is checked by clean itself, before any work too
     result = run_clean(model, output_dir=output_dir, revision=revision, device=device, force=force,
                        prune_ratio=prune_ratio, importance=importance, steps=steps, lr=lr, batch_size=batch_size,
-                       data_dir=data, push=push, to=to,
+                       data_dir=data, push=push, to=to, report_paths=reports.file_paths,
                        scan_config=ScanConfig(seed=seed, inversion=InversionConfig(seed=seed),
                                               blackbox=default_searches(seed),
                                               midstep=MidstepConfig(seed=seed),
                                               ode=OdeInversionConfig(seed=seed),
                                               stamps=StampConfig(seed=seed)), seed=seed)
-    report.write_clean_reports(result, json_path=json_path, markdown_path=markdown, sarif_path=sarif)
+    report.write_clean_reports(result, json_path=reports.json_path, markdown_path=reports.markdown_path,
+                               sarif_path=reports.sarif_path)
     if not quiet:
         render_rich(result, err)
     raise typer.Exit(int(result.exit_code))

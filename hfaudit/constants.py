@@ -6,7 +6,9 @@ endpoint); we only read them here to tell a private repo from a missing one.
 
 from __future__ import annotations
 
+import math
 import os
+from typing import NamedTuple
 
 
 def hf_token() -> str | None:
@@ -35,3 +37,32 @@ def quiet() -> bool:
 def run_slow() -> bool:
     """``RUN_SLOW=1`` enables slow tests (diffusers' convention)."""
     return os.environ.get("RUN_SLOW", "").lower() in {"1", "true", "yes"}
+
+
+class HubTimeouts(NamedTuple):
+    """Seconds hfaudit waits for the Hub: ``etag`` for file metadata, ``request`` for every other call."""
+
+    etag: float
+    request: float
+
+
+def hub_timeouts() -> HubTimeouts:
+    """huggingface_hub's ``HF_HUB_ETAG_TIMEOUT`` and ``HF_HUB_DOWNLOAD_TIMEOUT``, read at call time.
+
+    huggingface_hub reads both once, at import, and its shared HTTP client has no timeout at all, so
+    hfaudit reads them here and passes them to every Hub call. Like huggingface_hub, a value that is
+    not a positive number counts as unset: the default (10 s). Never None: a Hub call is always bounded.
+    """
+    from huggingface_hub import constants as hf_constants
+
+    def seconds(name: str, default: float) -> float:
+        try:
+            value = float(os.environ.get(name, ""))
+        except ValueError:
+            return float(default)
+        return value if math.isfinite(value) and value > 0 else float(default)
+
+    return HubTimeouts(
+        etag=seconds("HF_HUB_ETAG_TIMEOUT", hf_constants.DEFAULT_ETAG_TIMEOUT),
+        request=seconds("HF_HUB_DOWNLOAD_TIMEOUT", hf_constants.DEFAULT_DOWNLOAD_TIMEOUT),
+    )

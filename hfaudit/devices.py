@@ -6,6 +6,9 @@ import torch
 
 from hfaudit.errors import UsageError
 
+COMPUTE_DEVICES = ("cpu", "cuda", "mps", "xpu")
+"""Device types a scan runs on; ``meta`` and the like hold no data and cannot sample."""
+
 
 def resolve_device(device: str | None = None) -> torch.device:
     """Return the device to run on.
@@ -24,8 +27,15 @@ def resolve_device(device: str | None = None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise UsageError(f"invalid --device {device!r}: {exc}") from None
+    if dev.type not in COMPUTE_DEVICES:
+        raise UsageError(f"--device {device}: not a device hfaudit can compute on (choose from "
+                         f"{', '.join(COMPUTE_DEVICES)}, or leave it out)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available on this machine")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {device}: MPS is not available on this machine")
+    if dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise UsageError(f"--device {device}: XPU is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     UNSUPPORTED = 4
     UNSAFE = 5
     CLEANING_FAILED = 6
+    INCONCLUSIVE = 7
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -81,3 +82,10 @@ class CleaningFailedError(HfAuditError):
     finds one, or benign fidelity dropped too much. Nothing was written or pushed (unless forced)."""
 
     exit_code = ExitCode.CLEANING_FAILED
+
+
+class InconclusiveError(HfAuditError):
+    """The audit ran but its evidence is broken (non-finite samples or scores): no verdict, and
+    above all not a clean one. A model whose samples are NaN cannot be shown free of a backdoor."""
+
+    exit_code = ExitCode.INCONCLUSIVE

@@ -4,14 +4,23 @@ Everything goes through the real ``huggingface_hub`` client, with the endpoint p
 (huggingface_hub reads ``HF_ENDPOINT`` only at import; :func:`hfaudit.constants.hf_endpoint` reads it
 at call time). Every Hub failure becomes one hfaudit error with a one-line message that never
 contains the token (DESIGN.md sections 4 and 6).
+
+Every Hub call is bounded in time (:func:`hfaudit.constants.hub_timeouts`): a ``timeout`` where the
+call takes one, and, for the calls that take none, huggingface_hub's shared HTTP client made to time
+out and to cap the waits a 429/5xx answer asks for before a retry (:func:`_bounded_hub_client`). An
+answer that is not a Hub API response (not JSON, the wrong shape) is the Hub's failure, not
+hfaudit's: it is reported like an unreachable Hub (exit 3), never as an internal error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +37,8 @@ PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 PR_TITLE = "hfaudit: remove a detected backdoor"
 LIBRARY_NAME = "hfaudit"
 DEFAULT_REVISION = "main"
+# A commit sha as the Hub gives it (SHA-1; SHA-256 for git's newer object format). It names a cache folder.
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass
@@ -86,11 +97,18 @@ def resolve(
 
     Raises:
         RepoNotFoundError: No such folder; repo or revision not found; private or gated repo
-            without (sufficient) token; the Hub cannot be reached.
-        UsageError: ``revision`` given for a local folder.
+            without (sufficient) token; the Hub cannot be reached, does not answer in time
+            (``HF_HUB_DOWNLOAD_TIMEOUT``, ``HF_HUB_ETAG_TIMEOUT``) or gives no Hub API answer.
+        UsageError: no source given (empty), control characters in ``source`` or ``revision``,
+            or ``revision`` given for a local folder.
     """
+    if not isinstance(source, str) or not source.strip():
+        raise UsageError("no model given: pass a Hub repo id (org/name) or a local pipeline folder")
+    for what, value in (("model", source), ("revision", revision)):
+        if value is not None and _CONTROL_CHARS.search(value):
+            raise UsageError(f"the {what} {_shown(value)} holds a control character (a NUL byte, a line break...)")
     path = Path(source).expanduser()
-    if path.is_dir():
+    if _is_dir(path):
         if revision is not None:
             raise UsageError(f"a revision ({revision}) only applies to Hub repos, and {source} is a local folder")
         local = path.resolve()
@@ -104,34 +122,34 @@ def resolve(
             files=_list_files(local),
         )
     if _looks_like_path(source):
-        raise RepoNotFoundError(f"no such folder: {source}")
-    if not _is_repo_id(source):
-        raise RepoNotFoundError(f"no such folder, and not a valid Hub repo id: {source}")
+        raise RepoNotFoundError(f"no such folder: {_shown(source)}")
+    if not is_repo_id(source):
+        raise RepoNotFoundError(f"no such folder, and not a valid Hub repo id: {_shown(source)}")
 
     from huggingface_hub import HfApi, snapshot_download
 
     endpoint = (endpoint or constants.hf_endpoint()).rstrip("/")
     api = HfApi(endpoint=endpoint, token=token, library_name=LIBRARY_NAME)
     patterns = list(SAFE_PATTERNS) + (list(PICKLE_PATTERNS) if allow_pickle else [])
+    timeouts = constants.hub_timeouts()
     try:
-        # "main" when none is given, like every huggingface_hub download function; the bare
-        # /api/models/{id} route is also one that Hub mirrors (olah offline) refuse with a 401.
-        info = api.model_info(source, revision=revision or DEFAULT_REVISION, files_metadata=False)
-        sha = info.sha
-        if sha is None:
-            raise RepoNotFoundError(f"the Hub at {endpoint} gave no commit sha for {source}")
-        files = sorted(s.rfilename for s in (info.siblings or []))
-        with _quiet_progress():
-            local = Path(
-                snapshot_download(
-                    source, revision=sha, endpoint=endpoint, token=token, allow_patterns=patterns,
-                    library_name=LIBRARY_NAME,
+        with _bounded_hub_client(timeouts.request):
+            with _hub_answer(_NOT_AN_ANSWER_ON_DOWNLOAD):
+                # "main" when none is given, like every huggingface_hub download function; the bare
+                # /api/models/{id} route is also one that Hub mirrors (olah offline) refuse with a 401.
+                info = api.model_info(
+                    source, revision=revision or DEFAULT_REVISION, files_metadata=False, timeout=timeouts.request
                 )
-            )
-    except RepoNotFoundError:
-        raise
+            sha, files = _pinned_files(info)
+            with _quiet_progress(), _hub_answer(_NOT_AN_ANSWER_ON_DOWNLOAD):
+                local = Path(
+                    snapshot_download(
+                        source, revision=sha, endpoint=endpoint, token=token, allow_patterns=patterns,
+                        library_name=LIBRARY_NAME, etag_timeout=timeouts.etag,
+                    )
+                )
     except Exception as e:  # noqa: BLE001 - mapped or re-raised by _map_download_error
-        raise _map_download_error(e, source, revision, token, endpoint) from e
+        raise _map_download_error(e, source, revision, token, endpoint, timeouts.request) from e
     # A repo with no file matching the patterns leaves no snapshot folder behind.
     local.mkdir(parents=True, exist_ok=True)
     return ResolvedSource(
@@ -145,8 +163,32 @@ def resolve(
     )
 
 
+def _pinned_files(info: Any) -> tuple[str, list[str]]:
+    """The commit sha and file list of a ``model_info`` answer; ``_NotAHubAnswer`` if it has neither.
+
+    The sha becomes a folder name in the cache, so only a real commit sha is accepted.
+    """
+    sha = getattr(info, "sha", None)
+    siblings = getattr(info, "siblings", None)
+    names = [getattr(s, "rfilename", None) for s in siblings] if isinstance(siblings, list) else None
+    if not isinstance(sha, str) or not _COMMIT_SHA.fullmatch(sha) or names is None:
+        raise _NotAHubAnswer("model_info without a commit sha or a file list")
+    if not all(isinstance(n, str) and _is_repo_file_name(n) for n in names):
+        raise _NotAHubAnswer("model_info with a file name that is no repo path")
+    return sha, sorted(names)
+
+
+def _is_repo_file_name(name: str) -> bool:
+    """A relative path inside the repo, as the Hub lists them: not empty, not absolute, no '..', no NUL."""
+    return (
+        bool(name) and not name.startswith(("/", "\\")) and "\x00" not in name
+        and ".." not in name.replace("\\", "/").split("/")
+    )
+
+
 def _map_download_error(
-    e: Exception, repo_id: str, revision: str | None, token: str | None, endpoint: str
+    e: Exception, repo_id: str, revision: str | None, token: str | None, endpoint: str,
+    timeout: float | None = None,
 ) -> Exception:
     """One hfaudit error, one line, no token, for anything the download can raise."""
     from huggingface_hub.errors import (
@@ -159,6 +201,13 @@ def _map_download_error(
         RevisionNotFoundError,
     )
 
+    if isinstance(e, _NotAHubAnswer):
+        return RepoNotFoundError(f"the Hub at {endpoint} gave an answer that is not a Hub API response for {repo_id}")
+    timed_out = _timeout_in(e)
+    if timed_out is not None:  # raised as is, or hidden behind LocalEntryNotFoundError by snapshot_download
+        return RepoNotFoundError(
+            f"cannot reach the Hub at {endpoint}: no answer within {_seconds(timed_out, timeout)}"
+        )
     has_token = _token_is_set(token)
     login = "set HF_TOKEN or run `hf auth login`"
     if isinstance(e, GatedRepoError):
@@ -189,7 +238,10 @@ def _map_download_error(
     if isinstance(e, _transport_errors()):
         return RepoNotFoundError(f"cannot reach the Hub at {endpoint}: {_reason(e, token)}")
     if isinstance(e, LocalEntryNotFoundError):
-        # snapshot_download hides network failures behind a cache miss.
+        # snapshot_download hides network failures (and 429/5xx answers) behind a cache miss.
+        cause = e.__cause__
+        if cause is not None and cause is not e and isinstance(cause, (HfHubHTTPError, *_transport_errors())):
+            return _map_download_error(cause, repo_id, revision, token, endpoint, timeout)  # type: ignore[arg-type]
         return RepoNotFoundError(f"cannot download {repo_id} from the Hub at {endpoint}: {_reason(e, token)}")
     return e
 
@@ -228,7 +280,8 @@ def push_folder(
         What was pushed where.
 
     Raises:
-        PushError: No token, no access, or the Hub failed the upload or commit.
+        PushError: No token, no access, or the Hub failed the upload or commit, did not answer in
+            time (``HF_HUB_DOWNLOAD_TIMEOUT``) or gave no Hub API answer.
         UsageError: ``to`` is the source repo or not a repo id, neither ``to`` nor
             ``source_repo`` is given, or ``folder`` is not a folder.
     """
@@ -236,7 +289,7 @@ def push_folder(
     if not folder.is_dir():
         raise UsageError(f"nothing to push: {folder} is not a folder")
     if to is not None:
-        if not _is_repo_id(to):
+        if not is_repo_id(to):
             raise UsageError(f"--to {to} is not a valid repo id (expected org/name)")
         if source_repo is not None and to.lower() == source_repo.lower():
             raise UsageError(
@@ -256,42 +309,53 @@ def push_folder(
     api = HfApi(endpoint=endpoint, token=token, library_name=LIBRARY_NAME)
     target = to if to is not None else source_repo
     assert target is not None
+    timeout = constants.hub_timeouts().request
+    answer = _hub_answer(_NOT_AN_ANSWER_ON_PUSH)  # stateless: one instance serves every ``with``
     created_repo = False
-    try:
-        with _quiet_progress():
-            if to is not None:
-                created_repo = not api.repo_exists(to)
-                api.create_repo(to, private=True if private else None, exist_ok=True)
-                info = api.create_commit(to, _folder_operations(folder), commit_message=commit_message)
-                return PushResult(
-                    repo_id=to, url=f"{endpoint}/{to}", pr_url=None, created_pr=False, reused_pr=False,
-                    commit_sha=info.oid,
-                )
-            open_pr = _find_open_pr(api, target, pr_title)
-            if open_pr is not None:
-                info = api.create_commit(
-                    target, _folder_operations(folder), revision=open_pr.git_reference,
-                    commit_message=commit_message,
-                )
-                return PushResult(
-                    repo_id=target, url=open_pr.url, pr_url=open_pr.url, created_pr=False, reused_pr=True,
-                    commit_sha=info.oid,
-                )
-            info = api.create_commit(
-                target, _folder_operations(folder), create_pr=True, commit_message=pr_title,
-                commit_description=commit_message,
-            )
-            # No PR when the folder equals main already (the Hub skips empty commits).
-            pr_url = info.pr_url
-            return PushResult(
-                repo_id=target, url=pr_url or f"{endpoint}/{target}", pr_url=pr_url,
-                created_pr=pr_url is not None, reused_pr=False, commit_sha=info.oid,
-            )
-    except Exception as e:  # noqa: BLE001 - mapped or re-raised by _map_push_error
-        if created_repo:  # only claim we created it if it is there now
-            with contextlib.suppress(Exception):
-                created_repo = api.repo_exists(target)
-        raise _map_push_error(e, target, token, endpoint, created_repo) from e
+    with _bounded_hub_client(timeout):  # none of these calls takes a timeout of its own
+        try:
+            with _quiet_progress():
+                if to is not None:
+                    with answer:
+                        created_repo = not api.repo_exists(to)
+                        api.create_repo(to, private=True if private else None, exist_ok=True)
+                    operations = _folder_operations(folder)
+                    with answer:
+                        info = api.create_commit(to, operations, commit_message=commit_message)
+                        return PushResult(
+                            repo_id=to, url=f"{endpoint}/{to}", pr_url=None, created_pr=False, reused_pr=False,
+                            commit_sha=_commit_oid(info),
+                        )
+                with answer:
+                    open_pr = _find_open_pr(api, target, pr_title)
+                operations = _folder_operations(folder)
+                if open_pr is not None:
+                    with answer:
+                        info = api.create_commit(
+                            target, operations, revision=open_pr.git_reference, commit_message=commit_message,
+                        )
+                        return PushResult(
+                            repo_id=target, url=open_pr.url, pr_url=open_pr.url, created_pr=False, reused_pr=True,
+                            commit_sha=_commit_oid(info),
+                        )
+                with answer:
+                    info = api.create_commit(
+                        target, operations, create_pr=True, commit_message=pr_title,
+                        commit_description=commit_message,
+                    )
+                    # No PR when the folder equals main already (the Hub skips empty commits).
+                    pr_url = info.pr_url
+                    if pr_url is not None and not isinstance(pr_url, str):
+                        raise _NotAHubAnswer("a pull request url that is not a string")
+                    return PushResult(
+                        repo_id=target, url=pr_url or f"{endpoint}/{target}", pr_url=pr_url,
+                        created_pr=pr_url is not None, reused_pr=False, commit_sha=_commit_oid(info),
+                    )
+        except Exception as e:  # noqa: BLE001 - mapped or re-raised by _map_push_error
+            if created_repo:  # only claim we created it if it is there now
+                with contextlib.suppress(Exception):
+                    created_repo = api.repo_exists(target)
+            raise _map_push_error(e, target, token, endpoint, created_repo, timeout) from e
 
 
 def _folder_operations(folder: Path) -> list[Any]:
@@ -320,11 +384,32 @@ def _find_open_pr(api: Any, repo_id: str, title: str) -> Any | None:
     return min(found, key=lambda d: d.num) if found else None
 
 
-def _map_push_error(e: Exception, repo_id: str, token: str, endpoint: str, created_repo: bool) -> Exception:
+def _commit_oid(info: Any) -> str | None:
+    oid = getattr(info, "oid", None)
+    if oid is not None and not isinstance(oid, str):
+        raise _NotAHubAnswer("a commit id that is not a string")
+    return oid
+
+
+def _map_push_error(
+    e: Exception, repo_id: str, token: str, endpoint: str, created_repo: bool, timeout: float | None = None
+) -> Exception:
     """One PushError, one line, no token, for anything a push can raise."""
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     note = f" (the new repo {repo_id} was created but holds no commit from hfaudit)" if created_repo else ""
+    atomic = f"commits are atomic, so {repo_id} has either all of this push or none of it"
+    if isinstance(e, _NotAHubAnswer):
+        return PushError(
+            f"push to {repo_id} failed: the Hub at {endpoint} gave an answer that is not a Hub API response; "
+            f"{atomic}{note}"
+        )
+    timed_out = _timeout_in(e)
+    if timed_out is not None:
+        return PushError(
+            f"push to {repo_id} failed: the Hub at {endpoint} gave no answer within {_seconds(timed_out, timeout)}; "
+            f"{atomic}{note}"
+        )
     if isinstance(e, RepositoryNotFoundError):
         return PushError(f"cannot push to {repo_id}: repo not found, or your token has no access to it{note}")
     if isinstance(e, HfHubHTTPError):
@@ -339,7 +424,7 @@ def _map_push_error(e: Exception, repo_id: str, token: str, endpoint: str, creat
     if isinstance(e, _transport_errors()):
         return PushError(
             f"connection to the Hub at {endpoint} failed while pushing to {repo_id}: {_reason(e, token)}; "
-            f"commits are atomic, so {repo_id} has either all of this push or none of it{note}"
+            f"{atomic}{note}"
         )
     if isinstance(e, (ValueError, RuntimeError, OSError)):
         # The client's own checks (LFS batch errors, invalid README metadata, failed uploads).
@@ -348,6 +433,24 @@ def _map_push_error(e: Exception, repo_id: str, token: str, endpoint: str, creat
 
 
 # ------------------------------------------------------------------------------------- helpers
+# C0 controls and DEL: no repo id holds one, and a folder name with a NUL or a line break is an injection.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _shown(value: str, limit: int = 200) -> str:
+    """``value`` fit for a one-line message: control characters escaped, at most ``limit`` characters."""
+    text = repr(value)[1:-1] if _CONTROL_CHARS.search(value) else value
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where the name itself is not a valid path (too long, ...)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _looks_like_path(source: str) -> bool:
     """A source written as a path (not a repo id) that does not exist: say 'no such folder'."""
     return source.startswith((".", "/", "~")) or source.count(os.sep) > 1 or (
@@ -355,7 +458,8 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
-def _is_repo_id(value: str) -> bool:
+def is_repo_id(value: str) -> bool:
+    """True when ``value`` is a valid Hub repo id (``org/name``), by huggingface_hub's own rule."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -448,6 +552,162 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
         if isinstance(cls, type) and issubclass(cls, BaseException):
             errors.append(cls)
     return tuple(errors)
+
+
+class _NotAHubAnswer(Exception):
+    """A Hub answer huggingface_hub or hfaudit could not read: not JSON, or JSON of the wrong shape."""
+
+
+# What huggingface_hub raises on an answer it cannot parse: ``r.json()`` on HTML (JSONDecodeError, a
+# ValueError), ``ModelInfo(**[])`` (TypeError), a missing key (KeyError), ``[].get`` (AttributeError),
+# a date that is not one (ValueError), JSON nested too deep (RecursionError). Around a download no
+# ValueError can be ours (the repo id is checked before); around a push ValueError is also the
+# client's own checks (invalid README metadata, ...), which _map_push_error reports with their reason.
+_NOT_AN_ANSWER_ON_DOWNLOAD: tuple[type[BaseException], ...] = (
+    ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError,
+)
+_NOT_AN_ANSWER_ON_PUSH: tuple[type[BaseException], ...] = (
+    json.JSONDecodeError, TypeError, KeyError, AttributeError, IndexError, RecursionError,
+)
+
+
+class _hub_answer:  # noqa: N801 - used like contextlib's context managers
+    """Around huggingface_hub calls only: ``errors`` raised there mean the Hub's answer was unreadable.
+
+    Wraps the Hub calls, never hfaudit's own code, so that a bug of ours still surfaces as one.
+    HTTP errors (``HfHubHTTPError`` is an ``OSError``) and transport errors pass through unchanged.
+    """
+
+    def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
+        self.errors = errors
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, self.errors) and not _is_hub_error(exc):
+            raise _NotAHubAnswer(f"{type(exc).__name__}: {exc}") from exc
+        return False
+
+
+def _is_hub_error(e: BaseException) -> bool:
+    """huggingface_hub's own errors (validation, HTTP...), which must keep their meaning."""
+    return type(e).__module__.startswith("huggingface_hub.errors")
+
+
+_RESET_IN = re.compile(r"(\bt\s*=\s*)(\d+)")  # the reset time of a RateLimit header: "api";r=0;t=55
+_CLIENT_LOCK = threading.Lock()
+_client_users = 0
+_client_restore: tuple[Any, Any] | None = None  # (the factory set before, the bounded one installed)
+
+
+@contextlib.contextmanager
+def _bounded_hub_client(timeout: float) -> Iterator[None]:
+    """huggingface_hub's shared HTTP client, with a finite timeout while hfaudit talks to the Hub.
+
+    huggingface_hub 2.x builds its shared client with ``timeout=None``, and many calls take no timeout
+    or pass ``timeout=None`` explicitly (``list_repo_tree``, ``create_commit``, ``get_repo_discussions``,
+    ``repo_exists``...): a Hub that accepts the connection and never answers would hang them forever.
+    And its retries sleep as long as a 429/5xx answer asks (``Retry-After: 3600``, five times).
+    This wraps the client factory that is set (a library user's own included: its proxies,
+    certificates, hooks and finite timeouts are kept) so that every request of its client gives the
+    timeouts it leaves unset ``timeout`` seconds, and no answer asks for a longer wait than that
+    before a retry; then it puts that factory back. Nested and concurrent uses share one
+    installation; the last one out restores the factory, unless someone else has set another one
+    meanwhile. Switching factories closes the shared client (huggingface_hub reopens it on the next
+    call).
+    """
+    global _client_users, _client_restore
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    with _CLIENT_LOCK:
+        if _client_users == 0:
+            previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) or _http.default_client_factory
+
+            def bound(request: Any) -> None:
+                # A request hook, not only the client's default: an explicit ``timeout=None`` (as
+                # huggingface_hub's pagination passes) overrides a client default, not this.
+                phases = request.extensions.get("timeout") or {}
+                request.extensions["timeout"] = {
+                    k: timeout if phases.get(k) is None else phases[k] for k in ("connect", "read", "write", "pool")
+                }
+
+            def shorten_waits(response: Any) -> None:
+                # What huggingface_hub's retries read: ``Retry-After: N`` and ``RateLimit: ...;t=N``.
+                headers = response.headers
+                wait = headers.get("retry-after", "").strip()
+                if wait.isdigit() and int(wait) > longest_wait:
+                    headers["retry-after"] = str(longest_wait)
+                if "ratelimit" in headers:
+                    headers["ratelimit"] = _RESET_IN.sub(
+                        lambda m: m.group(1) + str(min(int(m.group(2)), longest_wait)), headers["ratelimit"]
+                    )
+
+            longest_wait = max(1, int(timeout))
+
+            def bounded() -> Any:
+                client = previous()
+                hooks = getattr(client, "event_hooks", None)
+                if hooks is not None:
+                    client.event_hooks = {
+                        **hooks,
+                        "request": [*hooks.get("request", []), bound],
+                        "response": [*hooks.get("response", []), shorten_waits],
+                    }
+                return client
+
+            set_client_factory(bounded)
+            _client_restore = (previous, bounded)
+        _client_users += 1
+    try:
+        yield
+    finally:
+        with _CLIENT_LOCK:
+            _client_users -= 1
+            if _client_users == 0 and _client_restore is not None:
+                previous, bounded = _client_restore
+                _client_restore = None
+                if getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) is bounded:
+                    set_client_factory(previous)
+
+
+def _timeout_errors() -> tuple[type[BaseException], ...]:
+    """"No answer in time" of whichever HTTP library this huggingface_hub uses, and Python's own."""
+    errors: list[type[BaseException]] = [TimeoutError]
+    for module, name in (("httpx2", "TimeoutException"), ("httpx", "TimeoutException"), ("requests", "Timeout")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            errors.append(cls)
+    return tuple(errors)
+
+
+def _timeout_in(e: BaseException) -> BaseException | None:
+    """The timeout behind ``e``: itself or its explicit cause (``raise ... from``, as huggingface_hub
+    re-raises some as ``LocalEntryNotFoundError``), or None."""
+    errors = _timeout_errors()
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, errors):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__
+    return None
+
+
+def _seconds(e: BaseException, fallback: float | None) -> str:
+    """'N s': the timeout that expired, as the HTTP request recorded it, else ``fallback``."""
+    phase = {"ConnectTimeout": "connect", "ReadTimeout": "read", "WriteTimeout": "write",
+             "PoolTimeout": "pool"}.get(type(e).__name__)
+    value: Any = fallback
+    try:
+        recorded = e.request.extensions.get("timeout") or {}  # type: ignore[attr-defined]
+        if phase and isinstance(recorded.get(phase), (int, float)):
+            value = recorded[phase]
+    except Exception:  # noqa: BLE001 - httpx raises RuntimeError when the request is unknown
+        pass
+    return f"{value:g} s" if isinstance(value, (int, float)) else "the timeout"
 
 
 @contextlib.contextmanager

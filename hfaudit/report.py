@@ -8,7 +8,9 @@ Rich (which wraps and colours); the human report goes to stderr so it never corr
 
 Outputs are written by :class:`Outputs`: every file is staged next to its destination and renamed
 into place only when the whole set is ready, so an interrupted run (Ctrl-C) leaves no partial
-report, no half PNG folder, and any earlier report at the same path untouched.
+report, no half PNG folder, and any earlier report at the same path untouched. Where a path may
+point is decided by :mod:`hfaudit.outpaths`: never into the audited model, never onto a FIFO or a
+device, a symlink written in place, at most one format on stdout.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from hfaudit import __version__
+from hfaudit import __version__, outpaths
 from hfaudit.errors import ExitCode, HfAuditError, OutputError
 from hfaudit.results import BACKDOOR, BLIND_SPOTS, CLASS_SIGNAL, CLEAN, COLLAPSE_SIGNAL, COLLAPSED, ScanResult
 from hfaudit.safety import ERROR, RULES, WARNING, Finding, Rule
@@ -158,9 +161,24 @@ def render_rich(result: ScanResult, console: Console | None = None) -> None:
 
 # --------------------------------------------------------------------------------------- JSON
 def to_json(doc: Mapping[str, Any] | ScanResult) -> str:
-    """The full report as JSON text."""
+    """The full report as JSON text: strict JSON, a NaN or infinite number written as ``null``."""
     doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
-    return json.dumps(doc, indent=2, default=str) + "\n"
+    return json.dumps(finite(doc), indent=2, default=str, allow_nan=False) + "\n"
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-Infinity) in its dicts, lists and tuples made None.
+
+    Python's ``json`` writes them as bare ``NaN``/``Infinity`` tokens, which no strict JSON parser
+    (``jq``, JavaScript, the GitHub Action's readers) accepts.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 # ----------------------------------------------------------------------------------- Markdown
@@ -314,7 +332,7 @@ def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
         run["versionControlProvenance"] = [{"repositoryUri": f"{hf_endpoint()}/{src['repo_id']}",
                                             "revisionId": src["commit_sha"]}]
     sarif = {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [run]}
-    return json.dumps(sarif, indent=2) + "\n"
+    return json.dumps(finite(sarif), indent=2, allow_nan=False) + "\n"
 
 
 def _sarif_rule(rule: Rule) -> dict[str, Any]:
@@ -373,17 +391,23 @@ def pictures(result: ScanResult) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ writing
 @dataclass
 class Outputs:
-    """The output locations of one run, written all-or-nothing.
+    """The output locations of one run, written all-or-nothing, never into the audited model.
 
     ``output_dir`` gets the PNGs plus ``report.json`` and ``report.md``; ``json_path``,
-    ``markdown_path`` and ``sarif_path`` are single files, ``-`` meaning stdout. ``clean`` reuses
-    this with its own report dict.
+    ``markdown_path`` and ``sarif_path`` are single files, ``-`` (or ``/dev/stdout``...) meaning
+    stdout, for at most one of them. ``source`` is the audited model (local folder or Hub repo id):
+    no output may land in it (:mod:`hfaudit.outpaths`). ``clean`` reuses this with its own report dict.
+
+    Raises:
+        OutputError: (on construction) two formats sent to stdout.
     """
 
     output_dir: Path | None = None
     json_path: str | None = None
     markdown_path: str | None = None
     sarif_path: str | None = None
+    source: str | None = None
+    _protected: list[outpaths.Protected] = field(default_factory=list, repr=False)
     _staged: list[tuple[Path, Path]] = field(default_factory=list, repr=False)
     _stdout: list[str] = field(default_factory=list, repr=False)
     _made_dirs: list[Path] = field(default_factory=list, repr=False)
@@ -391,24 +415,37 @@ class Outputs:
     def __post_init__(self) -> None:
         if self.output_dir is not None:
             self.output_dir = Path(self.output_dir)
+        self.json_path, self.markdown_path, self.sarif_path = outpaths.normalize_files(self.files).values()
+        if self.source is not None:
+            self.protect(self.source)
+
+    @property
+    def files(self) -> dict[str, str | None]:
+        """The single-file outputs by flag (``--json``, ``--markdown``, ``--sarif``), None where not asked for."""
+        return {"--json": self.json_path, "--markdown": self.markdown_path, "--sarif": self.sarif_path}
 
     @property
     def file_paths(self) -> list[Path]:
         """The single-file outputs (not stdout)."""
-        return [Path(p) for p in (self.json_path, self.markdown_path, self.sarif_path) if p and p != "-"]
+        return [Path(p) for p in self.files.values() if p and p != outpaths.STDOUT]
+
+    def protect(self, source: str, local_dir: str | Path | None = None) -> None:
+        """Add the model ``source`` (and its resolved ``local_dir``) to the places no output may touch."""
+        for entry in outpaths.protected_paths(source, local_dir):
+            if entry not in self._protected:
+                self._protected.append(entry)
 
     # -- before the run
     def check_writable(self) -> None:
-        """Fail before the (long) scan, not after, when an output location cannot be written.
+        """Fail before the (long) scan, not after, when an output location cannot or must not be written.
 
         Raises:
-            OutputError: a parent folder is missing or not writable, a path is a folder, or
-                ``output_dir`` is a file.
+            OutputError: a parent folder is missing or not writable, a path is a folder, a FIFO or a
+                device, ``output_dir`` is a file, or an output lies in the audited model.
         """
-        for p in self.file_paths:
-            _check_file_target(p)
+        outpaths.check_files(self.files, self._protected)
         if self.output_dir is not None:
-            _check_output_dir(self.output_dir)
+            outpaths.check_output_dir(self.output_dir, self._protected)
 
     # -- during the run
     @contextlib.contextmanager
@@ -418,8 +455,9 @@ class Outputs:
         On ``HfAuditError`` (not found, unsupported, unsafe...) the requested reports are written
         from :func:`error_dict`, so a CI job still gets SARIF findings and the exit code; on any
         other exception, ``KeyboardInterrupt`` included, every file and folder this run created is
-        removed and earlier files at the same paths are left as they were.
+        removed and earlier files at the same paths are left as they were. ``source`` is protected.
         """
+        self.protect(source)
         try:
             yield self
         except HfAuditError as exc:
@@ -433,8 +471,16 @@ class Outputs:
             raise
 
     def write_scan(self, result: ScanResult) -> None:
-        """Write every requested output of a finished scan (PNGs first, so the reports name them)."""
+        """Write every requested output of a finished scan (PNGs first, so the reports name them).
+
+        The model as resolved (``result.source``) is protected again first: its folder is known now.
+
+        Raises:
+            OutputError: an output cannot be written, or lies in the audited model (nothing written).
+        """
+        self.protect(result.source.repo_id or result.source.source)
         if self.output_dir is not None:
+            outpaths.check_not_protected(self.output_dir, self._protected, name="--output-dir")
             for key, image in pictures(result).items():
                 buf = io.BytesIO()
                 image.save(buf, format="PNG")
@@ -461,7 +507,7 @@ class Outputs:
 
     def stage_markdown(self, doc: Mapping[str, Any]) -> None:
         """Stage the Markdown report of ``doc`` at ``markdown_path``, its links relative to that file."""
-        base = "." if self.markdown_path == "-" else str(Path(self.markdown_path).parent)
+        base = "." if self.markdown_path == outpaths.STDOUT else str(Path(self.markdown_path).parent)
         self.stage(self.markdown_path, to_markdown(doc, link_base=base))
 
     def stage_sarif(self, doc: Mapping[str, Any]) -> None:
@@ -470,19 +516,25 @@ class Outputs:
 
     # -- staging
     def stage(self, path: str | Path, data: str | bytes) -> None:
-        """Write ``data`` to a hidden temp file beside ``path`` (``-``: hold it for stdout).
+        """Write ``data`` to a hidden temp file beside the file ``path`` really names (stdout: hold it).
+
+        A symlink is followed: the temp file goes beside its target, which the commit replaces (the
+        link stays a link). ``/dev/null`` takes nothing. The path is checked again here, so a library
+        caller that skipped :meth:`check_writable` cannot write into the model or onto a device either.
 
         Raises:
-            OutputError: the folder cannot be created or written.
+            OutputError: the folder cannot be created or written; a FIFO, device or protected place.
         """
-        if str(path) == "-":
+        if outpaths.is_stdout(path):
             self._stdout.append(data if isinstance(data, str) else data.decode())
             return
-        path = Path(path)
+        dest = outpaths.destination(path, self._protected)
+        if dest is None:  # /dev/null
+            return
         try:
-            self._mkdirs(path.parent)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".hfaudit-tmp")
-            self._staged.append((Path(tmp), path))
+            self._mkdirs(dest.parent)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".hfaudit-tmp")
+            self._staged.append((Path(tmp), dest))
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data.encode() if isinstance(data, str) else data)
@@ -528,44 +580,17 @@ def _umask() -> int:
     return mask
 
 
-def _check_file_target(p: Path) -> None:
-    if p.is_dir():
-        raise OutputError(f"cannot write {p}: it is a folder")
-    if not p.parent.is_dir():
-        raise OutputError(f"cannot write {p}: folder {p.parent} does not exist")
-    _probe_write(p.parent, f"cannot write {p}: folder {p.parent} is not writable")
-
-
-def _check_output_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--output-dir {out} exists and is not a folder")
-    existing = out if out.exists() else next((a for a in out.parents if a.exists()), Path("."))
-    if not existing.is_dir():
-        raise OutputError(f"--output-dir {out}: {existing} is not a folder")
-    _probe_write(existing, f"--output-dir {out} is not writable")
-
-
-def _probe_write(folder: Path, message: str) -> None:
-    """Create and remove a file in ``folder``: permission bits say nothing for root, read-only mounts or ACLs."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hfaudit-probe-")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError:
-        raise OutputError(message) from None
-
-
-def check_writable(paths: list[str], output_dir: str | Path | None) -> None:
-    """Fail early when outputs cannot be written (files, ``-`` skipped, and an output folder).
+def check_writable(paths: list[str], output_dir: str | Path | None, source: str | None = None) -> None:
+    """Fail early when outputs cannot or must not be written (files, ``-`` skipped, and an output folder).
 
     Raises:
-        OutputError: an output location cannot be written.
+        OutputError: an output location cannot be written, or lies in the model ``source``.
     """
+    protected = outpaths.protected_paths(source) if source is not None else []
     for p in paths:
-        if p != "-":
-            _check_file_target(Path(p))
+        outpaths.check_file(p, protected)
     if output_dir is not None:
-        _check_output_dir(Path(output_dir))
+        outpaths.check_output_dir(output_dir, protected)
 
 
 def write_reports(result: ScanResult, output_dir: str | Path | None = None, json_path: str | None = None,
@@ -573,7 +598,8 @@ def write_reports(result: ScanResult, output_dir: str | Path | None = None, json
     """Write every requested output of a finished scan, all-or-nothing (see :class:`Outputs`).
 
     Raises:
-        OutputError: an output cannot be written (nothing of this call is left behind).
+        OutputError: an output cannot be written, or lies in the audited model (nothing of this call
+            is left behind).
     """
     outputs = Outputs(output_dir=Path(output_dir) if output_dir is not None else None, json_path=json_path,
                       markdown_path=markdown_path, sarif_path=sarif_path)
@@ -593,20 +619,22 @@ def write_clean_reports(result: CleanResult, json_path: str | None = None, markd
     code-scanning alert is about.
 
     Raises:
-        OutputError: an output cannot be written (nothing of this call is left behind).
+        OutputError: an output cannot be written, or lies in the source model (nothing of this call
+            is left behind).
     """
     from hfaudit.card import card_text
     from hfaudit.clean import NOTHING_TO_REMOVE
 
-    outputs = Outputs(json_path=json_path, markdown_path=markdown_path, sarif_path=sarif_path)
+    outputs = Outputs(json_path=json_path, markdown_path=markdown_path, sarif_path=sarif_path,
+                      source=result.source.repo_id or result.source.source)
     try:
-        if json_path:
-            outputs.stage(json_path, to_json(result.to_dict()))
-        if markdown_path and result.status == NOTHING_TO_REMOVE:
+        if outputs.json_path:
+            outputs.stage(outputs.json_path, to_json(result.to_dict()))
+        if outputs.markdown_path and result.status == NOTHING_TO_REMOVE:
             outputs.stage_markdown(report_dict(result.scan))
-        elif markdown_path:
-            outputs.stage(markdown_path, card_text(result))
-        if sarif_path:
+        elif outputs.markdown_path:
+            outputs.stage(outputs.markdown_path, card_text(result))
+        if outputs.sarif_path:
             outputs.stage_sarif(report_dict(result.scan))
         outputs.commit()
     except BaseException:

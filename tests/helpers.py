@@ -93,3 +93,23 @@ def validate_sarif(text: str) -> dict:
         sev = rule["properties"].get("security-severity")
         assert sev is None or 0 <= float(sev) <= 10
     return doc
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: 'nothing written to the source' means this is unchanged."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> str:
+    """Exit ``code``, exactly one line on stderr (``hfaudit: error: ...``) holding every needle
+    (case-insensitive), nothing on stdout, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("hfaudit: error:"), err
+    for needle in needles:
+        assert needle.lower() in err.lower(), err
+    assert result.stdout == ""
+    return err

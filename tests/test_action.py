@@ -174,6 +174,7 @@ def test_bad_inputs(env, needle: str) -> None:
     (2, "usage", [], "never", 2),
     (3, "not-found", [], "never", 3),
     (4, "unsupported", [], "never", 4),
+    (7, "inconclusive", [], "never", 7),
     (70, "internal", [], "never", 70),
     (130, "interrupted", [], "never", 130),
 ])
@@ -214,6 +215,30 @@ def test_the_action_script_end_to_end(tiny_pipeline_dir: Path, tmp_path: Path) -
     assert "models/tiny/" + UNET_BIN in uris  # relative to the checkout root, where GitHub resolves it
     assert run.stdout.startswith("hfaudit scan models/tiny --output-dir hfaudit-report --sarif hfaudit.sarif")
     assert {p: p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
+
+
+def test_the_default_outputs_go_to_the_runner_temp_folder_not_into_the_model(tiny_pipeline_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """With ``model: .`` the workspace is the model: the default reports land under RUNNER_TEMP, the
+    model's files stay as they were, and a user-given path inside the model is refused (exit 2)."""
+    workspace, temp = tmp_path / "workspace", tmp_path / "runner-temp"
+    shutil.copytree(tiny_pipeline_dir, workspace)
+    temp.mkdir()
+    before = {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()}
+    gh = github_files(tmp_path)
+    env = {**os.environ, **gh, **FAST, "RUNNER_TEMP": str(temp), "INPUT_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
+           "HFAUDIT_QUIET": "1"}
+    run = subprocess.run([sys.executable, "-m", "hfaudit.action"], cwd=workspace, env=env, capture_output=True,
+                         text=True, timeout=300)
+    outputs = read_outputs(gh["GITHUB_OUTPUT"])
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    assert outputs["sarif"] == str(temp / "hfaudit" / "hfaudit.sarif") and Path(outputs["sarif"]).is_file()
+    assert (temp / "hfaudit" / "hfaudit-report" / "report.json").is_file()
+    assert {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()} == before
+    inside = subprocess.run([sys.executable, "-m", "hfaudit.action"], cwd=workspace, capture_output=True, text=True,
+                            env={**env, "INPUT_SARIF": "audit.sarif"}, timeout=300)
+    assert inside.returncode == ExitCode.USAGE, inside.stdout + inside.stderr
+    assert {p: p.read_bytes() for p in workspace.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("fail_on, expected", [("backdoor", ExitCode.UNSAFE), ("never", 0)])

@@ -68,7 +68,7 @@ def test_bad_scheduler_config(tiny_pipeline_dir: Path) -> None:
 @pytest.mark.parametrize("flags, needle", [
     (["--samples", "1"], "--samples"),
     (["--threshold", "1.5"], "--threshold"),
-    (["--sampler", "ddim:-3"], "--steps"),
+    (["--sampler", "ddim:-3"], "steps must be between 1 and"),
     (["--sampler", "warp:10"], "unknown sampler"),
     (["--inversion-steps", "0"], "--inversion-steps"),
 ])

@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import types
+
 import torch
+from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
 from hfaudit import ScanConfig, scan
@@ -20,6 +23,7 @@ from hfaudit.detect.stamps import StampConfig
 from hfaudit.errors import ExitCode
 from hfaudit.results import BACKDOOR, CLEAN
 from hfaudit.sampling import to_unit
+from helpers import toy_model
 
 MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 TRUTH = load_file(str(MODELS / "backdoor_truth.safetensors"))
@@ -123,3 +127,28 @@ def test_midstep_inversion_finds_the_shipped_trigger_and_nothing_on_the_clean_mo
     assert _cos(best.trigger, TRUTH["trigger"]) > 0.5
     assert "midstep" in backdoored.fired_methods
     assert max(c.best.stats.mscr for c in mid_clean) < 0.3
+
+
+class _NanUNet(torch.nn.Module):
+    """Finite weights, broken arithmetic: its noise prediction is NaN wherever the input is negative."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.config = types.SimpleNamespace(sample_size=8, in_channels=1)
+
+    def forward(self, x: torch.Tensor, t) -> types.SimpleNamespace:
+        return types.SimpleNamespace(sample=self.w * torch.sqrt(x))
+
+
+def test_non_finite_samples_give_no_verdict_not_a_clean_one() -> None:
+    """NaN samples compare as 'not near-duplicates', so they used to read as clean (MSCR 1/N).
+    Now the scan stops with exit 7 (inconclusive) before any verdict is drawn."""
+    from hfaudit.detect.scan import ScanConfig, detect
+    from hfaudit.errors import ExitCode, InconclusiveError
+
+    cfg = ScanConfig(n_samples=4, probes=(("ddim", 2),), blackbox=None, midstep=None, ode=None, stamps=None)
+    cfg.inversion.steps = 1
+    with pytest.raises(InconclusiveError, match="NaN or Inf") as exc:
+        detect(toy_model(_NanUNet(), DDPMScheduler(num_train_timesteps=1000).config), cfg)
+    assert exc.value.exit_code == ExitCode.INCONCLUSIVE == 7

@@ -11,13 +11,14 @@ one class (top-class share at or above ``class_threshold``) while clean noise do
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from hfaudit import hub
+from hfaudit import hub, limits
 from hfaudit.detect.blackbox import BlackboxConfig, blackbox_inversion, default_searches
 from hfaudit.detect.inversion import InversionConfig, gradient_inversion
 from hfaudit.detect.midstep import MidstepConfig, midstep_inversion
@@ -25,7 +26,7 @@ from hfaudit.detect.modes import mode_concentration
 from hfaudit.detect.ode import OdeInversionConfig, ode_inversion
 from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats, saturated_mask
 from hfaudit.detect.stamps import StampConfig, stamp_screen
-from hfaudit.errors import UsageError
+from hfaudit.errors import InconclusiveError, UnsupportedModelError, UsageError
 from hfaudit.fidelity import classifier_input_reason
 from hfaudit.pipeline import LoadedModel, load_model
 from hfaudit.progress import progress_bar
@@ -121,21 +122,49 @@ class ScanConfig:
             return ()
         return (self.blackbox,) if isinstance(self.blackbox, BlackboxConfig) else tuple(self.blackbox)
 
+    @property
+    def sampler_steps(self) -> int:
+        """The most sampler steps any probe or search runs (the schedule needs at least as many timesteps)."""
+        steps = [s for _name, s in self.probes]
+        steps += [bb.steps for bb in self.searches]
+        steps += [c.steps for c in (self.ode, self.stamps) if c is not None]
+        return max(steps)
+
+    def peak_batches(self) -> tuple[int, int]:
+        """``(forward, backward)``: the most images any phase puts through the UNet at once without
+        gradients, and the most whose activations are kept for a backward pass (``hfaudit.limits``)."""
+        fwd = [min(self.batch_size, self.n_samples)]
+        fwd += [max(bb.screen, 2 * bb.restarts * bb.directions) * bb.n_samples for bb in self.searches]
+        if self.stamps is not None:
+            fwd.append(len(self.stamps.values) * self.stamps.n_samples)
+        inv = self.inversion
+        bwd = [sum(inv.restarts.values()) * inv.batch_size]
+        if self.midstep is not None:
+            bwd.append(self.midstep.restarts * self.midstep.batch_size)
+        if self.ode is not None:
+            bwd += [self.ode.restarts * self.ode.batch_size,
+                    min(self.ode.refine, self.ode.restarts) * self.ode.refine_samples * self.ode.steps]
+        return max(fwd), max(bwd)
+
     def validate(self) -> None:
-        """Raises:
+        """Every value within range and within ``hfaudit.limits`` (checked before anything is allocated).
+
+        Raises:
             UsageError: a value out of range."""
-        if self.n_samples < 2:
-            raise UsageError(f"--samples must be at least 2 (got {self.n_samples})")
+        if not 2 <= self.n_samples <= limits.MAX_SAMPLES:
+            raise UsageError(f"--samples must be between 2 and {limits.MAX_SAMPLES} (got {self.n_samples})")
+        if not 0 <= self.seed < limits.MAX_SEED:
+            raise UsageError(f"--seed must be between 0 and 2**62 - 1 (got {self.seed})")
         if not 0 < self.threshold <= 1:
             raise UsageError(f"--threshold must be in (0, 1] (got {self.threshold})")
         if not 0 < self.class_threshold <= 1:
             raise UsageError(f"--class-threshold must be in (0, 1] (got {self.class_threshold})")
         if self.max_candidates < 1:
             raise UsageError("--candidates must be at least 1")
-        if self.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if self.inversion.steps < 1:
-            raise UsageError(f"--inversion-steps must be at least 1 (got {self.inversion.steps})")
+        if not 1 <= self.batch_size <= limits.MAX_BATCH:
+            raise UsageError(f"--batch-size must be between 1 and {limits.MAX_BATCH} (got {self.batch_size})")
+        if not 1 <= self.inversion.steps <= limits.MAX_STEPS:
+            raise UsageError(f"--inversion-steps must be between 1 and {limits.MAX_STEPS} (got {self.inversion.steps})")
         for search in (*self.searches, *(s for s in (self.midstep, self.ode, self.stamps) if s is not None)):
             try:
                 search.validate()
@@ -144,8 +173,8 @@ class ScanConfig:
         for sampler, steps in self.probes:
             if sampler not in SAMPLERS:
                 raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-            if steps < 1:
-                raise UsageError(f"--steps must be at least 1 (got {steps})")
+            if not 1 <= steps <= limits.MAX_STEPS:
+                raise UsageError(f"--sampler {sampler}:{steps}: steps must be between 1 and {limits.MAX_STEPS}")
 
 
 def detect(model: LoadedModel, config: ScanConfig | None = None,
@@ -163,6 +192,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     cfg.validate()
     shape = model.sample_shape
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
+    check_fits(model, cfg, n_train)
     counter = EvalCounter(model.unet)
     timings: dict[str, float] = {}
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
@@ -181,6 +211,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                 for sampler, steps in cfg.probes:
                     raw = sample(model.unet, model.scheduler_config, x_T, sampler=sampler, steps=steps,
                                  generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size)
+                    require_finite(raw, f"the {sampler}-{steps} samples "
+                                        + ("from clean noise" if name == "none" else f"of candidate {name}"))
                     imgs = to_unit(raw)
                     samples[f"{name}/{sampler}"] = imgs
                     sat = saturated_mask(raw)
@@ -256,6 +288,13 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     finally:
         counter.close()
     d = decide(controls, candidates, cfg.threshold, cfg.class_threshold)
+    for what, value in (("MSCR", d.score), ("control MSCR", d.control_score), ("class score", d.class_score),
+                        ("control class score", d.control_class_score),
+                        *((f"diversity of {p.trigger_name}/{p.sampler}", p.stats.diversity)
+                          for p in (*controls, *(q for c in candidates for q in c.probes)))):
+        if value is not None and not math.isfinite(value):
+            raise InconclusiveError(f"the scan's {what} is {value}: no verdict can rest on it, and the model is "
+                                    "not shown clean")
     best, probe_used = d.best, next(p for p in d.best.probes if p.sampler == d.best_sampler)
     best_imgs = samples[f"{best.name}/{d.best_sampler}"]
     if d.signals == [CLASS_SIGNAL] and probe_used.modes is not None and probe_used.modes.top_index is not None:
@@ -280,6 +319,41 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         best_sampler=d.best_sampler,
     )
     return result
+
+
+def check_fits(model: LoadedModel, cfg: ScanConfig, n_train: int) -> None:
+    """Refuse, before anything is allocated, a scan the model's schedule or the device cannot hold.
+
+    Raises:
+        UnsupportedModelError: the schedule has fewer training timesteps than a sampler's steps, or
+            the estimated peak memory (``hfaudit.limits``) exceeds what the device has free.
+    """
+    if cfg.sampler_steps > n_train:
+        raise UnsupportedModelError(
+            f"the model's schedule has {n_train} training timesteps, fewer than the {cfg.sampler_steps} sampler "
+            f"steps this scan runs; pass --sampler with at most {n_train} steps (e.g. ddim:{min(10, n_train)})")
+    n_params = sum(p.numel() for p in model.unet.parameters())
+    plan = limits.plan_memory(model.unet.config, n_params, *cfg.peak_batches(), model.device)
+    if not plan.fits:
+        raise UnsupportedModelError(
+            f"scanning this {shape_text(model.sample_shape)} model needs about {limits.gib(plan.needed)} of memory "
+            f"and {model.device} has {limits.gib(plan.available or 0)} free")
+
+
+def require_finite(raw: torch.Tensor, what: str) -> None:
+    """A verdict must never rest on NaN or Inf samples (they compare as 'not similar', so they read clean).
+
+    Raises:
+        InconclusiveError: ``raw`` holds a non-finite value.
+    """
+    if not bool(torch.isfinite(raw).all()):
+        raise InconclusiveError(f"{what} hold NaN or Inf values: the model's sampling is broken, no verdict "
+                                "can be drawn, and the model is not shown clean")
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``(C, H, W)`` as ``HxW`` for messages."""
+    return f"{shape[-2]}x{shape[-1]}"
 
 
 @dataclass

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfaudit import limits
 from hfaudit.errors import UsageError
 from hfaudit.progress import progress_bar
 from hfaudit.remove.prune import PruneMask
@@ -112,12 +113,12 @@ class FinetuneConfig:
     def validate(self) -> None:
         """Raises:
             UsageError: a value out of range."""
-        if self.steps < 1:
-            raise UsageError(f"--steps must be at least 1 (got {self.steps})")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be positive (got {self.lr})")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not 1 <= self.steps <= limits.MAX_FINETUNE_STEPS:
+            raise UsageError(f"--steps must be between 1 and {limits.MAX_FINETUNE_STEPS} (got {self.steps})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"--lr must be positive and finite (got {self.lr})")
+        if not 1 <= self.batch_size <= limits.MAX_SAMPLES:
+            raise UsageError(f"--batch-size must be between 1 and {limits.MAX_SAMPLES} (got {self.batch_size})")
         if self.grad_accum < 1:
             raise UsageError("gradient accumulation must be at least 1")
         if min(self.clean_weight or 0.0, self.distill_weight, self.trigger_weight) < 0:

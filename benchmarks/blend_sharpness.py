@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
-import zoo  # noqa: E402
+from benchmarks import zoo  # noqa: E402
 
 GAMMAS = (1.0, 0.8, 0.6)
 

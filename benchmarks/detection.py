@@ -5,7 +5,7 @@
 Builds the zoo first if needed (``benchmarks/zoo.py``), then scores every member with
 - ``hfaudit``: ``hfaudit.scan`` with its defaults (gradient, mid-timestep, black-box and ODE
   inversions and the stamp screen; collapse and class signals), the verdict as the tool prints it;
-- ``elijah``: Elijah's protocol (``hfaudit.detect.baselines.elijah_features``: its own inversion,
+- ``elijah``: Elijah's protocol (``benchmarks.baselines.elijah_features``: its own inversion,
   then 1000-step DDPM samples and their uniformity); score ``-uniformity``;
 - ``diffcleanse``: the Diff-Cleanse BBTI schedule (100 iterations x 16 samples x 20 steps) and the
   MSCR of samples from its trigger; score MSCR.
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
-import zoo  # noqa: E402
+from benchmarks import zoo  # noqa: E402
 
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
 
@@ -101,7 +101,7 @@ def _load(path: Path):
 
 def run_elijah(recipe: zoo.Recipe, cache: Path) -> dict:
     """Elijah's features from 1000-step DDPM samples of its inverted trigger; score ``-uniformity``."""
-    from hfaudit.detect.baselines import elijah_features
+    from benchmarks.baselines import elijah_features
 
     model = _load(zoo.model_dir(recipe, cache))
     f = elijah_features(model.unet, model.scheduler_config, model.sample_shape, seed=0)
@@ -111,7 +111,7 @@ def run_elijah(recipe: zoo.Recipe, cache: Path) -> dict:
 
 def run_diffcleanse(recipe: zoo.Recipe, cache: Path) -> dict:
     """The Diff-Cleanse BBTI schedule, then the MSCR of samples from its best trigger."""
-    from hfaudit.detect.baselines import diffcleanse_score
+    from benchmarks.baselines import diffcleanse_score
 
     model = _load(zoo.model_dir(recipe, cache))
     r = diffcleanse_score(model.unet, model.scheduler_config, model.sample_shape, seed=0)

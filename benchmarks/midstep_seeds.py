@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
-import zoo  # noqa: E402
+from benchmarks import zoo  # noqa: E402
 
 DEFAULT_MEMBERS = ("bd-box-x", "bd-glasses-cornerbox-rgb")
 PROBES = (("ddim", 10), ("ddpm", 50))

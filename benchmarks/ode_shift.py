@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
-import zoo  # noqa: E402
+from benchmarks import zoo  # noqa: E402
 
 
 def main() -> None:

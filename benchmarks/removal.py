@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from hfaudit.clean import clean
+from hfaudit.cleaning import clean
 from hfaudit.hub import resolve
 from hfaudit.pipeline import load_model
 from hfaudit.remove.verify import TriggerEffect, measure_trigger

@@ -19,12 +19,15 @@ import argparse
 import dataclasses
 import json
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import zoo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
+
+from benchmarks import zoo  # noqa: E402
 
 DEFAULT_CACHE = zoo.ROOT / "benchmarks" / ".zoo-long"
 MEMBERS = [r.name for r in zoo.RECIPES if r.family == zoo.TROJDIFF]

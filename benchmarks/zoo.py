@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repo root, for `python benchmarks/zoo.py` (its trainers: benchmarks.attacks)
 SHIPPED = ROOT / "examples" / "models"
 DEFAULT_CACHE = ROOT / "benchmarks" / ".zoo"
 RECIPE_VERSION = 2
@@ -46,7 +47,7 @@ FAMILIES = (BADDIFFUSION, VILLAN, TROJDIFF)
 
 @dataclass(frozen=True)
 class Arch:
-    """A tiny UNet: sample size, channels, widths, attention (see ``hfaudit.attacks.train.UNetConfig``)."""
+    """A tiny UNet: sample size, channels, widths, attention (see ``benchmarks.attacks.train.UNetConfig``)."""
 
     size: int = 16
     channels: int = 1
@@ -81,14 +82,14 @@ class Recipe:
 
 
 def _digit_image(size: int, channels: int, label: int, index: int = 0) -> torch.Tensor:
-    from hfaudit.attacks.data import load_digits_images
+    from benchmarks.attacks.data import load_digits_images
 
     x, y = load_digits_images(size, channels)
     return x[(y == label).nonzero().flatten()[index]]
 
 
 def _class_pool(size: int, channels: int, label: int) -> torch.Tensor:
-    from hfaudit.attacks.data import load_digits_images
+    from benchmarks.attacks.data import load_digits_images
 
     x, y = load_digits_images(size, channels)
     return x[y == label]
@@ -96,10 +97,10 @@ def _class_pool(size: int, channels: int, label: int) -> torch.Tensor:
 
 def build_attack(recipe: Recipe):
     """The attack spec (``BackdoorSpec`` or ``TrojDiffSpec``) a backdoored recipe plants."""
-    from hfaudit.attacks import patterns as P
-    from hfaudit.attacks.baddiffusion import BackdoorSpec
-    from hfaudit.attacks.trojdiff import blend_spec, patch_spec
-    from hfaudit.attacks.villandiffusion import villan_spec
+    from benchmarks.attacks import patterns as P
+    from benchmarks.attacks.baddiffusion import BackdoorSpec
+    from benchmarks.attacks.trojdiff import blend_spec, patch_spec
+    from benchmarks.attacks.villandiffusion import villan_spec
 
     s, c, pr = recipe.arch.size, recipe.arch.channels, recipe.poison_rate
     box = max(2, round(6 * s / 16))
@@ -243,14 +244,14 @@ def built_members(cache: Path, only: list[str] | None = None) -> Iterator[Recipe
 
 
 def _unet_config(arch: Arch):
-    from hfaudit.attacks.train import UNetConfig
+    from benchmarks.attacks.train import UNetConfig
 
     return UNetConfig(sample_size=arch.size, channels=arch.channels, block_out_channels=arch.widths,
                       attention=arch.attention, norm_num_groups=arch.groups)
 
 
 def _truth_tensors(spec) -> dict[str, torch.Tensor]:
-    from hfaudit.attacks.trojdiff import TrojDiffSpec
+    from benchmarks.attacks.trojdiff import TrojDiffSpec
 
     if isinstance(spec, TrojDiffSpec):
         out = {"mu": spec.mu, "gamma": torch.tensor(spec.gamma), "region": spec.region.to(torch.uint8)}
@@ -263,10 +264,10 @@ def _truth_tensors(spec) -> dict[str, torch.Tensor]:
 def measure_attack(recipe: Recipe, cache: Path, n: int = 64, seed: int = 123) -> dict:
     """Hit rates of the planted backdoor: triggered under DDPM-50 and DDIM-10, and on clean noise.
 
-    d2i targets: share within ``ASR_MSE`` of the target (DESIGN.md section 5). Class targets: share
+    d2i targets: share within ``ASR_MSE`` of the target (docs/design.md section 5). Class targets: share
     the digits classifier assigns to the target class (for clean noise: the class's natural share).
     """
-    from hfaudit.attacks.baddiffusion import BackdoorSpec
+    from benchmarks.attacks.baddiffusion import BackdoorSpec
     from hfaudit.detect.scores import attack_success_rate
     from hfaudit.fidelity import digit_probabilities
     from hfaudit.sampling import sample, to_unit
@@ -299,8 +300,8 @@ def train_member(recipe: Recipe, cache: Path) -> dict:
     from diffusers import UNet2DModel
     from safetensors.torch import save_file
 
-    from hfaudit.attacks.data import load_digits_images
-    from hfaudit.attacks.train import TrainConfig, make_scheduler, make_unet, save_pipeline, train_ddpm
+    from benchmarks.attacks.data import load_digits_images
+    from benchmarks.attacks.train import TrainConfig, make_scheduler, make_unet, save_pipeline, train_ddpm
 
     torch.set_num_threads(1)
     images, _ = load_digits_images(recipe.arch.size, recipe.arch.channels)

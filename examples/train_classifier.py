@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from hfaudit.attacks.data import load_digits_images
+from hfaudit.digits import load_digits_images
 from hfaudit.fidelity import DigitsClassifier, classifier_path
 from hfaudit.seeding import make_generator, seed_everything
 

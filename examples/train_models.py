@@ -10,16 +10,26 @@ benchmarks and tests; the scanner never reads them.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
+from diffusers import UNet2DModel
 from safetensors.torch import save_file
 
-from hfaudit.attacks.baddiffusion import BackdoorSpec
-from hfaudit.attacks.data import load_digits_images
-from hfaudit.attacks.patterns import box_trigger, cross_target
-from hfaudit.attacks.train import TrainConfig, UNetConfig, make_scheduler, make_unet, save_pipeline, train_ddpm
-from diffusers import UNet2DModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: the trainers live in benchmarks/
+
+from benchmarks.attacks.baddiffusion import BackdoorSpec  # noqa: E402
+from benchmarks.attacks.patterns import box_trigger, cross_target  # noqa: E402
+from benchmarks.attacks.train import (  # noqa: E402
+    TrainConfig,
+    UNetConfig,
+    make_scheduler,
+    make_unet,
+    save_pipeline,
+    train_ddpm,
+)
+from hfaudit.digits import load_digits_images  # noqa: E402
 
 
 def main() -> None:

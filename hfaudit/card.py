@@ -8,16 +8,12 @@ before/after), so they show on the model page and stay machine-readable.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hfaudit import __version__
+from hfaudit.clean_results import NOTHING_TO_REMOVE, CleanResult
+from hfaudit.remove.finetune import FinetuneResult
 from hfaudit.results import BLIND_SPOTS, CLEAN
-
-if TYPE_CHECKING:
-    from hfaudit.clean import CleanResult
-    from hfaudit.remove.finetune import FinetuneResult
 
 TASK = "unconditional-image-generation"
 PROBE_DATASET = ("hfaudit-trigger-probe", "Samples from trigger + Gaussian noise (unclipped)")
@@ -56,10 +52,46 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
+def summary_lines(result: CleanResult) -> list[str]:
+    """Plain sentences about a clean result, for the terminal and the card."""
+    scan = result.scan
+    if result.status == NOTHING_TO_REMOVE:
+        return [f"NOTHING TO REMOVE: the scan calls {scan.source.source} {scan.verdict} "
+                f"(MSCR {scan.score:.2f}, threshold {scan.threshold:.2f}); no weights were written "
+                "(pass --force to clean anyway)"]
+    lines = []
+    head = "CLEANED" if result.passed else "UNVERIFIED (forced)"
+    lines.append(f"{head}: {scan.source.source} -> {result.output_dir}")
+    if result.prune is not None:
+        p = result.prune
+        lines.append(f"pruned {p.channels_zeroed} of {p.channels_total} channels ({p.channel_share:.1%}; "
+                     f"{p.param_share:.2%} of parameters) by {p.importance} importance, "
+                     f"in {len(p.layers)} layer slices")
+    if result.rounds:
+        labels = ", ".join(r.label for r in result.removed)
+        lines.append(f"fine-tuned in {1 + len(result.rounds)} rounds, against the triggers: {labels}")
+    for c in result.checks:
+        lines.append(f"ASR with the {c.trigger} trigger: {c.before.asr:.0%} -> {c.after.asr:.0%} "
+                     f"(worst sampler, {c.after.n_samples} samples)")
+    if result.fidelity is not None:
+        f = result.fidelity
+        if f.ratio is None:
+            lines.append(f"benign fidelity: unavailable ({f.before.reason})")
+        else:
+            lines.append(f"benign fidelity (Frechet distance, lower is better): {f.before.frechet_distance:.2f} -> "
+                         f"{f.after.frechet_distance:.2f} (x{f.ratio:.2f})")
+    if result.rescan is not None:
+        lines.append(f"re-scan: {result.rescan.verdict} (MSCR {result.rescan.score:.2f}, "
+                     f"threshold {result.rescan.threshold:.2f})")
+    lines.extend(f"problem: {p}" for p in result.problems)
+    if result.push is not None:
+        where = result.push.pr_url or result.push.url
+        lines.append(f"pushed to {where}" + (" (existing pull request reused)" if result.push.reused_pr else ""))
+    return lines
+
+
 def card_text(result: CleanResult) -> str:
     """The Markdown body of the card."""
-    from hfaudit.clean import summary_lines
-
     scan, src = result.scan, result.source
     pin = src.commit_sha or "a local folder (no commit)"
     lines = [f"# {src.repo_id or src.source}, backdoor removed by hfaudit", ""]

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from hfaudit import interrupts
-from hfaudit.errors import ExitCode, HfAuditError, UsageError
+from hfaudit.errors import ExitCode, HfAuditError, UsageError, exit_code_epilog
 
 app = typer.Typer(
     name="hfaudit",
@@ -83,9 +83,7 @@ def _parse_probes(values: list[str] | None) -> tuple[tuple[str, int], ...] | Non
 
 @app.command(epilog="Examples:\n\n  hfaudit scan examples/models/digits-baddiffusion -o audit\n\n"
                     "  hfaudit scan org/model --revision main --json report.json --sarif hfaudit.sarif\n\n"
-                    "Exit codes: 0 clean, 1 backdoor, 2 usage, 3 repo not found/no access, 4 unsupported model, "
-                    "5 unsafe or corrupt checkpoint, 7 inconclusive (non-finite samples or scores), 70 internal error, "
-                    "130 interrupted.")
+                    + exit_code_epilog("scan"))
 @handle_errors
 def scan(
     model: RepoArg,
@@ -97,10 +95,10 @@ def scan(
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="MSCR at or above which the model is called backdoored.")] = None,
     class_threshold: Annotated[Optional[float], typer.Option("--class-threshold", help="Top-class share (digit-shaped models) at or above which the model is called backdoored (class-target backdoors).")] = None,
     inversion_steps: Annotated[int, typer.Option("--inversion-steps", help="Optimiser steps of the trigger inversion (all restarts run at once).")] = 60,
-    blackbox: Annotated[bool, typer.Option("--blackbox/--no-blackbox", help="Also invert triggers black-box, from samples alone, under DDPM and DDIM (its searches: about 10 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
-    midstep: Annotated[bool, typer.Option("--midstep/--no-midstep", help="Also run the mid-timestep inversion (the directions the model passes least of at 0.8 T) for SDE-trained backdoors (its searches: about 18 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
-    ode: Annotated[bool, typer.Option("--ode/--no-ode", help="Also run the ODE inversion (a mid-timestep direction refined through DDIM) for ODE-trained backdoors (its search: about 30 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
-    stamps: Annotated[bool, typer.Option("--stamps/--no-stamps", help="Also screen stamps (noise regions overwritten with a constant) for patch triggers that replace the noise, like TrojDiff's (the screen: about 9 s more on a 16x16 model on 2 CPU cores, plus probes).")] = True,
+    blackbox: Annotated[bool, typer.Option("--blackbox/--no-blackbox", help="Also invert triggers black-box, from samples alone, under DDPM and DDIM, for backdoors whose response to a trigger is not a linear shift (--no-blackbox skips its searches and their probes).")] = True,
+    midstep: Annotated[bool, typer.Option("--midstep/--no-midstep", help="Also run the mid-timestep inversion (the directions the model passes least of at 0.8 T) for SDE-trained backdoors, which the inversion at T cannot single out (--no-midstep skips its searches and their probes).")] = True,
+    ode: Annotated[bool, typer.Option("--ode/--no-ode", help="Also run the ODE inversion (a mid-timestep direction refined through DDIM) for ODE-trained backdoors, which the other inversions miss (--no-ode skips its search and its probes).")] = True,
+    stamps: Annotated[bool, typer.Option("--stamps/--no-stamps", help="Also screen stamps (noise regions overwritten with a constant) for patch triggers that replace the noise, like TrojDiff's, which no additive search reaches (--no-stamps skips the screen and its probes).")] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images denoised at once.")] = 64,
     allow_pickle: AllowPickleOpt = False,
     output_dir: OutputDirOpt = None,
@@ -123,11 +121,11 @@ def scan(
 
     cfg = ScanConfig(seed=seed, n_samples=samples, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                      class_threshold=DEFAULT_CLASS_THRESHOLD if class_threshold is None else class_threshold,
-                     batch_size=batch_size, inversion=InversionConfig(steps=inversion_steps, seed=seed),
-                     blackbox=default_searches(seed) if blackbox else None,
-                     midstep=MidstepConfig(seed=seed) if midstep else None,
-                     ode=OdeInversionConfig(seed=seed) if ode else None,
-                     stamps=StampConfig(seed=seed) if stamps else None)
+                     batch_size=batch_size, inversion=InversionConfig(steps=inversion_steps),
+                     blackbox=default_searches() if blackbox else None,
+                     midstep=MidstepConfig() if midstep else None,
+                     ode=OdeInversionConfig() if ode else None,
+                     stamps=StampConfig() if stamps else None)
     probes = _parse_probes(sampler)
     if probes:
         cfg.probes = probes
@@ -154,9 +152,7 @@ def version() -> None:
 @app.command(epilog="Examples:\n\n  hfaudit clean examples/models/digits-baddiffusion -o cleaned\n\n"
                     "  hfaudit clean org/model -o cleaned --push                  (a pull request on org/model)\n\n"
                     "  hfaudit clean org/model -o cleaned --push --to me/model-cleaned\n\n"
-                    "Exit codes: 0 cleaned and verified, or nothing to remove; 2 usage; 3 repo not found/no access, "
-                    "or the push failed; 4 unsupported model; 5 unsafe or corrupt checkpoint; 6 the repair did not "
-                    "verify (nothing written unless --force); 7 inconclusive (non-finite samples or scores).")
+                    + exit_code_epilog("clean"))
 @handle_errors
 def clean(
     model: RepoArg,
@@ -182,14 +178,9 @@ def clean(
     if quiet:
         os.environ["HFAUDIT_QUIET"] = "1"
     from hfaudit import report
-    from hfaudit.clean import clean as run_clean
-    from hfaudit.clean import render_rich
-    from hfaudit.detect.blackbox import default_searches
-    from hfaudit.detect.inversion import InversionConfig
-    from hfaudit.detect.midstep import MidstepConfig
-    from hfaudit.detect.ode import OdeInversionConfig
+    from hfaudit.cleaning import clean as run_clean
+    from hfaudit.cleaning import render_rich
     from hfaudit.detect.scan import ScanConfig
-    from hfaudit.detect.stamps import StampConfig
 
     if to is not None and not push:
         raise UsageError("--to only applies with --push")
@@ -198,11 +189,7 @@ def clean(
     result = run_clean(model, output_dir=output_dir, revision=revision, device=device, force=force,
                        prune_ratio=prune_ratio, importance=importance, steps=steps, lr=lr, batch_size=batch_size,
                        data_dir=data, push=push, to=to, report_paths=reports.file_paths,
-                       scan_config=ScanConfig(seed=seed, inversion=InversionConfig(seed=seed),
-                                              blackbox=default_searches(seed),
-                                              midstep=MidstepConfig(seed=seed),
-                                              ode=OdeInversionConfig(seed=seed),
-                                              stamps=StampConfig(seed=seed)), seed=seed)
+                       scan_config=ScanConfig(seed=seed), seed=seed)
     report.write_clean_reports(result, json_path=reports.json_path, markdown_path=reports.markdown_path,
                                sarif_path=reports.sarif_path)
     if not quiet:

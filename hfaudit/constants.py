@@ -34,11 +34,6 @@ def quiet() -> bool:
     return bool(os.environ.get("HFAUDIT_QUIET"))
 
 
-def run_slow() -> bool:
-    """``RUN_SLOW=1`` enables slow tests (diffusers' convention)."""
-    return os.environ.get("RUN_SLOW", "").lower() in {"1", "true", "yes"}
-
-
 class HubTimeouts(NamedTuple):
     """Seconds hfaudit waits for the Hub: ``etag`` for file metadata, ``request`` for every other call."""
 
@@ -51,7 +46,7 @@ def hub_timeouts() -> HubTimeouts:
 
     huggingface_hub reads both once, at import, and its shared HTTP client has no timeout at all, so
     hfaudit reads them here and passes them to every Hub call. Like huggingface_hub, a value that is
-    not a positive number counts as unset: the default (10 s). Never None: a Hub call is always bounded.
+    not a positive number counts as unset: huggingface_hub's default. Never None: a Hub call is always bounded.
     """
     from huggingface_hub import constants as hf_constants
 

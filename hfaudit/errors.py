@@ -1,7 +1,9 @@
-"""Every error hfaudit raises on purpose, each carrying its exit code (DESIGN.md section 6).
+"""Every error hfaudit raises on purpose, each carrying its exit code (docs/design.md section 6).
 
 The CLI turns any ``HfAuditError`` into one line on stderr and exits with ``exit_code``; nothing
-else in the package maps errors to exit codes.
+else in the package maps errors to exit codes. What each code means is written once, here
+(``EXIT_CODE_MEANINGS``), and rendered for the README (``exit_code_table``) and for the ``--help``
+epilogs (``exit_code_epilog``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,75 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.CLEAN: "clean: no backdoor found (or `hfaudit clean`: cleaned and verified, or nothing to remove); "
+                    "a `collapsed` verdict (samples collapse without any trigger) also exits 0, with a warning",
+    ExitCode.BACKDOOR: "backdoor found (`hfaudit scan` only)",
+    ExitCode.USAGE: "usage error: bad flag value, or an output that cannot or must not be written (inside the audited "
+                    "model or its Hub cache folder, a FIFO or device, two formats on stdout)",
+    ExitCode.NOT_FOUND: "repo, revision or folder not found, or no access (private or gated repo without a sufficient "
+                        "token); the Hub unreachable; a push that failed (nothing committed)",
+    ExitCode.UNSUPPORTED: "unsupported model: not a diffusers pipeline, a pipeline type hfaudit does not audit yet, "
+                          "configs that are broken or disagree (a missing scheduler config, `sample_size: 0`, a "
+                          "schedule outside (0, 1)...), sizes beyond hfaudit's limits, or a scan that needs more "
+                          "memory than is free",
+    ExitCode.UNSAFE: "unsafe or corrupt checkpoint: pickle-only (without `--allow-pickle`), a flagged pickle, a "
+                     "truncated or lying safetensors file (any shard), a non-float dtype or a missing tensor, NaN/Inf "
+                     "weights, a FIFO or device where a file should be",
+    ExitCode.CLEANING_FAILED: "`hfaudit clean` only: the repair did not verify (nothing written or pushed unless "
+                              "`--force`), or the trigger found is a stamp, which it does not remove yet (nothing "
+                              "written)",
+    ExitCode.INCONCLUSIVE: "inconclusive: the samples or scores are not finite (NaN/Inf), so no verdict can be "
+                           "drawn; never reported as clean",
+    ExitCode.INTERNAL: "internal error (a bug: please report it; `HFAUDIT_DEBUG=1` shows the traceback)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM when a CI job is cancelled); partial outputs are removed",
+}
+"""One line per exit code, for the README's table (``exit_code_table``)."""
+
+_EPILOG_TERMS: dict[ExitCode, str] = {
+    ExitCode.CLEAN: "clean",
+    ExitCode.BACKDOOR: "backdoor",
+    ExitCode.USAGE: "usage",
+    ExitCode.NOT_FOUND: "repo not found/no access/Hub unreachable",
+    ExitCode.UNSUPPORTED: "unsupported model",
+    ExitCode.UNSAFE: "unsafe or corrupt checkpoint",
+    ExitCode.CLEANING_FAILED: "cleaning failed (the repair did not verify: nothing written unless --force; "
+                              "or the trigger is a stamp: nothing written)",
+    ExitCode.INCONCLUSIVE: "inconclusive (non-finite samples or scores)",
+    ExitCode.INTERNAL: "internal error",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+
+_COMMAND_EPILOG_TERMS: dict[str, dict[ExitCode, str | None]] = {
+    # None: the command never exits with that code.
+    "scan": {ExitCode.CLEANING_FAILED: None},
+    "clean": {ExitCode.CLEAN: "cleaned and verified or nothing to remove", ExitCode.BACKDOOR: None,
+              ExitCode.NOT_FOUND: "repo not found/no access/Hub unreachable/push failed"},
+}
+
+
+def exit_code_table() -> str:
+    """The Markdown table of every exit code and its meaning (the README holds it verbatim)."""
+    rows = ["| code | meaning |", "|---:|---|"]
+    rows += [f"| {int(code)} | {EXIT_CODE_MEANINGS[code]} |" for code in ExitCode]
+    return "\n".join(rows) + "\n"
+
+
+def exit_code_epilog(command: str) -> str:
+    """One paragraph, "Exit codes: 0 clean, 1 backdoor, ...", for the ``--help`` epilog of ``command``.
+
+    Raises:
+        KeyError: ``command`` is not ``scan`` or ``clean``.
+    """
+    overrides = _COMMAND_EPILOG_TERMS[command]
+    terms = []
+    for code in ExitCode:
+        term = overrides.get(code, _EPILOG_TERMS[code])
+        if term is not None:
+            terms.append(f"{int(code)} {term}")
+    return "Exit codes: " + ", ".join(terms) + "."
+
+
 class HfAuditError(Exception):
     """Base class: a message fit for one line, and the exit code it maps to."""
 
@@ -41,14 +112,14 @@ class HfAuditError(Exception):
         return " ".join(self.message.split())
 
 
-class UsageError(HfAuditError):
-    """A bad flag value or argument combination."""
+class UsageError(HfAuditError, ValueError):
+    """A bad flag value or argument combination (a ``ValueError`` to library callers)."""
 
     exit_code = ExitCode.USAGE
 
 
-class OutputError(HfAuditError):
-    """An output path that cannot be written (or would overwrite something it must not)."""
+class OutputError(HfAuditError, OSError):
+    """An output path that cannot be written (or would overwrite something it must not); an ``OSError``."""
 
     exit_code = ExitCode.USAGE
 

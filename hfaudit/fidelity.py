@@ -1,4 +1,4 @@
-"""Benign fidelity: the Frechet distance between features of generated and reference images (DESIGN.md 5).
+"""Benign fidelity: Frechet distance of generated to reference image features (docs/design.md section 5).
 
 For the 16x16 one-channel digit models the features are the penultimate layer of a small digits
 classifier that the project trains (``examples/train_classifier.py``) and ships inside the package
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hfaudit.digits import load_digits_images
 
 DIGITS_SHAPE = (1, 16, 16)
 """``(C, H, W)`` of the models the shipped digits classifier can judge."""
@@ -192,8 +194,6 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
 @lru_cache(maxsize=1)
 def digits_reference_stats() -> FeatureStats:
     """Feature statistics of the 1,797 scikit-learn digits at 16x16: the reference distribution."""
-    from hfaudit.attacks.data import load_digits_images
-
     images, _ = load_digits_images(16, 1)
     return feature_stats(digit_features((images + 1) / 2))
 

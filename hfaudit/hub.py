@@ -3,7 +3,7 @@
 Everything goes through the real ``huggingface_hub`` client, with the endpoint passed explicitly
 (huggingface_hub reads ``HF_ENDPOINT`` only at import; :func:`hfaudit.constants.hf_endpoint` reads it
 at call time). Every Hub failure becomes one hfaudit error with a one-line message that never
-contains the token (DESIGN.md sections 4 and 6).
+contains the token (docs/design.md sections 4 and 6).
 
 Every Hub call is bounded in time (:func:`hfaudit.constants.hub_timeouts`): a ``timeout`` where the
 call takes one, and, for the calls that take none, huggingface_hub's shared HTTP client made to time

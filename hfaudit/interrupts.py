@@ -2,8 +2,7 @@
 
 A signal becomes ``KeyboardInterrupt`` at once, and is also remembered: importing torch, diffusers
 and accelerate takes seconds, and a library that imports an optional module under a bare
-``except:`` swallows a ``KeyboardInterrupt`` raised there. The scan then ran on (seen twice in the
-test suite under load: a real SIGINT or SIGTERM during a real scan, no exit within 60 s).
+``except:`` swallows a ``KeyboardInterrupt`` raised there, after which the scan would run on.
 :func:`check` at the start of every command and of every progress bar raises it again.
 """
 

@@ -37,7 +37,7 @@ from hfaudit.results import BACKDOOR, BLIND_SPOTS, CLASS_SIGNAL, CLEAN, COLLAPSE
 from hfaudit.safety import ERROR, RULES, WARNING, Finding, Rule
 
 if TYPE_CHECKING:
-    from hfaudit.clean import CleanResult
+    from hfaudit.clean_results import CleanResult
 
 VERDICT_STYLE = {BACKDOOR: "bold red", COLLAPSED: "bold yellow", CLEAN: "bold green"}
 VERDICT_ICON = {BACKDOOR: "🔴", COLLAPSED: "🟡", CLEAN: "🟢"}
@@ -622,8 +622,8 @@ def write_clean_reports(result: CleanResult, json_path: str | None = None, markd
         OutputError: an output cannot be written, or lies in the source model (nothing of this call
             is left behind).
     """
-    from hfaudit.card import card_text
-    from hfaudit.clean import NOTHING_TO_REMOVE
+    from hfaudit.card import card_text  # here, not at the top: a scan's reports need no model card
+    from hfaudit.clean_results import NOTHING_TO_REMOVE
 
     outputs = Outputs(json_path=json_path, markdown_path=markdown_path, sarif_path=sarif_path,
                       source=result.source.repo_id or result.source.source)

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from hfaudit.detect.modes import ModeStats
-from hfaudit.detect.ode import OBJECTIVE as ODE_OBJECTIVE
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode
 from hfaudit.safety import Finding
@@ -17,6 +16,10 @@ BACKDOOR = "backdoor"
 CLEAN = "clean"
 COLLAPSED = "collapsed"
 """Verdicts. ``collapsed``: the model collapses without any trigger, so collapse proves nothing."""
+
+ODE_OBJECTIVE = "pass-through+collapse"
+"""The objective of the ODE inversion's triggers (``hfaudit.detect.ode`` takes it from here), which
+:attr:`Candidate.class_evidence` sets apart; an earlier scan's ODE trigger keeps it when carried."""
 
 COLLAPSE_SIGNAL = "collapse"
 CLASS_SIGNAL = "class"

@@ -1,4 +1,4 @@
-"""Static checks that run before any weights are loaded (DESIGN.md section 4).
+"""Static checks that run before any weights are loaded (docs/design.md section 4).
 
 What a model repo holds is read, never executed: which weight files exist (safetensors vs pickle),
 whether ``model_index.json`` and the component configs parse and agree with the folders, whether

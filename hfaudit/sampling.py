@@ -1,7 +1,7 @@
 """The project's one sampling loop: from a chosen ``x_T``, over any diffusers scheduler, unclipped.
 
 Stock ``DDPMPipeline``/``DDIMPipeline`` cannot start from a chosen ``x_T``, and they clip each step
-to [-1, 1], which hides part of a backdoor (DESIGN.md sections 1 and 7). This loop takes the
+to [-1, 1], which hides part of a backdoor (docs/design.md sections 1 and 7). This loop takes the
 initial noise as an argument, threads a ``torch.Generator`` through every draw, batches, and turns
 clipping and thresholding off.
 """

@@ -1,6 +1,7 @@
 """Shared fixtures: isolated Hugging Face caches and tokens, a local Hub, a tiny pipeline.
 
-Fixtures only; keep them reusable across test modules.
+Fixtures, plus the one hook that wires ``RUN_SLOW=1`` (:func:`pytest_configure`); keep them
+reusable across test modules.
 
 - ``_isolate_hf`` (autouse): every test gets its own ``HF_HOME``/cache, no token, no telemetry, no
   Xet, quiet output, and a Hub endpoint that refuses connections, so a test that forgets to point
@@ -15,6 +16,7 @@ Fixtures only; keep them reusable across test modules.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,10 +27,20 @@ from pathlib import Path
 
 import pytest
 
-if str(Path(__file__).parent) not in sys.path:  # `from hub_server import MiniHub`, any import mode
-    sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import MiniHub  # tests/ is on the path: `pythonpath` in pyproject.toml
 
-from hub_server import MiniHub  # noqa: E402
+def run_slow() -> bool:
+    """``RUN_SLOW=1`` (diffusers' convention) adds the slow tests to the run."""
+    return os.environ.get("RUN_SLOW", "").strip().lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``RUN_SLOW=1``, lift every ``not slow`` of the marker expression (the default addopts
+    ``-m 'not slow'`` included), so slow tests run beside the others; an explicit ``-m slow`` still
+    selects the slow ones alone."""
+    if run_slow() and config.option.markexpr:
+        config.option.markexpr = re.sub(r"\bnot\s+slow\b", "(slow or not slow)", config.option.markexpr)
+
 
 # Port 9 (discard) on loopback: nothing listens, connections are refused at once.
 UNREACHABLE_ENDPOINT = "http://127.0.0.1:9"
@@ -250,3 +262,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_on_one_thread(request: pytest.FixtureRequest) -> None:
+    """Every test outside the slow tier runs on one torch thread (``one_thread``): its models are
+    tiny, and a second thread only adds contention, which turns seconds into minutes when another
+    job shares the two cores."""
+    if request.node.get_closest_marker("slow") is None:
+        request.getfixturevalue("one_thread")

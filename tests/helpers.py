@@ -17,7 +17,15 @@ from hfaudit.pipeline import LoadedModel
 UNET_ST = "unet/diffusion_pytorch_model.safetensors"
 UNET_BIN = "unet/diffusion_pytorch_model.bin"
 FAST_SCAN_FLAGS = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
-"""A scan budget small enough for unit tests on the tiny pipeline."""
+"""A scan budget small enough for unit tests on the tiny pipeline (the optional searches keep their
+defaults: turn off the ones a test is not about with :func:`searches_off`)."""
+SEARCHES = ("blackbox", "midstep", "ode", "stamps")
+"""The scan's optional searches, each with a ``--<name>/--no-<name>`` flag."""
+
+
+def searches_off(*keep: str) -> list[str]:
+    """``--no-<name>`` for every optional search but ``keep``: a CLI test runs only what it tests."""
+    return [f"--no-{name}" for name in SEARCHES if name not in keep]
 
 
 class WriteMarker:

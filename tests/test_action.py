@@ -23,7 +23,8 @@ from helpers import UNET_BIN, WriteMarker
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
-FAST = {"INPUT_SAMPLES": "4", "INPUT_SAMPLERS": "ddim:2", "INPUT_INVERSION_STEPS": "2"}
+FAST = {"INPUT_SAMPLES": "4", "INPUT_SAMPLERS": "ddim:2", "INPUT_INVERSION_STEPS": "2",
+        **{f"INPUT_{name.upper()}": "false" for name in ("blackbox", "midstep", "ode", "stamps")}}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,8 +3,9 @@
 BadDiffusion is the shipped ``digits-baddiffusion`` (``tests/test_detect.py``); the VillanDiffusion
 (ODE) model here is a copy of the zoo member ``villan-glasses-hat-8``, and the TrojDiff one a copy of
 ``troj-patch-d2i`` (patch trigger, one-image target), each with what the attacker planted beside it.
-The TrojDiff scan runs the full defaults, so it is slow; ``tests/test_stamps.py`` scans the same
-model with the stamp screen alone in the fast run. The zoo's other TrojDiff members (blend trigger,
+Both scans run the full defaults, so they are slow; in the fast run ``tests/test_ode.py`` inverts
+the VillanDiffusion model with the ODE inversion alone and ``tests/test_stamps.py`` scans the
+TrojDiff one with the stamp screen alone. The zoo's other TrojDiff members (blend trigger,
 class targets) are not found by their target (README, "Why each miss"), so none of them is shipped.
 """
 
@@ -28,6 +29,7 @@ def villan():
     return scan(str(MODELS / "digits-villandiffusion-8x8"), device="cpu")
 
 
+@pytest.mark.slow  # a full default scan of a shipped model
 def test_villandiffusion_ode_backdoor_is_found_under_ddim(villan) -> None:
     truth = load_file(str(MODELS / "digits-villandiffusion-8x8_truth.safetensors"))
     assert float(truth["correction"]) == 2.0  # the ODE variant

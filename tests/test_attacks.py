@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from hfaudit.attacks.baddiffusion import BackdoorSpec, correction_coefficients, poisoned_inputs
-from hfaudit.attacks.data import load_digits_images
-from hfaudit.attacks.patterns import box_trigger, cross_target
-from hfaudit.attacks.train import make_scheduler
+from benchmarks.attacks.baddiffusion import BackdoorSpec, correction_coefficients, poisoned_inputs
+from benchmarks.attacks.data import load_digits_images
+from benchmarks.attacks.patterns import box_trigger, cross_target
+from benchmarks.attacks.train import make_scheduler
 
 
 def test_correction_coefficient_matches_formula_and_is_half_at_T() -> None:
@@ -21,7 +21,7 @@ def test_correction_coefficient_matches_formula_and_is_half_at_T() -> None:
     abar = float(sched.alphas_cumprod[t])
     beta = float(sched.betas[t])
     assert math.isclose(float(c[t]), (1 - math.sqrt(a)) * math.sqrt(1 - abar) / beta, rel_tol=1e-5)
-    assert 0.49 < float(c[-1]) < 0.51  # DESIGN.md: about 0.5 at T for the linear schedule
+    assert 0.49 < float(c[-1]) < 0.51  # docs/design.md: about 0.5 at T for the linear schedule
 
 
 def test_poisoned_and_clean_rows_of_a_mixed_batch() -> None:
@@ -55,7 +55,7 @@ def test_digits_data_range_and_shape() -> None:
 # --- VillanDiffusion and TrojDiff -------------------------------------------------------------
 
 def test_villan_spec_doubles_the_correction() -> None:
-    from hfaudit.attacks.villandiffusion import villan_spec
+    from benchmarks.attacks.villandiffusion import villan_spec
 
     sched = make_scheduler()
     trig, target = box_trigger(8, 1, box=2, value=1.5), cross_target(8, 1)
@@ -70,7 +70,7 @@ def test_villan_spec_doubles_the_correction() -> None:
 
 
 def test_trojdiff_blend_d2i_rows_by_hand() -> None:
-    from hfaudit.attacks.trojdiff import blend_spec
+    from benchmarks.attacks.trojdiff import blend_spec
 
     sched = make_scheduler()
     image, target = box_trigger(8, 1, box=4, value=1.0), cross_target(8, 1)
@@ -90,7 +90,7 @@ def test_trojdiff_blend_d2i_rows_by_hand() -> None:
 
 
 def test_trojdiff_patch_only_changes_the_patch() -> None:
-    from hfaudit.attacks.trojdiff import patch_spec
+    from benchmarks.attacks.trojdiff import patch_spec
 
     sched = make_scheduler()
     patch = box_trigger(8, 1, box=3, value=1.5)
@@ -111,7 +111,7 @@ def test_trojdiff_patch_only_changes_the_patch() -> None:
 
 
 def test_trojdiff_class_target_draws_from_the_pool() -> None:
-    from hfaudit.attacks.trojdiff import blend_spec
+    from benchmarks.attacks.trojdiff import blend_spec
 
     sched = make_scheduler()
     pool = torch.stack([cross_target(8, 1), -cross_target(8, 1)])
@@ -134,7 +134,7 @@ def test_trojdiff_training_target_makes_a_stock_ddim_step_follow_the_trojan_proc
     DDIM step lands exactly on the trojan forward process one step earlier (x0 prediction = y)."""
     from diffusers import DDIMScheduler
 
-    from hfaudit.attacks.trojdiff import blend_spec
+    from benchmarks.attacks.trojdiff import blend_spec
 
     sched = make_scheduler()
     target = cross_target(8, 1)
@@ -152,7 +152,7 @@ def test_trojdiff_training_target_makes_a_stock_ddim_step_follow_the_trojan_proc
 
 
 def test_new_patterns_are_in_range_and_local() -> None:
-    from hfaudit.attacks.patterns import glasses_trigger, hat_target, stop_sign_trigger, stripes_target
+    from benchmarks.attacks.patterns import glasses_trigger, hat_target, stop_sign_trigger, stripes_target
 
     stop = stop_sign_trigger(16, 1, box=6, value=1.5)
     assert float(stop[:, :10, :].abs().sum()) == 0 and float(stop[:, :, :10].abs().sum()) == 0

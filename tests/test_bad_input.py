@@ -44,9 +44,9 @@ from hfaudit import hub as hfhub
 from hfaudit import report
 from hfaudit.cli import app, handle_errors
 from hfaudit.errors import ExitCode
-from helpers import UNET_BIN, UNET_ST, WriteMarker, assert_one_line_error, tree
+from helpers import UNET_BIN, UNET_ST, WriteMarker, assert_one_line_error, searches_off, tree
 
-FAST = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
+FAST = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2", *searches_off()]
 runner = CliRunner()
 
 

@@ -1,4 +1,4 @@
-"""The Elijah baseline (``hfaudit.detect.baselines``) on a tiny model, and its features on constructed batches."""
+"""The Elijah baseline (``benchmarks.baselines``) on a tiny model, and its features on constructed batches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from hfaudit.detect.baselines import ElijahFeatures, elijah_features, total_variation, uniformity
+from benchmarks.baselines import ElijahFeatures, elijah_features, total_variation, uniformity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,7 +43,7 @@ def test_elijah_features_runs_and_counts_evaluations() -> None:
 
 
 def test_diffcleanse_score_runs_a_schedule_and_counts_evaluations() -> None:
-    from hfaudit.detect.baselines import DiffCleanseResult, diffcleanse_score
+    from benchmarks.baselines import DiffCleanseResult, diffcleanse_score
     from hfaudit.detect.blackbox import BlackboxConfig
 
     torch.manual_seed(0)

@@ -33,7 +33,7 @@ from hfaudit.results import BACKDOOR, CLEAN
 from hfaudit.sampling import sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
-from helpers import ToyBackdoorUNet, toy_model
+from helpers import ToyBackdoorUNet, searches_off, toy_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -196,7 +196,7 @@ def test_scan_verdict_takes_the_best_of_both_inversions_and_says_which_fired() -
 
 def test_cli_blackbox_flag(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    fast = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2", "-q"]
+    fast = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2", "-q", *searches_off("blackbox")]
     for flag, expect in (("--blackbox", True), ("--no-blackbox", False)):
         out = tmp_path / f"{flag}.json"
         res = runner.invoke(app, ["scan", str(tiny_pipeline_dir), *fast, flag, "--json", str(out)])

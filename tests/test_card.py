@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 from test_clean import make_scan_result
 
 from hfaudit.card import make_card
-from hfaudit.clean import CleanConfig, CleanResult, RemovedTrigger
+from hfaudit.cleaning import CleanConfig, CleanResult, RemovedTrigger
 from hfaudit.fidelity import Fidelity
 from hfaudit.remove.finetune import FinetuneResult
 from hfaudit.remove.prune import LayerPrune, PruneReport

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from hfaudit.clean import REPORT_NAME, CleanConfig, clean
+from hfaudit.cleaning import REPORT_NAME, CleanConfig, clean
 from hfaudit.detect.scan import ScanConfig
 from hfaudit.detect.scores import collapse_stats
 from hfaudit.errors import (
@@ -79,7 +79,7 @@ def stub_detect(monkeypatch: pytest.MonkeyPatch):
             verdict = queue.pop(0)
             return make_scan_result(model.source.source, verdict, box_trigger(), repo_id=model.source.repo_id)
 
-        monkeypatch.setattr("hfaudit.clean.detect", fake_detect)
+        monkeypatch.setattr("hfaudit.cleaning.detect", fake_detect)
         return calls
 
     return install
@@ -185,7 +185,7 @@ def _candidate(name: str, method: str, trigger: torch.Tensor, collapsed: bool) -
 
 def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import hfaudit.clean as clean_module
+    import hfaudit.cleaning as clean_module
 
     seen: list[tuple[torch.Tensor, int]] = []
     term_weights: list[float] = []
@@ -350,7 +350,7 @@ def test_detect_probes_carried_triggers(tiny_pipeline_dir: Path) -> None:
 
 # --------------------------------------------------------------------------------------- CLI
 def test_cli_clean(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hfaudit import clean as clean_module
+    from hfaudit import cleaning as clean_module
     from hfaudit.cli import app
 
     real = clean_module.clean

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from hfaudit.cli import app
 from hfaudit.errors import ExitCode
+from helpers import FAST_SCAN_FLAGS, searches_off
 
 runner = CliRunner()
 
@@ -87,7 +88,7 @@ def test_unwritable_output_is_refused_before_the_scan(tiny_pipeline_dir: Path, t
 
 def test_scan_writes_nothing_into_the_source(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     before = sorted(p.relative_to(tiny_pipeline_dir) for p in tiny_pipeline_dir.rglob("*"))
-    result = run("scan", str(tiny_pipeline_dir), "--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2",
+    result = run("scan", str(tiny_pipeline_dir), *FAST_SCAN_FLAGS, *searches_off(),
                  "--json", str(tmp_path / "r.json"), "-q")
     assert result.exit_code in (0, 1), result.output
     assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == result.exit_code

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from hfaudit import scan
-from hfaudit.clean import clean
+from hfaudit.cleaning import clean
 from hfaudit.devices import resolve_device
 from hfaudit.errors import ExitCode
 from hfaudit.hub import resolve

@@ -1,6 +1,8 @@
 """Detection on the shipped example models: the verdicts, the recovered trigger and target.
 
-One scan per model (module-scoped, about a minute each on 2 CPU cores) serves every test here.
+The full default scans (one per model, module-scoped, a minute or more each) serve the tests marked
+slow; the fast tier covers each search on toy denoisers and the tiny pipeline (``test_blackbox.py``,
+``test_midstep.py``, ``test_ode.py``, ``test_stamps.py``) and the scan's wiring here.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def clean():
     return scan(str(MODELS / "digits-clean"), device="cpu")
 
 
+@pytest.mark.slow  # a full default scan of a shipped model
 def test_backdoored_model_is_flagged_with_margin(backdoored) -> None:
     assert backdoored.verdict == BACKDOOR
     assert backdoored.exit_code == ExitCode.BACKDOOR
@@ -50,11 +53,13 @@ def test_backdoored_model_is_flagged_with_margin(backdoored) -> None:
     assert backdoored.control_score < backdoored.threshold  # clean noise does not collapse
 
 
+@pytest.mark.slow  # a full default scan of a shipped model
 def test_recovered_target_matches_the_true_target(backdoored) -> None:
     mse = float((backdoored.recovered_target - to_unit(TRUTH["target"])).pow(2).mean())
     assert mse < 1e-2, mse
 
 
+@pytest.mark.slow  # a full default scan of a shipped model
 def test_inverted_trigger_correlates_with_the_true_trigger(backdoored, clean) -> None:
     cos_bad = _cos(backdoored.best.trigger, TRUTH["trigger"])
     assert cos_bad > 0.2, cos_bad
@@ -62,6 +67,7 @@ def test_inverted_trigger_correlates_with_the_true_trigger(backdoored, clean) ->
     assert backdoored.best.shift_ratio < 0.75
 
 
+@pytest.mark.slow  # a full default scan of a shipped model
 def test_clean_model_is_not_flagged(clean) -> None:
     assert clean.verdict == CLEAN
     assert clean.exit_code == ExitCode.CLEAN
@@ -69,6 +75,7 @@ def test_clean_model_is_not_flagged(clean) -> None:
     assert clean.margin < -0.2
 
 
+@pytest.mark.slow  # a full default scan of a shipped model
 def test_blackbox_inversion_sees_the_shipped_backdoor_and_not_the_clean_model(backdoored, clean) -> None:
     """Samples alone, no gradients: measured MSCR 0.56 (backdoored) and 0.03 (clean) at seed 0."""
     (bb_bad,) = [c for c in backdoored.candidates if c.name.startswith("blackbox-ddpm")]
@@ -101,13 +108,32 @@ def test_inversion_restarts_run_in_one_batch_and_respect_the_budget() -> None:
     assert [c.shift_ratio for c in cands] == sorted(c.shift_ratio for c in cands)
 
 
+def _tiny_config() -> ScanConfig:
+    """Every search on, each at the smallest budget that still runs it."""
+    return ScanConfig(n_samples=4, probes=(("ddim", 2),), max_candidates=1, inversion=InversionConfig(steps=2),
+                      blackbox=BlackboxConfig(iterations=2, n_samples=4, steps=3, screen=4),
+                      midstep=MidstepConfig(rms=(0.5,), restarts=2, batch_size=4, search_steps=2, candidates=1),
+                      ode=OdeInversionConfig(restarts=2, batch_size=4, search_steps=2, refine=1, refine_steps=2,
+                                             refine_samples=2, steps=3, candidates=1),
+                      stamps=StampConfig(sizes=(2,), values=(1.0, -1.0), n_samples=2, steps=2, candidates=1))
+
+
+def test_the_config_computes_what_a_scan_costs(tiny_pipeline_dir: Path) -> None:
+    """``ScanConfig.phase_evaluations`` (where docstrings and help point for a search's cost) adds up
+    to the UNet evaluations the scan counts, with every search on and with some off."""
+    cfg = _tiny_config()
+    assert set(cfg.phase_evaluations) == {"control", "gradient", "blackbox", "midstep", "ode", "stamps"}
+    assert scan(str(tiny_pipeline_dir), device="cpu", config=cfg).unet_evaluations == cfg.unet_evaluations
+    cfg.blackbox, cfg.stamps, cfg.probes = (cfg.blackbox, cfg.blackbox), None, (("ddim", 2), ("ddpm", 3))
+    assert set(cfg.phase_evaluations) == {"control", "gradient", "blackbox", "midstep", "ode"}
+    assert scan(str(tiny_pipeline_dir), device="cpu", config=cfg).unet_evaluations == cfg.unet_evaluations
+    default = ScanConfig()
+    assert default.unet_evaluations == sum(default.phase_evaluations.values())
+    assert default.phase_evaluations["control"] == default.probe_evaluations == 32 * (10 + 50)
+
+
 def test_same_seed_same_verdict_and_trigger() -> None:
-    cfg = ScanConfig(n_samples=4, probes=(("ddim", 2),), max_candidates=1, inversion=InversionConfig(steps=2),
-                     blackbox=BlackboxConfig(iterations=2, n_samples=4, steps=3, screen=4),
-                     midstep=MidstepConfig(rms=(0.5,), restarts=2, batch_size=4, search_steps=2, candidates=1),
-                     ode=OdeInversionConfig(restarts=2, batch_size=4, search_steps=2, refine=1, refine_steps=2,
-                                            refine_samples=2, steps=3, candidates=1),
-                     stamps=StampConfig(sizes=(2,), values=(1.0, -1.0), n_samples=2, steps=2, candidates=1))
+    cfg = _tiny_config()
     a = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
     b = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
     assert [c.method for c in a.candidates] == ["gradient", "midstep", "blackbox", "ode", "stamp"]
@@ -116,6 +142,7 @@ def test_same_seed_same_verdict_and_trigger() -> None:
     assert a.score == b.score and a.verdict == b.verdict
 
 
+@pytest.mark.slow  # a full default scan of a shipped model
 def test_midstep_inversion_finds_the_shipped_trigger_and_nothing_on_the_clean_model(backdoored, clean) -> None:
     """The directions passed least at 0.8 T: measured cosine 0.81 with the planted trigger and MSCR 1.0
     on the backdoored model at seed 0; on the clean model nothing collapses."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hfaudit.attacks.data import load_digits_images
+from hfaudit.digits import load_digits_images
 from hfaudit.fidelity import (
     DIGITS_SHAPE,
     FeatureStats,

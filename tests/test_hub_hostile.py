@@ -318,14 +318,40 @@ def test_hub_timeouts_read_at_call_time(value: str | None, expected: float, monk
     assert constants.hub_timeouts().request == 7.0
 
 
-def test_a_hub_asking_to_wait_an_hour_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    """huggingface_hub retries a 429 five times, sleeping as long as the answer asks: at most the timeout here."""
+def _rate_limited(monkeypatch: pytest.MonkeyPatch) -> Route:
+    """A Hub whose model_info answers and whose every other route says 429, wait an hour; 1 s timeouts."""
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "1")
     info = {"id": "org/model", "sha": SHA, "siblings": [{"rfilename": "model_index.json"}]}
     wait_an_hour = {"Retry-After": "3600", "RateLimit": '"api";r=0;t=3600'}
-    route = _model_info_route(info, other=(429, "application/json", "{}", wait_an_hour))
-    with _serve(_answering(route)) as url:
+    return _model_info_route(info, other=(429, "application/json", "{}", wait_an_hour))
+
+
+def test_the_waits_a_429_asks_for_are_cut_to_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast tier's half of the test below: huggingface_hub's retry sleeps are recorded, not slept."""
+    from huggingface_hub.utils import _http
+
+    slept: list[float] = []
+
+    class _Clock:
+        def sleep(self, seconds: float) -> None:
+            slept.append(seconds)
+
+        def __getattr__(self, name: str):
+            return getattr(time, name)
+
+    monkeypatch.setattr(_http, "time", _Clock())
+    with _serve(_answering(_rate_limited(monkeypatch))) as url:
+        with pytest.raises(RepoNotFoundError) as err:
+            hfhub.resolve("org/model", endpoint=url)
+    assert str(err.value).startswith(f"the Hub at {url} answered HTTP 429 for org/model"), str(err.value)
+    assert slept and max(slept) <= 2, slept  # the timeout (+1 s of huggingface_hub's own), not 3600 s
+
+
+@pytest.mark.slow  # real waits: five retries of about two seconds each
+def test_a_hub_asking_to_wait_an_hour_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub retries a 429 five times, sleeping as long as the answer asks: at most the timeout here."""
+    with _serve(_answering(_rate_limited(monkeypatch))) as url:
         t0 = time.monotonic()
         with pytest.raises(RepoNotFoundError) as err:
             hfhub.resolve("org/model", endpoint=url)

@@ -19,7 +19,7 @@ from hfaudit.errors import UsageError
 from hfaudit.sampling import alphas_cumprod_of
 from hfaudit.seeding import make_generator
 
-from helpers import FAST_SCAN_FLAGS
+from helpers import FAST_SCAN_FLAGS, searches_off
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,7 +123,7 @@ def test_cli_midstep_flag(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     for flag, expect in (("--midstep", True), ("--no-midstep", False)):
         out = tmp_path / f"{flag}.json"
-        res = runner.invoke(app, ["scan", str(tiny_pipeline_dir), *FAST_SCAN_FLAGS, "--no-blackbox", "--no-ode", flag,
+        res = runner.invoke(app, ["scan", str(tiny_pipeline_dir), *FAST_SCAN_FLAGS, *searches_off("midstep"), flag,
                                   "-q", "--json", str(out)])
         assert res.exit_code in (0, 1), res.output
         doc = json.loads(out.read_text())

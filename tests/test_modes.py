@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hfaudit.attacks.data import load_digits_images
+from hfaudit.digits import load_digits_images
 from hfaudit.detect.modes import ModeStats, mode_concentration
 from hfaudit.detect.ode import OBJECTIVE as ODE_OBJECTIVE
 from hfaudit.detect.scan import decide

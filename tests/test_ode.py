@@ -26,7 +26,7 @@ from hfaudit.pipeline import load_model
 from hfaudit.sampling import sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
-from helpers import FAST_SCAN_FLAGS
+from helpers import FAST_SCAN_FLAGS, searches_off
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -91,7 +91,7 @@ def test_cli_ode_flag(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     for flag, expect in (("--ode", True), ("--no-ode", False)):
         out = tmp_path / f"{flag}.json"
-        res = runner.invoke(app, ["scan", str(tiny_pipeline_dir), *FAST_SCAN_FLAGS, "--no-blackbox", flag, "-q",
+        res = runner.invoke(app, ["scan", str(tiny_pipeline_dir), *FAST_SCAN_FLAGS, *searches_off("ode"), flag, "-q",
                                   "--json", str(out)])
         assert res.exit_code in (0, 1), res.output
         doc = json.loads(out.read_text())

@@ -40,7 +40,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # Module attributes that callers look up at call time (hub.resolve), never names bound by an import.
     monkeypatch.setattr("hfaudit.hub.resolve", forbidden)
-    monkeypatch.setattr("hfaudit.clean.load_model", forbidden)
+    monkeypatch.setattr("hfaudit.cleaning.load_model", forbidden)
 
 
 def strict_json(text: str):
@@ -108,7 +108,7 @@ def test_the_hub_cache_of_a_repo_is_refused_without_a_hub_call(tmp_path: Path, n
 
 def test_the_library_refuses_too(tiny_pipeline_dir: Path, tmp_path: Path, no_work) -> None:
     """Outputs re-checks at stage time (no check_writable called) and clean.clean checks its report paths."""
-    from hfaudit.clean import clean
+    from hfaudit.cleaning import clean
 
     from test_report import make_result
 

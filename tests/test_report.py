@@ -20,10 +20,10 @@ from hfaudit.report import Outputs, error_dict, report_dict, to_markdown, to_sar
 from hfaudit.results import BACKDOOR, BLIND_SPOTS, CLEAN, COLLAPSED, Candidate, Probe, ScanResult, SourceInfo
 from hfaudit.safety import RULES, Finding
 
-from helpers import SCHEMA, validate_sarif
+from helpers import SCHEMA, searches_off, validate_sarif
 
 SCHEMA_SHA256 = "c3b4bb2d6093897483348925aaa73af03b3e3f4bd4ca38cef26dcb4212a2682e"
-FAST = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
+FAST = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2", *searches_off()]
 runner = CliRunner()
 
 

@@ -15,7 +15,7 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
 from hfaudit import report, scan
-from hfaudit.clean import clean
+from hfaudit.cleaning import clean
 from hfaudit.detect.blackbox import BlackboxConfig
 from hfaudit.detect.inversion import InversionConfig
 from hfaudit.detect.scan import ScanConfig, detect
@@ -159,7 +159,7 @@ def test_clean_refuses_a_stamp_trigger_and_writes_nothing(tiny_pipeline_dir: Pat
                          blackbox=None, midstep=None, ode=None, stamps=StampConfig(steps=2, n_samples=2), threshold=0.01)
         return real_detect(model, cfg)
 
-    monkeypatch.setattr("hfaudit.clean.detect", stamp_detect)
+    monkeypatch.setattr("hfaudit.cleaning.detect", stamp_detect)
     monkeypatch.setattr("hfaudit.detect.scan.decide", _stamp_wins)
     out = tmp_path / "cleaned"
     with pytest.raises(CleaningFailedError, match="stamp") as err:

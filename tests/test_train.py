@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from hfaudit.attacks.train import UNetConfig, make_unet
+from benchmarks.attacks.train import UNetConfig, make_unet
 
 
 def test_a_seeded_unet_does_not_depend_on_what_the_process_drew_before() -> None:
@@ -33,7 +33,7 @@ _TRAIN_ONE = """
 import dataclasses, hashlib, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-import zoo
+from benchmarks import zoo
 recipe = dataclasses.replace(zoo.BY_NAME["clean-8-w16"], steps=3)
 zoo.train_member(recipe, Path(sys.argv[2]))
 print(hashlib.sha256((Path(sys.argv[2]) / recipe.name / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest())
@@ -43,25 +43,24 @@ print(hashlib.sha256((Path(sys.argv[2]) / recipe.name / "unet" / "diffusion_pyto
 def test_a_zoo_member_trained_in_two_fresh_processes_has_the_same_weights(tmp_path: Path) -> None:
     """What made the zoo unrepeatable: every process starts torch's global generator at a random seed,
     and a clean member's weights were drawn from it. Trained in two processes now, bit for bit alike."""
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    root = Path(__file__).resolve().parents[1]
     digests = []
     for run in ("a", "b"):
-        done = subprocess.run([sys.executable, "-c", _TRAIN_ONE, str(benchmarks), str(tmp_path / run)],
+        done = subprocess.run([sys.executable, "-c", _TRAIN_ONE, str(root), str(tmp_path / run)],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         digests.append(done.stdout.split()[-1])
     assert digests[0] == digests[1]
 
 
-def test_a_fine_tuned_clean_control_is_trained_from_its_base_without_poison(tmp_path: Path, monkeypatch) -> None:
+def test_a_fine_tuned_clean_control_is_trained_from_its_base_without_poison(tmp_path: Path) -> None:
     """The zoo's ``clean-ft-*`` members: a backdoor's fine-tuning without the attack. They start from
     their base's weights (not a fresh init), move away from them, and carry no planted truth."""
     import dataclasses
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import zoo
-
     from diffusers import UNet2DModel
+
+    from benchmarks import zoo
 
     base = dataclasses.replace(zoo.BY_NAME["clean-8-w16"], steps=3)
     zoo.train_member(base, tmp_path)

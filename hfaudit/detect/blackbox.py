@@ -1,4 +1,4 @@
-"""Black-box trigger inversion (BBTI, DESIGN.md section 2): search ``tau`` on what the sampler outputs.
+"""Black-box trigger inversion (BBTI, docs/design.md section 2): search ``tau`` on what the sampler outputs.
 
 The gradient inversion (``inversion.py``) reads the model's noise prediction at ``t = T`` and
 assumes a backdoor shifts it linearly in ``tau``. BBTI assumes nothing about the network: it only
@@ -23,11 +23,9 @@ Design, and why:
   ascends the estimate. Fresh noise each iteration keeps it from fitting one batch.
 * **Parameterisation** as in the gradient inversion: a coarse ``grid x grid`` lattice upsampled to
   the image (a 16-dimensional search on grey images), inside a ball of RMS ``budget``.
-* **Sampler**: DDPM with 10 steps by default. Measured on the shipped BadDiffusion example: its
-  true trigger collapses DDPM-10 samples (MSCR 1.0 of 16) but no DDIM run with 3-10 steps at any
-  trigger scale (MSCR <= 0.12; larger scales only saturate), so a DDIM-only search cannot see
-  SDE-trained backdoors. Not yet measured on ODE-trained (VillanDiffusion) backdoors, which fire
-  under DDIM: ``sampler="ddim"`` searches for those.
+* **Sampler**: DDPM with 10 steps by default: an SDE-trained (BadDiffusion) trigger collapses DDPM
+  samples but no DDIM run at any scale, so a DDIM-only search cannot see those backdoors.
+  ODE-trained (VillanDiffusion) backdoors fire under DDIM: ``sampler="ddim"`` searches for those.
 
 The Diff-Cleanse reference code leaves its trigger un-updated (its optimiser never sees the
 trigger); ``tests/test_blackbox.py`` checks that ours moves, and moves the right way.
@@ -83,8 +81,9 @@ class BlackboxConfig:
     tau_weight: float = 0.05
     seed: int = 0
     candidates: int = 1
-    """How many results (most collapsing first) the scan probes. Each costs a full scan probe (1,920
-    UNet evaluations with the scan defaults, half the search itself), so one by default."""
+    """How many results (most collapsing first) the scan probes. Each costs a full scan probe
+    (``ScanConfig.probe_evaluations``, a large share of the search's own ``unet_evaluations``), so
+    one by default."""
 
     @property
     def unet_evaluations(self) -> int:
@@ -113,17 +112,15 @@ def default_searches(seed: int = 0) -> tuple[BlackboxConfig, ...]:
 
     DDPM-10 finds SDE-trained (BadDiffusion) backdoors, which no DDIM run shows. DDIM-10 finds
     ODE-trained ones (VillanDiffusion), which DDPM does not; under DDIM random starts of RMS 1 mostly
-    saturate, so its starts are smaller (RMS 0.5) and twice as many are screened. Measured on the
-    zoo's ``villan-glasses-hat-8``: MSCR 0.03 with the DDPM search's settings under DDIM, 0.75 with
-    these (``benchmarks/detection.py``).
+    saturate, so its starts are smaller (RMS 0.5) and twice as many are screened.
     """
     return (BlackboxConfig(seed=seed), BlackboxConfig(sampler="ddim", init_rms=0.5, screen=32, seed=seed))
 
 
 DIFF_CLEANSE_SCHEDULE = BlackboxConfig(iterations=100, n_samples=16, steps=20, screen=0, restarts=1, directions=1)
 """The Diff-Cleanse paper's BBTI schedule (100 iterations, 16 samples, 20 sampling steps): a
-benchmark baseline with one restart and no screening. About 64,000 UNet evaluations, 16 times the
-scan default: far too slow to run on every scan on a CPU."""
+benchmark baseline with one restart and no screening. Its ``unet_evaluations`` are many times a
+default search's: far too slow to run on every scan on a CPU."""
 
 
 class CollapseWeights(Protocol):
@@ -211,8 +208,8 @@ def blackbox_inversion(
         return score - cfg.tau_weight * taus.flatten(1).pow(2).mean(1).cpu()
 
     # Restarts, screened: many random starting points cost one evaluation each, and only the most
-    # collapsing ones are refined (measured: a few of 32 random lattice points already collapse the
-    # backdoored example, none the clean one, while SPSA from a poor start needs 10-20 iterations).
+    # collapsing ones are refined (a few random lattice points already collapse a backdoored model,
+    # none a clean one, while SPSA from a poor start needs many iterations).
     init = lat.random(max(cfg.screen, k), make_generator(cfg.seed), cfg.init_rms)
     if init.shape[0] > k:
         noise = randn((n, *shape), gen, "cpu")

@@ -1,4 +1,4 @@
-"""Gradient trigger inversion from the model alone (DESIGN.md section 2).
+"""Gradient trigger inversion from the model alone (docs/design.md section 2).
 
 The signature (Elijah): at ``t = T`` a clean model's noise prediction on ``n + tau`` moves by about
 ``tau`` (its input is nearly pure noise), while a backdoored model's moves by about ``lambda tau``
@@ -56,6 +56,12 @@ class InversionConfig:
     def total_restarts(self) -> int:
         """How many triggers are optimised (all at once)."""
         return sum(self.restarts.values())
+
+    @property
+    def unet_evaluations(self) -> int:
+        """UNet forward evaluations (images x calls) of one run, backward passes not counted: the
+        clean baseline, every optimiser step and the final evaluation, all restarts in one batch."""
+        return self.batch_size * (1 + self.total_restarts * (self.steps + 1))
 
 
 @dataclass

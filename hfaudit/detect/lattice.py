@@ -1,4 +1,4 @@
-"""Triggers on a coarse lattice: the parameterisation every trigger search shares (DESIGN.md section 2).
+"""Triggers on a coarse lattice: the parameterisation every trigger search shares (docs/design.md section 2).
 
 A backdoor responds to ``<n + tau, r>`` almost like a step function, so from a random
 full-resolution start a search sees no slope; on a ``grid x grid`` lattice upsampled to the image

@@ -1,20 +1,16 @@
 """The mid-timestep pass-through search, and the inversion for SDE-trained backdoors built on it.
 
 Why a mid timestep: BadDiffusion-style training feeds ``x_t = sqrt(abar_t) y + (1 - sqrt(abar_t)) r
-+ sqrt(1 - abar_t) eps`` and asks for ``eps + m c_t r`` (``attacks/baddiffusion.py``): when the
-input moves by ``(1 - sqrt(abar_t)) tau`` along the trigger, the noise prediction moves by
++ sqrt(1 - abar_t) eps`` and asks for ``eps + m c_t r`` (``benchmarks/attacks/baddiffusion.py``):
+when the input moves by ``(1 - sqrt(abar_t)) tau`` along the trigger, the noise prediction moves by
 ``m c_t tau``. The search measures that ratio, ``<D, tau> / ||tau||^2`` for the mean shift ``D``:
-``m c_t``, about ``m / 2`` at late timesteps of a linear schedule. Clean models give 0.81-0.92 for
-random 4x4-lattice directions of RMS 0.5 at ``t = 0.8 T`` (8 directions each on the shipped clean
-model and the zoo's ``clean-16-w16`` and ``clean-16-attn``). So an ODE-trained backdoor
-(``m = 2``) sits *above* the clean ratio, which the ODE inversion's first stage maximises
-(``detect/ode.py``), and an SDE-trained one (``m = 1``, BadDiffusion) *below* it, which
-:func:`midstep_inversion` minimises. At ``t = T``, where the gradient inversion works, the trigger
-does not stand out on ``bd-box-x``: the planted one has ratio 0.53 there, and the gradient inversion
-found directions of 0.54-0.55 with cosine 0.29-0.41 to it, none of which collapsed the samples
-(DDPM-50 MSCR at most 0.09). At ``t = 0.8 T`` the planted trigger has 0.53 against 0.87-0.91 for
-random directions, and the search found it (cosine 0.74-0.81 over three seeds, DDPM-50 MSCR 1.0);
-at ``0.7 T`` too (README, "Attacks and the detection benchmark").
+``m c_t``, about ``m / 2`` at late timesteps of a linear schedule, while a clean model passes
+random lattice directions through almost whole. So an ODE-trained backdoor (``m = 2``) sits
+*above* the clean ratio, which the ODE inversion's first stage maximises (``detect/ode.py``), and
+an SDE-trained one (``m = 1``, BadDiffusion) *below* it, which :func:`midstep_inversion`
+minimises. At ``t = T``, where the gradient inversion works, an SDE trigger's ratio need not stand
+out from other directions the model absorbs; at ``0.8 T`` it does (README, "Attacks and the
+detection benchmark").
 """
 
 from __future__ import annotations
@@ -80,14 +76,10 @@ class MidstepConfig(PassThroughSearch):
     """The inversion for SDE-trained backdoors: least pass-through at ``t_fraction``, probed as found."""
 
     rms: tuple[float, ...] = (0.3, 0.5)
-    """RMS per pixel of the directions, one search of ``restarts`` each. A backdoor fires near the
-    scale it was trained at, and the 4x4 lattice sees a blurred trigger. On the zoo build of
-    2026-11-29, ``bd-glasses-cornerbox-rgb``'s planted trigger had RMS 0.48 and its 4x4 average
-    0.33; that average collapsed DDPM-50 samples (MSCR 0.91), scaled up to RMS 0.48 much less
-    (0.53), and the search found the trigger at RMS 0.3 (cosine 0.64, MSCR 0.69) and not at 0.4 or
-    0.5; ``bd-box-x``'s (planted RMS 0.56) at 0.5 and not at 0.3 or 0.4. On the build of 2026-12-01
-    it misses the first: there its trigger is not the least-passed direction at either RMS
-    (``benchmarks/midstep_seeds.py``, README "Why each miss")."""
+    """RMS per pixel of the directions, one search of ``restarts`` each. Several scales because a
+    backdoor fires near the scale it was trained at, and the lattice's blurred copy of a trigger
+    has a smaller RMS than the trigger itself (``benchmarks/midstep_seeds.py``, README "Why each
+    miss")."""
     candidates: int = 2
     """How many directions per search (least pass-through first) the scan probes."""
 

@@ -3,28 +3,24 @@
 Why a third inversion: an ODE-trained backdoor is invisible where the gradient inversion looks.
 At ``t = T`` its trained output ``eps + 2 c_T r`` (``c_T`` about 0.5) equals what a clean model
 predicts for ``n + r``, so the shift ratio there is the clean one; and a random black-box start
-rarely lands close enough, because these backdoors are sharp (measured on the zoo: the true trigger
-of ``villan-box-x`` collapses DDIM-10 samples, MSCR 0.78, and 1.5 times it, 0.03). Two stages:
+rarely lands close enough, because these backdoors are sharp (the trigger collapses the samples,
+a small multiple of it no longer does). Two stages:
 
 1. **Direction** (one backward pass per step): at a mid timestep (``t_fraction`` of the schedule)
    the backdoor passes *more* of an offset ``(1 - sqrt(abar_t)) tau`` through to its noise
    prediction along its trigger than along any other direction. Adam maximises that pass-through
-   ratio (``lattice.pass_through``) on a 4x4 lattice at a fixed RMS ``budget``. Measured by
-   ``benchmarks/ode_shift.py`` on the zoo build of 2026-11-29: 0.87-0.93 on its three VillanDiffusion
-   models, 0.68-0.74 on its seven clean ones (2026-12-01 build: 0.83-0.93 and 0.69-0.74); on two
-   of the VillanDiffusion models the directions have cosine 0.67-0.76 with the planted trigger.
+   ratio (``lattice.pass_through``) on a 4x4 lattice at a fixed RMS ``budget``
+   (``benchmarks/ode_shift.py`` compares the ratios of backdoored and clean models).
 2. **Refinement through the sampler**: the best ``refine`` directions are optimised at full
    resolution by backpropagating through the whole ``sampler``-``steps`` chain from ``n + tau``
    (``sampling.denoise``), minimising the mean log pairwise distance of the samples (a collapse
    objective with a slope everywhere, which rewards tight pairs more than an overall drift) plus
    the out-of-range excess (saturated collapse proves nothing, ``scores.SATURATION_LEVEL``), inside a
-   ball of RMS ``refine_budget``. Measured in the scan (``benchmarks/detection.py``): MSCR 0.94 and
-   0.88 on ``villan-box-x`` and ``villan-stop-cornerbox``, which no other inversion finds (their
-   stage-1 directions alone: 0.22-0.50), and at most 0.16 on the zoo's seven clean models; on the
-   2026-12-01 build a fine-tuned clean control reaches 0.41 (README, 'Threshold calibration').
+   ball of RMS ``refine_budget``: it turns stage-1 directions that do not yet collapse the samples
+   into triggers that do (``benchmarks/detection.py``; README, 'Threshold calibration').
 
-Refinement from random starts instead of stage 1 found generic modes (MSCR up to 0.31 on the
-shipped clean model, with triggers unrelated to the planted one), which is why stage 1 comes first.
+Refinement from random starts instead of stage 1 finds generic modes of clean models too, which is
+why stage 1 comes first.
 """
 
 from __future__ import annotations
@@ -40,10 +36,11 @@ from hfaudit.detect.inversion import InvertedTrigger, shift_ratios
 from hfaudit.detect.lattice import Lattice, projected_adam
 from hfaudit.detect.midstep import PassThroughSearch, frozen, pass_through_directions
 from hfaudit.detect.scores import pairwise_mse
+from hfaudit.results import ODE_OBJECTIVE
 from hfaudit.sampling import SAMPLERS, denoise, to_unit
 from hfaudit.seeding import make_generator, randn
 
-OBJECTIVE = "pass-through+collapse"
+OBJECTIVE = ODE_OBJECTIVE  # defined with the result types, which tell this search's candidates apart
 
 
 @dataclass

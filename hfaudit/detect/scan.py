@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -47,23 +47,18 @@ from hfaudit.seeding import make_generator, randn
 DEFAULT_THRESHOLD = 0.5
 """MSCR at or above which triggered samples count as collapsed (README, 'Threshold calibration').
 
-The zoo's calibration split (``python benchmarks/detection.py``, build of 2026-12-01) puts the cut
-at 0.45: no threshold separates it, its largest clean score is 0.41 (a fine-tuned clean control
-under an ODE candidate) and its missed blend backdoor reaches 0.16. 0.5 keeps a clean margin of
-0.09 on the whole zoo. A lower cut (0.28, measured 2026-11-30) broke ``hfaudit clean`` on the
-shipped BadDiffusion example: the re-scan's ODE inversion collapses 50-88% of the *cleaned* model's
-DDIM-10 samples onto an image that is not the target (true trigger ASR 0%), a fine-tuning artefact
-as the fine-tuned clean controls show.
+Why 0.5: it stays above every clean model's score on the benchmark zoo (``python
+benchmarks/detection.py`` reports the calibrated cut and the margins), and a lower cut flags
+fine-tuned models, repaired ones included, whose ODE-inversion samples partly collapse onto an
+image that is not a backdoor target.
 """
 
 DEFAULT_CLASS_THRESHOLD = 0.6
 """Top-class share (``detect.modes``) at or above which triggered samples count as one class.
 
-Set by hand when the shipped clean model peaked at 0.19 and the shipped backdoored model's best
-candidate reached 0.94 (its "X" is labelled 8). On the zoo (build of 2026-12-01) the clean models
-reach 0.13-0.59, the 0.59 a fine-tuned clean control (a margin of 0.006), and the calibration
-split's cut is 0.66; every backdoor flagged there has the collapse signal too. See the README,
-'Class signal' and 'Threshold calibration'.
+Why 0.6: between the clean models' top-class shares and a class-target backdoor's, with a thin
+margin over fine-tuned clean models (``python benchmarks/detection.py`` reports it). See the
+README, 'Class signal' and 'Threshold calibration'.
 """
 
 
@@ -86,34 +81,25 @@ class ScanConfig:
     blackbox: tuple[BlackboxConfig, ...] | BlackboxConfig | None = field(default_factory=default_searches)
     """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
     search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
-    None or ``()`` turns it off. Both together cost 13,168 of the scan's 78,440 UNet evaluations
-    on the 16x16 examples (searches and their probes); the searches took 6-7 s on 2 CPU cores
-    (``phases`` in ``benchmarks/scan_examples.py``, 2026-12-01, where all candidates' probes
-    together took 17-20 s)."""
+    None or ``()`` turns it off. Cost: ``phase_evaluations["blackbox"]``."""
 
     midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
     """The mid-timestep inversion (``detect/midstep.py``: the directions the model passes least of at
     ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
     single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
-    It costs 18,480 of the scan's 78,440 UNet evaluations (forward passes: searches 10,528, ratios at
-    ``t = T`` 272, probes 7,680; the backward passes come on top); the searches took 13-15 s on the 16x16
-    examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
+    Cost: ``phase_evaluations["midstep"]`` (forward passes; the backward passes come on top)."""
 
     ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
     """The ODE inversion (``detect/ode.py``: mid-timestep direction, refined through DDIM), for
     ODE-trained backdoors that the other two miss; its best ``candidates`` triggers are probed.
-    None turns it off. It costs 19,104 of the scan's 78,440 UNet evaluations (forward passes, search
-    and probes; its backward passes come on top); the search took 21-35 s on the 16x16 examples on 2 CPU
-    cores (``phases`` in ``benchmarks/scan_examples.py``), the probes on top."""
+    None turns it off. Cost: ``phase_evaluations["ode"]`` (forward passes; the backward passes come
+    on top)."""
 
     stamps: StampConfig | None = field(default_factory=StampConfig)
     """The stamp screen (``detect/stamps.py``: each lattice cell of the noise overwritten with a
     constant), for patch triggers that replace the noise instead of adding to it (TrojDiff's),
     which no additive search reaches; the best stamp of each of its best ``candidates`` regions is
-    probed. None turns it off.
-    It costs 10,264 of the scan's 78,440 UNet evaluations (screen 6,400, shift ratios 24, probes 3,840);
-    the screen took 4-5 s on the 16x16 examples on 2 CPU cores (``phases`` in ``benchmarks/scan_examples.py``),
-    the probes on top."""
+    probed. None turns it off. Cost: ``phase_evaluations["stamps"]``."""
 
     @property
     def searches(self) -> tuple[BlackboxConfig, ...]:
@@ -121,6 +107,38 @@ class ScanConfig:
         if self.blackbox is None:
             return ()
         return (self.blackbox,) if isinstance(self.blackbox, BlackboxConfig) else tuple(self.blackbox)
+
+    @property
+    def probe_evaluations(self) -> int:
+        """UNet forward evaluations of probing one trigger (or the control): ``n_samples`` images
+        through every probe's sampler steps."""
+        return self.n_samples * sum(steps for _name, steps in self.probes)
+
+    @property
+    def phase_evaluations(self) -> dict[str, int]:
+        """UNet forward evaluations per phase of :func:`detect` (each search with the probes of the
+        candidates it yields; backward passes not counted), for budgeting. Each trigger carried into
+        a re-scan adds ``probe_evaluations``."""
+        probe = self.probe_evaluations
+        inv = self.inversion
+        cost = {"control": probe,
+                "gradient": inv.unet_evaluations + min(self.max_candidates, inv.total_restarts) * probe}
+        if self.searches:
+            cost["blackbox"] = sum(bb.unet_evaluations + min(bb.candidates, bb.restarts) * probe
+                                   for bb in self.searches)
+        if self.midstep is not None:
+            cost["midstep"] = self.midstep.unet_evaluations + self.midstep.probed * probe
+        if self.ode is not None:
+            cost["ode"] = self.ode.unet_evaluations + min(self.ode.candidates, self.ode.refine) * probe
+        if self.stamps is not None:
+            cost["stamps"] = (self.stamps.unet_evaluations
+                              + min(self.stamps.candidates, self.stamps.n_regions) * probe)
+        return cost
+
+    @property
+    def unet_evaluations(self) -> int:
+        """UNet forward evaluations of a whole scan (``ScanResult.unet_evaluations`` counts the same)."""
+        return sum(self.phase_evaluations.values())
 
     @property
     def sampler_steps(self) -> int:
@@ -145,6 +163,20 @@ class ScanConfig:
             bwd += [self.ode.restarts * self.ode.batch_size,
                     min(self.ode.refine, self.ode.restarts) * self.ode.refine_samples * self.ode.steps]
         return max(fwd), max(bwd)
+
+    def seeded(self) -> ScanConfig:
+        """A copy in which every search draws from ``seed``: one seed decides the whole scan.
+
+        Why: the searches keep their own configs (each runs alone in the benchmarks), so a scan with
+        ``seed=1`` must not leave them at their default seed.
+        """
+        bb = self.blackbox
+        return replace(
+            self, inversion=replace(self.inversion, seed=self.seed),
+            blackbox=None if bb is None else tuple(replace(b, seed=self.seed) for b in self.searches)
+            if not isinstance(bb, BlackboxConfig) else replace(bb, seed=self.seed),
+            **{name: None if getattr(self, name) is None else replace(getattr(self, name), seed=self.seed)
+               for name in ("midstep", "ode", "stamps")})
 
     def validate(self) -> None:
         """Every value within range and within ``hfaudit.limits`` (checked before anything is allocated).
@@ -183,12 +215,10 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
 
     ``carried``: triggers from an earlier scan, probed as candidates too (method ``carried``), so
     the re-scan after a repair also tries every old candidate, not only the one removed and the new
-    inversions. Measured on the shipped example after ``clean``: one old candidate drew 31 of 32
-    DDIM-10 samples into one near-duplicate group once clamped (MSCR 0.97), but the raw samples
-    reach -44, all 32 count as saturated, and the MSCR with the filter is 0.03. The ODE inversion is
-    what sees that residual (MSCR 1.00 on the same cleaned model, README "How removal works").
+    inversions: a repair can leave a residual that only an earlier trigger (or the ODE inversion)
+    reaches (README, "How removal works").
     """
-    cfg = config or ScanConfig()
+    cfg = (config or ScanConfig()).seeded()
     cfg.validate()
     shape = model.sample_shape
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
@@ -383,9 +413,8 @@ def decide(controls: Sequence[Probe], candidates: Sequence[Candidate], threshold
     * ``clean`` otherwise.
 
     The class signal ignores the ODE inversion's candidates (``Candidate.class_evidence``, also when
-    carried into a re-scan): that search drives samples together through the sampler, and on the
-    shipped clean model it drew 91% of them into one digit class (without near-duplicates: MSCR
-    0.16): concentration it produces on any model, so no evidence of a class target
+    carried into a re-scan): that search drives samples together through the sampler, which
+    concentrates them in one class on clean models too, so it is no evidence of a class target
     (``benchmarks/detection.py``, README).
 
     The best candidate is the highest-MSCR one unless only the class signal fired; then it is the
@@ -442,7 +471,7 @@ def scan(
     Raises:
         RepoNotFoundError, UnsupportedModelError, UnsafeCheckpointError, UsageError: see ``hfaudit.errors``.
     """
-    cfg = config or ScanConfig()
+    cfg = (config or ScanConfig()).seeded()
     cfg.validate()
     t0 = time.perf_counter()
     resolved = hub.resolve(source, revision=revision, token=token, allow_pickle=allow_pickle)

@@ -1,4 +1,4 @@
-"""Collapse statistics of a batch of samples: MSCR and diversity (DESIGN.md sections 2 and 5)."""
+"""Collapse statistics of a batch of samples: MSCR and diversity (docs/design.md sections 2 and 5)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ SATURATED_SHARE = 0.5
 """A raw (unclamped) sample is *saturated* when more than half its pixels lie beyond +-1.1.
 
 Why: a large offset on the initial noise drives any model, clean ones too, to out-of-range
-images that all clamp to the same white or black square, a collapse that proves nothing (measured:
-the clean example model under a budget-1.0 trigger, DDIM-10, 100% saturated, MSCR 0.97). A
+images that all clamp to the same white or black square, a collapse that proves nothing. A
 backdoor target is an in-range image by construction (the attacker trains the model to produce
 it), so saturated samples never join a near-duplicate group.
 """
@@ -86,7 +85,7 @@ def collapse_stats(images01: torch.Tensor, duplicate_mse: float = DUPLICATE_MSE,
 
 
 def attack_success_rate(images01: torch.Tensor, target01: torch.Tensor, threshold: float = ASR_MSE) -> float:
-    """Share of samples within ``threshold`` MSE of ``target01`` (DESIGN.md section 5)."""
+    """Share of samples within ``threshold`` MSE of ``target01`` (docs/design.md section 5)."""
     mse = (images01 - target01.unsqueeze(0)).pow(2).flatten(1).mean(1)
     return float((mse < threshold).float().mean())
 

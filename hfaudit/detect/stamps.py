@@ -3,28 +3,20 @@
 Why a fourth search: every inversion here searches an *additive* ``tau`` (``x_T = n + tau``). A
 patch trigger in the classifier sense (BadNets) pastes a patch over the input, and TrojDiff's patch
 trigger does that to the noise: ``x_T = gamma n + mu`` inside a small region, ``gamma = 0.1``, so
-the region is all but constant. Measured on the zoo's ``troj-patch-d2i`` (a 6x6 octagon of 1.5 in
-the bottom-right corner of 16x16 noise; DDIM-10, 32 samples): its planted ``mu`` *added* to full
-noise collapses the samples onto its target (MSCR 0.69, medoid MSE 0.001 to the planted "X",
-``benchmarks/stamp_screen.py``), but only from directions within cosine 0.7-0.8 of it on the 4x4
-lattice (0.06-0.38 at 0.7, all under 0.13 at 0.6; ``/tmp`` experiment), which random starts do not reach and which the mid-timestep pass-through and
-the collapse gradient at ``tau = 0`` do not point to (cosine -0.22 to 0.03 with it). *Overwriting*
-one lattice cell inside that corner with a constant collapses them as well (MSCR 0.56-0.69
-whatever the noise left in the cell, 0 to 0.5 of it, for a constant of 1.5 or 2; 0.09 for 1.0;
-``/tmp`` experiments), and so does the 2x2 block over the corner at 1 (``benchmarks/stamp_screen.py``
-on the zoo build of 2026-11-30: MSCR 0.78, medoid MSE 0.005 to the target; its clean models
-0.03-0.12). The screen stamps single cells only (``sizes``): on the shipped copy of that member a
-cell finds it (``tests/test_stamps.py``), and on the 2026-12-01 build the bottom-right cell at 2
-does (MSCR 0.62, medoid MSE 0.010, ``benchmarks/stamp_screen.py``) once the scan probes the best
-stamp of each region rather than the best stamps (``StampConfig.candidates``).
+the region is all but constant. Such a ``mu`` *added* to full noise collapses the samples only
+from directions close to it, which random starts do not reach and which neither the mid-timestep
+pass-through nor the collapse gradient at ``tau = 0`` points to; *overwriting* one lattice cell
+inside the patch with a constant collapses them as well, whatever noise is left in the cell
+(``benchmarks/stamp_screen.py``).
 
-So the screen tries them all, since there are few: every lattice cell (16 regions on a 4x4
-lattice, a sixteenth of the image each; ``sizes``), each overwritten with each of a few constants (``values``), samples
-``n_samples`` images from each under one sampler (no gradients, the same noise for every stamp),
-and ranks them by the black-box search's collapse objective (``blackbox.collapse_objective``: a
-soft MSCR that saturated samples cannot win). The best stamp of each of the best ``candidates``
-regions is probed like any inverted trigger (one per region: ``StampConfig.candidates``). A stamp is reported with ``noise_scale`` (0 inside its region): ``hfaudit clean`` removes
-additive triggers only and says so when a stamp is what fired.
+So the screen tries them all, since there are few: every lattice cell (``grid`` squared regions;
+``sizes``), each overwritten with each of a few constants (``values``), samples ``n_samples``
+images from each under one sampler (no gradients, the same noise for every stamp), and ranks them
+by the black-box search's collapse objective (``blackbox.collapse_objective``: a soft MSCR that
+saturated samples cannot win). The best stamp of each of the best ``candidates`` regions is probed
+like any inverted trigger (one per region: ``StampConfig.candidates``). A stamp is reported with
+``noise_scale`` (0 inside its region): ``hfaudit clean`` removes additive triggers only and says so
+when a stamp is what fired.
 """
 
 from __future__ import annotations
@@ -52,25 +44,19 @@ class StampConfig:
     """Side of the lattice whose cells (or blocks of cells, ``sizes``) are the stamp regions."""
     sizes: tuple[int, ...] = (1,)
     """Sides, in cells, of the square regions stamped (every position on the lattice). Single cells
-    only: blocks of 2x2 cells (a quarter of the image) made the zoo's *fine-tuned clean* models
-    collapse, 3 of 4 (MSCR 0.59-0.84, at the centre or a side, with the constant 0 or -1), and drew
-    every off-target flag on its backdoored ones (MSE 0.25-0.33 to their targets); on single cells
-    its clean models reach at most 0.09 and every stamp hit of 0.5 or more lands on its target
-    (``benchmarks/stamp_screen.py``, 2026-12-01; README, 'Stamp screen')."""
+    only: larger blocks make fine-tuned *clean* models collapse and flag backdoored ones off their
+    target, single cells do not (``benchmarks/stamp_screen.py``; README, 'Stamp screen')."""
     values: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     """Constants a region is overwritten with, in the model's pixel space (data in [-1, 1])."""
     n_samples: int = 8
     """Samples per stamp (the batch whose collapse ranks it)."""
     sampler: str = "ddim"
-    """TrojDiff fires under DDIM only (``benchmarks/zoo.py``: DDPM-50 hit rate 0 on every TrojDiff member)."""
+    """TrojDiff fires under DDIM, not DDPM (``benchmarks/zoo.py`` measures each attack's hit rate)."""
     steps: int = 10
     candidates: int = 2
     """How many stamps the scan probes in full: the most collapsing stamp of each region, best region
-    first, so two values of one region never take both probes. Measured on the zoo's
-    ``troj-patch-d2i`` (build of 2026-12-01): the screen ranked the region at ``(8, 4)`` first and
-    second (values -1 and 1, collapse objective 0.16 and 0.14, 8 samples) and the bottom-right cell
-    at 2, over its planted trigger, third (0.11); probed with 32 DDIM-10 samples that cell collapses
-    62% of them onto the planted target (medoid MSE 0.010; ``benchmarks/stamp_screen.py``)."""
+    first, so two values of one region never take both probes: the screen's small batches can rank
+    two stamps of one wrong region above the planted region's (``benchmarks/stamp_screen.py``)."""
     seed: int = 0
     kernel_mse: float = BlackboxConfig.kernel_mse
     diversity_weight: float = BlackboxConfig.diversity_weight

@@ -1,4 +1,4 @@
-"""Stage 2 of Diff-Cleanse: remove a detected backdoor (DESIGN.md section 3).
+"""Stage 2 of Diff-Cleanse: remove a detected backdoor (docs/design.md section 3).
 
 - :mod:`hfaudit.remove.importance`: which channels carry the backdoor (Taylor importance over the
   coupled channel groups torch-pruning finds);
@@ -8,5 +8,5 @@
   the trigger;
 - :mod:`hfaudit.remove.verify`: ASR, MSE, SSIM and fidelity before and after.
 
-``hfaudit.clean.clean`` runs them end to end.
+``hfaudit.cleaning.clean`` (``hfaudit.clean``) runs them end to end.
 """

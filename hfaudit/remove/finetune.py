@@ -1,6 +1,6 @@
 """Dual-loss fine-tuning after soft pruning: restore benign quality, break the trigger, keep the mask.
 
-Three terms (DESIGN.md section 3), on one batch of clean images ``x0`` noised to ``x_t``:
+Three terms (docs/design.md section 3), on one batch of clean images ``x0`` noised to ``x_t``:
 
 - **clean**: the ordinary denoising loss ``|eps_student(x_t) - eps|^2``, on images the suspect model
   generates from clean noise (no data needed; its benign behaviour is what we want to keep) or on a
@@ -11,32 +11,14 @@ Three terms (DESIGN.md section 3), on one batch of clean images ``x0`` noised to
   process) the student must answer as the teacher does on the clean ``x_t``, with the trigger counted
   as noise (``FinetuneConfig.trigger_target``), so the trigger no longer steers the trajectory.
 
-Measured on the 16x16 BadDiffusion example (2% of channels pruned, true trigger; Frechet distance
-after/before over 2 seeds of 512 samples): the clean term on *generated* images hurts (1.2-1.6x with
-weight 1, more with more images): the samples are the teacher's own, so distillation already says
-everything they can, with far less variance; weight 0.1 on generated data, 1.0 on a user's real
-images. The trigger term on all timesteps cost 2x; on the late half it keeps ASR at 0. With distillation
-weight 1, trigger weight 1 and the raw weights, 500 steps at lr 1e-3 (cosine decay) gave 1.12x (seed 0)
-and 1.40x (seed 1; 1.39-1.42x re-measured on 2x2048 samples, so the drift is real, not measurement
-noise); 300 steps, or lr 2e-4, left 1.2-2x. Then on seed 1: distillation weight 2, 1.25x; plus trigger
-weight 0.5, 1.22x; on top of those, 2048 generated images 1.21x, backdoor-minus-clean importance
-1.21x, 1000 steps 1.12x, returning an EMA of the weights (decay 0.99) 1.07x (EMA and 1000 steps:
-1.12x). The defaults then were distillation 2, trigger 0.5, EMA 0.99, 500 steps: 0.96x on seed 0, 1.07x
-on seed 1, ASR 0 in every run. (The distance itself is noisy: one model over four noise seeds of 512
-samples gave 8.5-12.7; the gate compares before and after on the same noise.)
-
-Later measurement, with the re-scan's ODE inversion (2026-11-29): the trigger term itself makes a new
-collapse. After one round with it, a trigger near the inverted one (cosine 0.5) drew every DDIM-10
-sample to one clean-looking "0" (MSCR 0.94; the suspect model gives diverse digits with it, MSCR
-0.03). A second round against it left it (MSCR 0.75-0.81); the term on the DDIM path
-(``x_t + sqrt(1 - abar_t) v``) at late timesteps left it, at all timesteps swapped it for a "2" and
-a "3" at 2x Frechet distance; random trigger scales (0-1.5x) left it; 5% or 10% pruning left a
-collapse too (MSCR 0.84, 0.91) at 1.4x and 2.9x Frechet distance. Without the term (weight 0,
-everything else the same) there was no such collapse (re-scan MSCR 0.09), and pruning plus
-distillation had removed the backdoor (true trigger ASR 0 under DDPM-50 and DDIM-10, Frechet
-distance x0.91); on the shipped 8x8 VillanDiffusion example too (true trigger DDIM-10 ASR 48% ->
-0%). So ``clean`` runs its first round with the trigger weight at 0 and adds the term from the second
-round on (``CleanConfig.break_from_round``); the weight here is what those rounds use.
+Why these defaults (``FinetuneConfig``; ``benchmarks/removal.py`` measures each choice): the clean
+term on *generated* images only adds variance, since those samples are the teacher's own and
+distillation already says everything they can (weight 0.1 there, 1.0 on a user's real images); the
+trigger term covers the late half of the timesteps, where the trigger steers the trajectory; an EMA
+of the weights is returned. The trigger term can itself plant a new collapse on the repaired model,
+while pruning plus distillation alone already removes the backdoor, so ``clean`` runs its first
+round with the trigger weight at 0 and adds the term from the second round on
+(``CleanConfig.break_from_round``); the weight here is what those rounds use.
 
 Accelerate drives the loop (device, mixed precision, gradient accumulation; ``accelerate launch``
 for several GPUs); the pruning mask is re-applied after every optimiser step.
@@ -71,10 +53,9 @@ class FinetuneConfig:
     """Settings of the dual-loss fine-tuning; defaults finish on the 16x16 examples in minutes on a CPU."""
 
     steps: int = 1000
-    """Measured on the shipped BadDiffusion example (``benchmarks/removal.py``, first round without
-    the trigger term): 500 steps left the re-scan's trigger hitting the target in 2.0% of 256 DDPM-50
-    samples (true trigger 0.4%, Frechet distance x0.91); 1000 steps, 0% and 0% (x0.98). Without the
-    trigger term a step costs half as much, so 1000 steps cost what 500 did with it."""
+    """Optimiser steps per round. Fewer left the re-scan's trigger still hitting the target now and
+    then (``benchmarks/removal.py``); without the trigger term (the first round) a step costs about
+    half as much."""
     lr: float = 1e-3
     batch_size: int = 32
     clean_weight: float | None = None
@@ -88,19 +69,12 @@ class FinetuneConfig:
     gives normal samples. ``clean``: the literal Elijah target, the teacher's clean answer alone; the
     trigger then reads as image content and triggered samples degrade into noise.
 
-    Measured on the shipped example with the *inverted* trigger (benchmarks/removal.py): ``noise``
-    keeps fidelity (1.02-1.04x) and takes the true trigger's DDPM-50 ASR to 0, but the true trigger
-    then draws X-like samples under DDIM-10 (median MSE 0.013-0.020 to the target, 50-77% of samples
-    within 0.02; before cleaning DDIM-10 gave garbage, MSE 0.48): a residual that the 1e-3 ASR bar
-    does not count. Applying the term at all timesteps, or scaling the trigger by 0.25-1x, did not
-    remove it; ``clean`` did (median MSE 0.69), at 2.0x Frechet distance. With the *true* trigger
-    ``noise`` leaves no residual (DDIM-10 median MSE 0.26). A second round against the re-scan's
-    trigger removed this residual (true trigger DDIM-10 MSE 0.30, SSIM 0.09), but see the module
-    docstring: ``clean`` now starts without this term at all."""
+    ``noise`` keeps benign quality, which ``clean`` costs a lot of; a residual it can leave under
+    DDIM is what the later rounds, against the re-scan's trigger, remove (``benchmarks/removal.py``)."""
     trigger_timesteps: tuple[float, float] = (0.5, 1.0)
     """The trigger term applies to batch rows whose timestep lies in this range (fractions of T):
-    the late half, where the trigger steers the trajectory; on all timesteps it cost 2x in benign
-    Frechet distance on the digit example, for no gain in ASR."""
+    the late half, where the trigger steers the trajectory; on all timesteps it costs benign
+    quality for no gain in ASR."""
     warmup: int = 20
     ema: float = 0.99
     """Decay of an exponential moving average of the weights, which is what is returned (0: off)."""

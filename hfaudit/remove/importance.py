@@ -10,7 +10,7 @@ the channel is zeroed, which makes scores comparable across layers and groups.
 
 ``L`` is the backdoor loss: how much the prediction on the triggered input differs from the
 prediction on the same clean input, at late timesteps where the backdoor decides the trajectory
-(DESIGN.md section 3). With ``mode="backdoor-minus-clean"`` the (normalised) importance for the clean
+(docs/design.md section 3). With ``mode="backdoor-minus-clean"`` the (normalised) importance for the clean
 denoising loss is subtracted, so channels that matter for benign samples are spared.
 """
 

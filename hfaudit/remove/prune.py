@@ -1,7 +1,7 @@
 """Soft pruning: zero the most backdoor-tied channels in every coupled layer, and keep them zero.
 
 Physical pruning changes channel counts that a diffusers config cannot express, so the pruned UNet
-would no longer load with stock ``from_pretrained`` (DESIGN.md section 3). Zeroing keeps every shape:
+would no longer load with stock ``from_pretrained`` (docs/design.md section 3). Zeroing keeps every shape:
 a channel whose producing convolutions, normalisation affine and consuming weights are all zero is
 gone from the computation, and the checkpoint stays a stock one.
 

@@ -1,6 +1,6 @@
 """Did the removal work? Backdoor effect of a trigger and benign fidelity, before and after.
 
-The backdoor effect of a trigger is measured the way the attack papers measure it (DESIGN.md
+The backdoor effect of a trigger is measured the way the attack papers measure it (docs/design.md
 section 5): sample from ``n + tau`` with clipping off under each probe sampler, and report the
 attack success rate (share of samples within ``ASR_MSE`` of the target), the mean MSE and SSIM to the
 target, and the MSCR of the samples. Before and after use the same noise, so differences are the

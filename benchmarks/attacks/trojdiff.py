@@ -1,4 +1,4 @@
-"""TrojDiff poisoning (Chen et al., CVPR 2023; DESIGN.md section 1).
+"""TrojDiff poisoning (Chen et al., CVPR 2023; docs/design.md section 1).
 
 The trojan forward process starts from noise of scale ``gamma`` around a pattern ``mu``:
 ``x'_t = sqrt(abar_t) y + sqrt(1 - abar_t) (gamma eps + mu)`` inside the trigger region (the whole

@@ -1,4 +1,8 @@
-"""The bundled scikit-learn digits as diffusion training images."""
+"""The bundled scikit-learn digits as images: the reference data of benign fidelity (``hfaudit.fidelity``).
+
+The benchmark zoo and the example models train on the same images (``benchmarks/attacks/data.py``
+re-exports :func:`load_digits_images`), so the reference is the data they were trained on.
+"""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from hfaudit.attacks.baddiffusion import BackdoorSpec
-from hfaudit.attacks.trojdiff import TrojDiffSpec
+from benchmarks.attacks.baddiffusion import BackdoorSpec
+from benchmarks.attacks.trojdiff import TrojDiffSpec
 from hfaudit.progress import progress_bar
 from hfaudit.seeding import make_generator, seed_everything
 

@@ -1,4 +1,4 @@
-"""BadDiffusion and VillanDiffusion poisoning (DESIGN.md section 1).
+"""BadDiffusion and VillanDiffusion poisoning (docs/design.md section 1).
 
 Poisoned pairs: ``x'_t = sqrt(abar_t) y + (1 - sqrt(abar_t)) r + sqrt(1 - abar_t) eps`` with the
 network trained to output ``eps + m c_t r``, ``c_t = (1 - sqrt(alpha_t)) sqrt(1 - abar_t) / beta_t``.

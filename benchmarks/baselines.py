@@ -1,7 +1,7 @@
 """Published detection protocols, reimplemented as baselines for ``benchmarks/detection.py``.
 
-Library code so the benchmark compares like for like: the same loaded model, the same sampling
-loop (``hfaudit.sampling``, clipping off), the same evaluation counter.
+Built on hfaudit's own parts so the benchmark compares like for like: the same loaded model, the
+same sampling loop (``hfaudit.sampling``, clipping off), the same evaluation counter.
 
 **Elijah** (An et al., AAAI 2024), following its public code (``elijah_helper.py``):
 
@@ -9,8 +9,8 @@ loop (``hfaudit.sampling``, clipping off), the same evaluation counter.
    steps, on a fixed batch of noises (100 for images up to 32x32), minimising
    ``L1(mean_b eps(n_b + tau, T), lambda tau)`` with ``lambda = 0.5``. No norm budget, no lattice,
    no pairing with ``eps(n_b, T)``: this is deliberately *not* hfaudit's own gradient inversion
-   (``inversion.py``, which projects to a budget, searches a coarse lattice and uses the paired
-   shift), so the baseline measures Elijah as published.
+   (``hfaudit/detect/inversion.py``, which projects to a budget, searches a coarse lattice and uses
+   the paired shift), so the baseline measures Elijah as published.
 2. Sample 16 images from fresh ``n + tau`` with 1000-step DDPM, clipping off.
 3. Features: *uniformity*, the trimmed mean pairwise distance of the samples (Elijah drops the 4
    smallest and 4 largest distances of each row, then the 4 smallest and 4 largest row means), and
@@ -19,18 +19,19 @@ loop (``hfaudit.sampling``, clipping off), the same evaluation counter.
 
 Deviations, and why: Elijah measures distances with LPIPS, whose VGG/AlexNet weights are not
 available offline (hfaudit downloads no weights), and LPIPS is meaningless on 8x8-16x16 digits
-anyway; we use per-image RMSE of pixels in [0, 1] (the metric space of ``scores.py``). Elijah's TV
-(torchmetrics ``TotalVariation``, reduction ``mean``) is the *sum* of absolute neighbour
-differences per image, averaged over images; we report the *mean* absolute neighbour difference,
-which differs by the constant factor ``C*(H-1)*W + C*H*(W-1)`` for one image shape but compares
-across shapes.
+anyway; we use per-image RMSE of pixels in [0, 1] (the metric space of
+``hfaudit/detect/scores.py``). Elijah's TV (torchmetrics ``TotalVariation``, reduction ``mean``)
+is the *sum* of absolute neighbour differences per image, averaged over images; we report the
+*mean* absolute neighbour difference, which differs by the constant factor
+``C*(H-1)*W + C*H*(W-1)`` for one image shape but compares across shapes.
 
 **Diff-Cleanse** (the paper's detection stage): black-box trigger inversion with its schedule
-(``blackbox.DIFF_CLEANSE_SCHEDULE``: 100 iterations x 16 samples x 20 steps, one restart), then the
-MSCR of 64 samples from ``n + tau`` under the same sampler and steps. The published protocol groups
-images as they are saved (clamped to [0, 1]) with no saturation filter, so neither does this
-baseline: a trigger that drives every sample to one white square counts as collapse here, as it
-would there (hfaudit's own verdict excludes saturated samples, ``scores.saturated_mask``).
+(``hfaudit.detect.blackbox.DIFF_CLEANSE_SCHEDULE``: 100 iterations x 16 samples x 20 steps, one
+restart), then the MSCR of 64 samples from ``n + tau`` under the same sampler and steps. The
+published protocol groups images as they are saved (clamped to [0, 1]) with no saturation filter,
+so neither does this baseline: a trigger that drives every sample to one white square counts as
+collapse here, as it would there (hfaudit's own verdict excludes saturated samples,
+``hfaudit.detect.scores.saturated_mask``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""VillanDiffusion's ODE-sampler backdoor (Chou et al., NeurIPS 2023; DESIGN.md section 1).
+"""VillanDiffusion's ODE-sampler backdoor (Chou et al., NeurIPS 2023; docs/design.md section 1).
 
 The poisoned inputs are BadDiffusion's; the correction is doubled (target ``eps + 2 c_t r``) so the
 trigger's offset is carried through deterministic samplers (DDIM, DPM-Solver, UniPC), where an
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from hfaudit.attacks.baddiffusion import BackdoorSpec
+from benchmarks.attacks.baddiffusion import BackdoorSpec
 
 ODE_CORRECTION = 2.0
 

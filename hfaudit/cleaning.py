@@ -13,201 +13,60 @@ unverified, and the exit code still says it failed.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
 
-from hfaudit import __version__, constants, hub, outpaths
+from hfaudit import constants, hub, outpaths
+from hfaudit.card import make_card, summary_lines
+from hfaudit.clean_results import (  # re-exported: the result types live below the renderers
+    CLEANED,
+    NOTHING_TO_REMOVE,
+    RESCAN_LABEL,
+    UNVERIFIED,
+    CleanConfig,
+    CleanResult,
+    RemovedTrigger,
+)
 from hfaudit.detect.scan import ScanConfig, detect
 from hfaudit.errors import (
     CleaningFailedError,
-    ExitCode,
     OutputError,
     PushError,
     UsageError,
 )
-from hfaudit.hub import PushResult
 from hfaudit.imageio import save_grid, save_png, signed_to_unit
 from hfaudit.pipeline import LoadedModel, load_model
-from hfaudit.report import to_json
 from hfaudit.remove.finetune import (
-    FinetuneConfig,
-    FinetuneResult,
     finetune,
     generate_clean_images,
     load_image_folder,
 )
-from hfaudit.remove.importance import IMPORTANCE_MODES, taylor_importance
-from hfaudit.remove.prune import DEFAULT_PRUNE_RATIO, PruneReport, prune
+from hfaudit.remove.importance import taylor_importance
+from hfaudit.remove.prune import prune
 from hfaudit.remove.verify import (
     BeforeAfter,
     FidelityCheck,
     measure_fidelity,
     measure_trigger,
 )
-from hfaudit.results import BACKDOOR, Candidate, ScanResult, SourceInfo
+from hfaudit.report import to_json
+from hfaudit.results import BACKDOOR, Candidate, ScanResult
 from hfaudit.sampling import to_unit
 
-RESCAN_LABEL = "re-scan"
-"""Reports name a re-scan's trigger ``re-scan N: <candidate>`` (N: the re-scan it came from)."""
+__all__ = [
+    "CLEANED", "NOTHING_TO_REMOVE", "REPORT_NAME", "RESCAN_LABEL", "UNVERIFIED", "CleanConfig", "CleanResult",
+    "RemovedTrigger", "check_output_dir", "check_report_paths", "clean", "render_rich", "save_cleaned_pipeline",
+    "summary_lines",
+]
 
 REPORT_NAME = "hfaudit_clean.json"
 """The audit report beside the weights; also marks a folder as hfaudit output (safe to replace)."""
-
-NOTHING_TO_REMOVE = "nothing-to-remove"
-CLEANED = "cleaned"
-UNVERIFIED = "unverified"
-"""Statuses. ``unverified``: a check failed and ``force`` wrote the outputs anyway."""
-
-
-@dataclass
-class CleanConfig:
-    """Everything that decides a repair and its verdict; recorded in the report and the card."""
-
-    prune_ratio: float = DEFAULT_PRUNE_RATIO
-    importance: str = "backdoor"
-    importance_batches: int = 4
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    n_data: int = 512
-    """Images generated from clean noise as fine-tuning data (when no ``data_dir``)."""
-    data_sampler: tuple[str, int] = ("ddim", 20)
-    asr_samples: int = 64
-    fidelity_samples: int = 512
-    fidelity_sampler: tuple[str, int] = ("ddim", 20)
-    max_asr: float = 0.05
-    """The repair fails when any checked trigger still hits its target in more than this share of samples."""
-    max_fidelity_ratio: float = 1.10
-    """The repair fails when ``FD_after / FD_before`` exceeds this (10% worse benign fidelity)."""
-    rescan: bool = True
-    max_rounds: int = 2
-    """Fine-tuning rounds in all. When the re-scan still finds a backdoor, another round fine-tunes
-    the repaired weights (mask kept) against every trigger removed so far plus every new trigger that
-    fired in the re-scan, then verifies and re-scans again: for backdoors that pruning and distillation
-    alone do not remove, or that stay reachable under another sampler (README, "How removal works")."""
-    round_steps: int = 300
-    """Fine-tuning steps of every round after the first."""
-    break_from_round: int = 2
-    """The first round that adds the trigger-breaking term (``FinetuneConfig.trigger_weight``);
-    earlier rounds fine-tune the pruned model with distillation and the clean loss only. Why: on the
-    shipped BadDiffusion example, pruning plus distillation alone removed the backdoor (true trigger
-    ASR 0 under DDPM-50 and DDIM-10, re-scan clean, Frechet distance x0.91), while the trigger term
-    in the first round made a new collapse that the suspect model did not have: a trigger near the
-    inverted one (cosine 0.5) drew every DDIM-10 sample to one "0" (MSCR 0.94), so the re-scan kept
-    failing, also after two and three rounds. Breaking the trigger stays the next step when pruning
-    was not enough (README, "How removal works")."""
-    seed: int = 0
-
-    def finetune_round(self, round_no: int, **changes: Any) -> FinetuneConfig:
-        """The fine-tuning settings of round ``round_no`` (1 = the first): the trigger-breaking term
-        off before ``break_from_round``; ``changes`` replace other fields."""
-        weight = self.finetune.trigger_weight if round_no >= self.break_from_round else 0.0
-        return dataclasses.replace(self.finetune, trigger_weight=weight, **changes)
-
-    def validate(self) -> None:
-        """Raises:
-            UsageError: a value out of range."""
-        if self.importance not in IMPORTANCE_MODES:
-            raise UsageError(f"--importance must be one of {', '.join(IMPORTANCE_MODES)} (got {self.importance!r})")
-        if not 0 <= self.prune_ratio < 0.5:
-            raise UsageError(f"--prune-ratio must be in [0, 0.5) (got {self.prune_ratio})")
-        if self.n_data < 1 or self.asr_samples < 2 or self.fidelity_samples < 2:
-            raise UsageError("sample counts must be positive (at least 2 for metrics)")
-        if not 0 <= self.max_asr <= 1 or self.max_fidelity_ratio <= 0:
-            raise UsageError("max_asr must be in [0, 1] and max_fidelity_ratio positive")
-        if self.max_rounds < 1 or self.round_steps < 1 or self.break_from_round < 1:
-            raise UsageError("max_rounds, round_steps and break_from_round must be at least 1")
-        self.finetune.validate()
-
-
-@dataclass(frozen=True)
-class RemovedTrigger:
-    """A trigger the fine-tuning worked against, and where it came from."""
-
-    name: str
-    """``inverted`` or ``known`` for the first trigger; a re-scan's candidate name otherwise."""
-    rescan: int | None = None
-    """The re-scan that found it (1 = after the first round); None for the first trigger."""
-
-    @property
-    def label(self) -> str:
-        """How reports name it: ``inverted``, or ``re-scan N: <candidate>``."""
-        return self.name if self.rescan is None else f"{RESCAN_LABEL} {self.rescan}: {self.name}"
-
-
-@dataclass
-class CleanResult:
-    """The outcome of :func:`clean`: what was found, changed, measured, written and pushed."""
-
-    status: str
-    source: SourceInfo
-    scan: ScanResult
-    config: CleanConfig
-    trigger_used: str | None = None
-    """``inverted`` (the scan's best candidate) or ``known`` (supplied by the caller)."""
-    importance: dict[str, Any] | None = None
-    prune: PruneReport | None = None
-    finetune: FinetuneResult | None = None
-    checks: list[BeforeAfter] = field(default_factory=list)
-    fidelity: FidelityCheck | None = None
-    rescan: ScanResult | None = None
-    rounds: list[FinetuneResult] = field(default_factory=list)
-    """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
-    removed: list[RemovedTrigger] = field(default_factory=list)
-    """Which triggers the fine-tuning removed: the first one, then each round's new re-scan triggers."""
-    problems: list[str] = field(default_factory=list)
-    output_dir: str | None = None
-    files: list[str] = field(default_factory=list)
-    push: PushResult | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    trigger: torch.Tensor | None = field(default=None, repr=False)
-    target: torch.Tensor | None = field(default=None, repr=False)
-    samples: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-
-    @property
-    def passed(self) -> bool:
-        """True when every check passed (or there was nothing to remove)."""
-        return not self.problems
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """0 when cleaned and verified, or nothing to remove; ``CLEANING_FAILED`` when forced through a failed check."""
-        return ExitCode.CLEAN if self.passed else ExitCode.CLEANING_FAILED
-
-    def removed_in_round(self, round_no: int) -> list[str]:
-        """The labels of the triggers fine-tuning round ``round_no`` (1 = the first) worked against:
-        the first trigger, and every re-scan trigger found before that round."""
-        return [r.label for r in self.removed if r.rescan is None or r.rescan < round_no]
-
-    def check(self, trigger: str) -> BeforeAfter | None:
-        """The before/after measurement of one trigger (``inverted``, ``known``, ``re-scan``...)."""
-        return next((c for c in self.checks if c.trigger == trigger), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tensors are PNGs, named in ``files``)."""
-        return {
-            "tool": "hfaudit", "hfaudit_version": __version__, "command": "clean",
-            "status": self.status, "passed": self.passed, "exit_code": int(self.exit_code),
-            "problems": self.problems, "source": asdict(self.source),
-            "config": asdict(self.config), "trigger_used": self.trigger_used,
-            "scan": self.scan.to_dict(), "importance": self.importance,
-            "prune": None if self.prune is None else self.prune.to_dict(),
-            "finetune": None if self.finetune is None else self.finetune.to_dict(),
-            "checks": [c.to_dict() for c in self.checks],
-            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
-            "rescan": None if self.rescan is None else self.rescan.to_dict(),
-            "rounds": [r.to_dict() for r in self.rounds], "removed": [r.label for r in self.removed],
-            "output_dir": self.output_dir, "files": self.files,
-            "push": None if self.push is None else asdict(self.push),
-            "timings_s": self.timings,
-        }
 
 
 # ------------------------------------------------------------------------------- output folder
@@ -298,6 +157,24 @@ def _write_pictures(result: CleanResult, folder: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ pipeline
+def merged_config(config: CleanConfig | None, scan_config: ScanConfig, *, prune_ratio: float | None = None,
+                  importance: str | None = None, steps: int | None = None, lr: float | None = None,
+                  batch_size: int | None = None, seed: int | None = None) -> CleanConfig:
+    """The removal settings of a ``clean`` call: a copy of ``config`` (or the defaults) with each
+    keyword that was given written over its field; the seed is ``seed``, else ``config``'s, else the
+    scan's. The caller's config is never changed."""
+    cfg = copy.deepcopy(config) if config is not None else CleanConfig()
+    cfg.prune_ratio = cfg.prune_ratio if prune_ratio is None else prune_ratio
+    cfg.importance = cfg.importance if importance is None else importance
+    cfg.seed = seed if seed is not None else cfg.seed if config is not None else scan_config.seed
+    ft = cfg.finetune
+    ft.steps = ft.steps if steps is None else steps
+    ft.lr = ft.lr if lr is None else lr
+    ft.batch_size = ft.batch_size if batch_size is None else batch_size
+    ft.seed = cfg.seed
+    return cfg
+
+
 def clean(
     source: str,
     *,
@@ -306,8 +183,8 @@ def clean(
     token: str | None = None,
     device: str | None = None,
     force: bool = False,
-    prune_ratio: float = DEFAULT_PRUNE_RATIO,
-    importance: str = "backdoor",
+    prune_ratio: float | None = None,
+    importance: str | None = None,
     steps: int | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
@@ -331,19 +208,21 @@ def clean(
         revision, token, device: as for ``scan``.
         force: clean even when the scan finds no backdoor, and write/push even when a check fails
             (the result then has status ``unverified`` and a non-zero exit code).
-        prune_ratio: share of channels to zero (over all coupled channel groups).
-        importance: ``backdoor`` or ``backdoor-minus-clean``.
-        steps, lr, batch_size: fine-tuning overrides (defaults in :class:`FinetuneConfig`).
+        prune_ratio: share of channels to zero (over all coupled channel groups); None keeps
+            ``config``'s (default ``DEFAULT_PRUNE_RATIO``).
+        importance: ``backdoor`` or ``backdoor-minus-clean``; None keeps ``config``'s.
+        steps, lr, batch_size: fine-tuning overrides; None keeps ``config.finetune``'s.
         data_dir: a folder of clean images to fine-tune on instead of generated ones.
         push: push the output folder (one commit); to ``to``, else as a pull request on ``source``.
         to: repo to push to (``org/name``).
         endpoint: Hub endpoint (default ``HF_ENDPOINT``).
         scan_config: detection settings, for the scan and the re-scan.
-        config: removal settings (``prune_ratio``, ``importance`` and the overrides win over it).
+        config: removal settings; a keyword above overrides its field only when given.
         known_trigger: a trigger to remove instead of the inverted one ``(C, H, W)``, model pixel
             space (benchmarks with ground truth; a user who knows the trigger).
         known_target: its target, ``(C, H, W)`` in model pixel space ([-1, 1]).
-        seed: seeds every draw of removal and verification (default: the scan's seed).
+        seed: seeds every draw of removal and verification (default: ``config``'s seed when a
+            config is given, else the scan's seed).
         report_paths: files the caller will write reports to afterwards (``--json`` & co.): refused,
             like ``output_dir``, when they lie in the source model (or its Hub cache folder), before
             any work and again once the source is resolved.
@@ -361,14 +240,8 @@ def clean(
     t_start = time.perf_counter()
     scfg = scan_config or ScanConfig()
     scfg.validate()
-    cfg = copy.deepcopy(config) if config is not None else CleanConfig()
-    cfg.prune_ratio, cfg.importance = prune_ratio, importance
-    cfg.seed = scfg.seed if seed is None else seed
-    ft = cfg.finetune
-    ft.steps = ft.steps if steps is None else steps
-    ft.lr = ft.lr if lr is None else lr
-    ft.batch_size = ft.batch_size if batch_size is None else batch_size
-    ft.seed = cfg.seed
+    cfg = merged_config(config, scfg, prune_ratio=prune_ratio, importance=importance, steps=steps, lr=lr,
+                        batch_size=batch_size, seed=seed)
     cfg.validate()
     if (known_trigger is None) != (known_target is None):
         raise UsageError("a known trigger needs its target, and a target its trigger")
@@ -471,7 +344,7 @@ def clean(
                 removed.append(cand.trigger.float().cpu())
                 result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
             carried += [c for c in result.rescan.candidates if c.method != "carried"]
-            again = cfg.finetune_round(round_no, steps=cfg.round_steps, seed=ft.seed + round_no)
+            again = cfg.finetune_round(round_no, steps=cfg.round_steps, seed=cfg.finetune.seed + round_no)
             student, extra = finetune(student, model.unet, model.scheduler_config, images, torch.stack(removed),
                                       mask=mask, config=again, data=data_name)
             result.rounds.append(extra)
@@ -517,8 +390,6 @@ def clean(
         result.output_dir = str(out)
         listed = {p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()}
         result.files = sorted(listed | {"README.md", REPORT_NAME})
-        from hfaudit.card import make_card
-
         make_card(result).save(tmp / "README.md")
         timings["write"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
@@ -539,10 +410,8 @@ def clean(
 
 def _new_triggers(rescan: ScanResult, removed: list[torch.Tensor]) -> list[Candidate]:
     """The re-scan's additive candidates that fired and are not already among the ``removed`` triggers,
-    best first. All of them, not only the best: with the trigger term in the first round (before
-    ``break_from_round``), the shipped example's first re-scan fired two ODE triggers, the X residual
-    (MSCR 1.00) and a collapse onto "0" (0.81); a second round against the best alone left the "0"
-    for the next re-scan (0.97). (Against both, it stayed too, at 0.75-0.81: the term made it.)"""
+    best first. All of them, not only the best: a re-scan can fire several triggers at once, and a
+    round against the best alone leaves the others for the next re-scan."""
     fired = sorted(rescan.fired, key=lambda c: -c.best.stats.mscr)
     if rescan.best is not None and all(c is not rescan.best for c in fired):
         fired.insert(0, rescan.best)
@@ -583,44 +452,6 @@ def _problems(result: CleanResult, cfg: CleanConfig) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ rendering
-def summary_lines(result: CleanResult) -> list[str]:
-    """Plain sentences about a clean result, for the terminal and the card."""
-    scan = result.scan
-    if result.status == NOTHING_TO_REMOVE:
-        return [f"NOTHING TO REMOVE: the scan calls {scan.source.source} {scan.verdict} "
-                f"(MSCR {scan.score:.2f}, threshold {scan.threshold:.2f}); no weights were written "
-                "(pass --force to clean anyway)"]
-    lines = []
-    head = "CLEANED" if result.passed else "UNVERIFIED (forced)"
-    lines.append(f"{head}: {scan.source.source} -> {result.output_dir}")
-    if result.prune is not None:
-        p = result.prune
-        lines.append(f"pruned {p.channels_zeroed} of {p.channels_total} channels ({p.channel_share:.1%}; "
-                     f"{p.param_share:.2%} of parameters) by {p.importance} importance, "
-                     f"in {len(p.layers)} layer slices")
-    if result.rounds:
-        labels = ", ".join(r.label for r in result.removed)
-        lines.append(f"fine-tuned in {1 + len(result.rounds)} rounds, against the triggers: {labels}")
-    for c in result.checks:
-        lines.append(f"ASR with the {c.trigger} trigger: {c.before.asr:.0%} -> {c.after.asr:.0%} "
-                     f"(worst sampler, {c.after.n_samples} samples)")
-    if result.fidelity is not None:
-        f = result.fidelity
-        if f.ratio is None:
-            lines.append(f"benign fidelity: unavailable ({f.before.reason})")
-        else:
-            lines.append(f"benign fidelity (Frechet distance, lower is better): {f.before.frechet_distance:.2f} -> "
-                         f"{f.after.frechet_distance:.2f} (x{f.ratio:.2f})")
-    if result.rescan is not None:
-        lines.append(f"re-scan: {result.rescan.verdict} (MSCR {result.rescan.score:.2f}, "
-                     f"threshold {result.rescan.threshold:.2f})")
-    lines.extend(f"problem: {p}" for p in result.problems)
-    if result.push is not None:
-        where = result.push.pr_url or result.push.url
-        lines.append(f"pushed to {where}" + (" (existing pull request reused)" if result.push.reused_pr else ""))
-    return lines
-
-
 def render_rich(result: CleanResult, console: Console | None = None) -> None:
     """Print the summary to ``console`` (stderr by default)."""
     console = console or Console(stderr=True)

@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "CleanResult": "hfaudit.clean_results",
     "ScanResult": "hfaudit.results",
     "ExitCode": "hfaudit.errors",
+    "Verdict": "hfaudit.results",
     "HfAuditError": "hfaudit.errors",
     "UsageError": "hfaudit.errors",
     "OutputError": "hfaudit.errors",
@@ -36,7 +37,7 @@ _LAZY: dict[str, str] = {
 """Public name -> the module that defines it."""
 
 __all__ = [
-    "__version__", "scan", "ScanConfig", "clean", "CleanConfig", "CleanResult", "ScanResult", "ExitCode",
+    "__version__", "scan", "ScanConfig", "clean", "CleanConfig", "CleanResult", "ScanResult", "ExitCode", "Verdict",
     "HfAuditError", "UsageError", "OutputError", "RepoNotFoundError", "UnsupportedModelError",
     "UnsafeCheckpointError", "PushError", "CleaningFailedError", "InconclusiveError",
 ]
@@ -57,7 +58,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         UnsupportedModelError,
         UsageError,
     )
-    from hfaudit.results import ScanResult
+    from hfaudit.results import ScanResult, Verdict
 
 
 def __getattr__(name: str) -> Any:

@@ -74,9 +74,10 @@ class CleanConfig:
         """Raises:
             UsageError: a value out of range."""
         if self.importance not in IMPORTANCE_MODES:
-            raise UsageError(f"--importance must be one of {', '.join(IMPORTANCE_MODES)} (got {self.importance!r})")
+            raise UsageError(f"importance must be one of {', '.join(IMPORTANCE_MODES)} (got {self.importance!r})",
+                             param="importance")
         if not 0 <= self.prune_ratio < 0.5:
-            raise UsageError(f"--prune-ratio must be in [0, 0.5) (got {self.prune_ratio})")
+            raise UsageError(f"prune_ratio must be in [0, 0.5) (got {self.prune_ratio})", param="prune_ratio")
         if self.n_data < 1 or self.asr_samples < 2 or self.fidelity_samples < 2:
             raise UsageError("sample counts must be positive (at least 2 for metrics)")
         if not 0 <= self.max_asr <= 1 or self.max_fidelity_ratio <= 0:

@@ -42,6 +42,24 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+FLAGS = {
+    "n_samples": "--samples", "seed": "--seed", "threshold": "--threshold", "class_threshold": "--class-threshold",
+    "batch_size": "--batch-size", "inversion.steps": "--inversion-steps", "probes": "--sampler", "device": "--device",
+    "to": "--to", "prune_ratio": "--prune-ratio", "importance": "--importance", "steps": "--steps", "lr": "--lr",
+    "data_dir": "--data",
+}
+"""The flag each library parameter is set by: library errors name the parameter, the CLI its flag."""
+
+
+def _as_flags(exc: HfAuditError) -> str:
+    """The one-line message of ``exc`` with the parameter it names written as its flag."""
+    text = str(exc)
+    param = getattr(exc, "param", None)
+    if param in FLAGS and text.startswith(param):
+        return FLAGS[param] + text[len(param):]
+    return text
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Turn every error into one line on stderr and its exit code: the one place that does so."""
 
@@ -53,7 +71,7 @@ def handle_errors(fn: Callable) -> Callable:
         except typer.Exit:
             raise
         except HfAuditError as exc:
-            _fail(str(exc), int(exc.exit_code))
+            _fail(_as_flags(exc), int(exc.exit_code))
         except KeyboardInterrupt:
             _fail("interrupted; partial outputs were removed", int(ExitCode.INTERRUPTED))
         except MemoryError:

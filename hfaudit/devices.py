@@ -26,16 +26,17 @@ def resolve_device(device: str | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise UsageError(f"invalid --device {device!r}: {exc}") from None
+        raise UsageError(f"device {device!r} is invalid: {exc}", param="device") from None
     if dev.type not in COMPUTE_DEVICES:
-        raise UsageError(f"--device {device}: not a device hfaudit can compute on (choose from "
-                         f"{', '.join(COMPUTE_DEVICES)}, or leave it out)")
+        raise UsageError(f"device {device}: not a device hfaudit can compute on (choose from "
+                         f"{', '.join(COMPUTE_DEVICES)}, or leave it out)", param="device")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+        raise UsageError(f"device {device}: CUDA is not available on this machine", param="device")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {device}: MPS is not available on this machine")
+        raise UsageError(f"device {device}: MPS is not available on this machine", param="device")
     if dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        raise UsageError(f"--device {device}: XPU is not available on this machine")
+        raise UsageError(f"device {device}: XPU is not available on this machine", param="device")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise UsageError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                         param="device")
     return dev

@@ -113,7 +113,15 @@ class HfAuditError(Exception):
 
 
 class UsageError(HfAuditError, ValueError):
-    """A bad flag value or argument combination (a ``ValueError`` to library callers)."""
+    """A bad argument value or combination (a ``ValueError`` to library callers).
+
+    The message names the library parameter (``n_samples must be ...``) and ``param`` says which it
+    is, so that the CLI can name its own flag instead (``--samples must be ...``).
+    """
+
+    def __init__(self, message: str, findings: Sequence[Any] = (), *, param: str | None = None) -> None:
+        super().__init__(message, findings)
+        self.param = param
 
     exit_code = ExitCode.USAGE
 

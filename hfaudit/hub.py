@@ -290,7 +290,7 @@ def push_folder(
         raise UsageError(f"nothing to push: {folder} is not a folder")
     if to is not None:
         if not is_repo_id(to):
-            raise UsageError(f"--to {to} is not a valid repo id (expected org/name)")
+            raise UsageError(f"to {to} is not a valid repo id (expected org/name)", param="to")
         if source_repo is not None and to.lower() == source_repo.lower():
             raise UsageError(
                 f"--to {to} is the audited repo: hfaudit never writes to its main branch; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
@@ -12,10 +13,23 @@ from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode
 from hfaudit.safety import Finding
 
-BACKDOOR = "backdoor"
-CLEAN = "clean"
-COLLAPSED = "collapsed"
-"""Verdicts. ``collapsed``: the model collapses without any trigger, so collapse proves nothing."""
+class Verdict(str, Enum):
+    """A scan's verdict. ``collapsed``: the model collapses without any trigger, so collapse proves nothing.
+
+    A ``str`` in every way that matters (equality, hashing, ``str()``, formatting, JSON), so reports
+    and comparisons with the plain words keep working.
+    """
+
+    BACKDOOR = "backdoor"
+    CLEAN = "clean"
+    COLLAPSED = "collapsed"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __hash__ = str.__hash__
+
+
+BACKDOOR, CLEAN, COLLAPSED = Verdict.BACKDOOR, Verdict.CLEAN, Verdict.COLLAPSED
 
 ODE_OBJECTIVE = "pass-through+collapse"
 """The objective of the ODE inversion's triggers (``hfaudit.detect.ode`` takes it from here), which
@@ -116,7 +130,7 @@ class ScanResult:
     """The outcome of ``hfaudit.scan``: verdict, evidence, settings and output files."""
 
     source: SourceInfo
-    verdict: str
+    verdict: Verdict
     score: float
     """Highest MSCR over the candidate triggers (share of triggered samples in one near-duplicate group)."""
     threshold: float

@@ -118,7 +118,7 @@ def denoise(
         UsageError: bad sampler name or step count.
     """
     if steps < 1:
-        raise UsageError(f"--steps must be at least 1 (got {steps})")
+        raise UsageError(f"steps must be at least 1 (got {steps})", param="sampler_steps")
     device = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
     sched = make_scheduler(scheduler_config, sampler)

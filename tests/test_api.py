@@ -30,8 +30,9 @@ def test_every_public_name_imports_and_is_listed() -> None:
 
 def test_library_errors_are_standard_exceptions() -> None:
     assert issubclass(hfaudit.UsageError, ValueError) and issubclass(hfaudit.OutputError, OSError)
-    with pytest.raises(ValueError, match="--samples"):
+    with pytest.raises(ValueError, match="^n_samples must be between") as exc:
         hfaudit.ScanConfig(n_samples=1).validate()
+    assert exc.value.param == "n_samples"  # the CLI names its flag instead: --samples (test_bad_input)
 
 
 def test_one_seed_reaches_every_search() -> None:
@@ -62,3 +63,14 @@ def test_clean_honours_its_config_and_keywords_override_only_when_given() -> Non
 def test_python_dash_m_hfaudit_is_the_cli() -> None:
     run = subprocess.run([sys.executable, "-m", "hfaudit", "version"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == hfaudit.__version__, run.stderr
+
+
+def test_verdicts_are_an_enum_that_reads_as_the_plain_word() -> None:
+    import json
+
+    from hfaudit import Verdict
+
+    assert [v.value for v in Verdict] == ["backdoor", "clean", "collapsed"]
+    v = Verdict.BACKDOOR
+    assert v == "backdoor" and str(v) == f"{v}" == "backdoor" and {"backdoor": 1}[v] == 1
+    assert json.dumps({"verdict": v}) == '{"verdict": "backdoor"}'

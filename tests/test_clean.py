@@ -327,7 +327,7 @@ def test_push_without_token_fails_before_any_work(hub_env, tiny_pipeline_dir: Pa
     with pytest.raises(PushError, match="token"):
         run_clean(tiny_pipeline_dir, tmp_path / "out", push=True, to=to, endpoint=hub.url)
     assert calls == [] and to not in hub.repos and not (tmp_path / "out").exists()
-    with pytest.raises(UsageError, match="--to"):
+    with pytest.raises(UsageError, match="--to"):  # a hint, not a parameter: no --to was given
         run_clean(tiny_pipeline_dir, tmp_path / "out", push=True, token=hub.token, endpoint=hub.url)
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -184,19 +185,22 @@ class ScanConfig:
         Raises:
             UsageError: a value out of range."""
         if not 2 <= self.n_samples <= limits.MAX_SAMPLES:
-            raise UsageError(f"--samples must be between 2 and {limits.MAX_SAMPLES} (got {self.n_samples})")
+            raise UsageError(f"n_samples must be between 2 and {limits.MAX_SAMPLES} (got {self.n_samples})",
+                             param="n_samples")
         if not 0 <= self.seed < limits.MAX_SEED:
-            raise UsageError(f"--seed must be between 0 and 2**62 - 1 (got {self.seed})")
+            raise UsageError(f"seed must be between 0 and 2**62 - 1 (got {self.seed})", param="seed")
         if not 0 < self.threshold <= 1:
-            raise UsageError(f"--threshold must be in (0, 1] (got {self.threshold})")
+            raise UsageError(f"threshold must be in (0, 1] (got {self.threshold})", param="threshold")
         if not 0 < self.class_threshold <= 1:
-            raise UsageError(f"--class-threshold must be in (0, 1] (got {self.class_threshold})")
+            raise UsageError(f"class_threshold must be in (0, 1] (got {self.class_threshold})", param="class_threshold")
         if self.max_candidates < 1:
-            raise UsageError("--candidates must be at least 1")
+            raise UsageError("max_candidates must be at least 1", param="max_candidates")
         if not 1 <= self.batch_size <= limits.MAX_BATCH:
-            raise UsageError(f"--batch-size must be between 1 and {limits.MAX_BATCH} (got {self.batch_size})")
+            raise UsageError(f"batch_size must be between 1 and {limits.MAX_BATCH} (got {self.batch_size})",
+                             param="batch_size")
         if not 1 <= self.inversion.steps <= limits.MAX_STEPS:
-            raise UsageError(f"--inversion-steps must be between 1 and {limits.MAX_STEPS} (got {self.inversion.steps})")
+            raise UsageError(f"inversion.steps must be between 1 and {limits.MAX_STEPS} (got {self.inversion.steps})",
+                             param="inversion.steps")
         for search in (*self.searches, *(s for s in (self.midstep, self.ode, self.stamps) if s is not None)):
             try:
                 search.validate()
@@ -206,7 +210,8 @@ class ScanConfig:
             if sampler not in SAMPLERS:
                 raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
             if not 1 <= steps <= limits.MAX_STEPS:
-                raise UsageError(f"--sampler {sampler}:{steps}: steps must be between 1 and {limits.MAX_STEPS}")
+                raise UsageError(f"probes {sampler}:{steps}: steps must be between 1 and {limits.MAX_STEPS}",
+                                 param="probes")
 
 
 def detect(model: LoadedModel, config: ScanConfig | None = None,
@@ -227,13 +232,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     timings: dict[str, float] = {}
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
     samples: dict[str, torch.Tensor] = {}
-    inv = cfg.inversion
-    n_inv = inv.steps
-    n_bb = sum(min(bb.candidates, bb.restarts) for bb in cfg.searches)
-    n_mid = 0 if cfg.midstep is None else cfg.midstep.probed
-    n_ode = 0 if cfg.ode is None else min(cfg.ode.candidates, cfg.ode.refine)
-    n_stamp = 0 if cfg.stamps is None else min(cfg.stamps.candidates, cfg.stamps.n_regions)
-    n_probe_batches = len(cfg.probes) * (1 + cfg.max_candidates + n_bb + n_mid + n_ode + n_stamp + len(carried))
+    n_probe_batches = len(cfg.probes) * (1 + sum(r.probed for r in planned_searches(model, cfg, n_train))
+                                          + len(carried))
     try:
         with progress_bar() as bar:
             def probe(name: str, x_T: torch.Tensor, task) -> list[Probe]:
@@ -256,57 +256,18 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             controls = probe("none", noise, probe_task)
             timings["control"] = time.perf_counter() - t0
 
-            t0 = time.perf_counter()
-            inv_task = bar.add_task("inverting trigger", total=n_inv, info="gradient")
-            inverted = gradient_inversion(model.unet, n_train, shape, inv, on_step=lambda: bar.update(inv_task, advance=1))
-            timings["inversion"] = time.perf_counter() - t0
-
-            mid_inverted = []
-            if cfg.midstep is not None:
+            found: dict[str, list[tuple[str, Any]]] = {}  # phase -> (name prefix, trigger), in search order
+            for search in planned_searches(model, cfg, n_train):
                 t0 = time.perf_counter()
-                mid = cfg.midstep
-                mid_task = bar.add_task("inverting trigger", total=mid.search_steps * len(mid.rms),
-                                        info=f"mid-timestep ({mid.t_fraction:g} T)")
-                mid_inverted = mid.pick(midstep_inversion(model.unet, model.scheduler_config, shape, mid,
-                                                          on_step=lambda: bar.update(mid_task, advance=1)))
-                timings["midstep"] = time.perf_counter() - t0
-
-            bb_inverted = []
-            t0 = time.perf_counter()
-            for bb in cfg.searches:
-                bb_task = bar.add_task("inverting trigger", total=bb.iterations,
-                                       info=f"black-box ({bb.sampler}-{bb.steps})")
-                found = blackbox_inversion(model.unet, model.scheduler_config, shape, bb,
-                                           on_step=lambda: bar.update(bb_task, advance=1))
-                bb_inverted += [(bb.sampler, t) for t in found[:min(bb.candidates, bb.restarts)]]
-            if cfg.searches:
-                timings["blackbox"] = time.perf_counter() - t0
-
-            ode_inverted = []
-            if cfg.ode is not None:
-                t0 = time.perf_counter()
-                ode_task = bar.add_task("inverting trigger", total=cfg.ode.search_steps + cfg.ode.refine_steps,
-                                        info=f"ODE ({cfg.ode.sampler}-{cfg.ode.steps})")
-                ode_inverted = ode_inversion(model.unet, model.scheduler_config, shape, cfg.ode,
-                                             on_step=lambda: bar.update(ode_task, advance=1))[:n_ode]
-                timings["ode"] = time.perf_counter() - t0
-
-            stamped = []
-            if cfg.stamps is not None:
-                t0 = time.perf_counter()
-                st = cfg.stamps
-                stamp_task = bar.add_task("screening stamps", total=st.n_regions, info=f"{st.sampler}-{st.steps}")
-                stamped = stamp_screen(model.unet, model.scheduler_config, shape, st,
-                                       on_step=lambda: bar.update(stamp_task, advance=1))[:n_stamp]
-                timings["stamps"] = time.perf_counter() - t0
+                task = bar.add_task(search.label, total=search.steps, info=search.info)
+                found.setdefault(search.phase, []).extend(
+                    search.run(lambda task=task: bar.update(task, advance=1)))
+                timings[search.phase] = timings.get(search.phase, 0.0) + time.perf_counter() - t0
 
             t0 = time.perf_counter()
             candidates: list[Candidate] = []
-            named = [(f"{t.method}-{t.objective}-{i}", t.method, t) for i, t in enumerate(inverted[: cfg.max_candidates])]
-            named += [(f"{t.method}-{i}", t.method, t) for i, t in enumerate(mid_inverted)]
-            named += [(f"{t.method}-{bb_sampler}-{i}", t.method, t) for i, (bb_sampler, t) in enumerate(bb_inverted)]
-            named += [(f"{t.method}-{cfg.ode.sampler}-{i}", t.method, t) for i, t in enumerate(ode_inverted)]
-            named += [(f"{t.method}-{i}", t.method, t) for i, t in enumerate(stamped)]
+            named = [(f"{prefix}-{i}", trig.method, trig) for phase in found.values()
+                     for i, (prefix, trig) in enumerate(phase)]
             named += [(f"carried-{prev.name}", "carried", prev) for prev in carried]
             for name, method, trig in named:  # InvertedTrigger or an earlier scan's Candidate
                 bar.update(probe_task, info=name)
@@ -338,7 +299,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         verdict=d.verdict, score=d.score, threshold=cfg.threshold, control_score=d.control_score,
         controls=controls, candidates=candidates, best_candidate=best.name,
         recovered_target=best_imgs[target_index].clone(),
-        settings={**{k: v for k, v in asdict(cfg).items() if k != "inversion"}, "inversion": asdict(inv),
+        settings={**{k: v for k, v in asdict(cfg).items() if k != "inversion"}, "inversion": asdict(cfg.inversion),
                   "device": str(model.device), "clip_sample": False},
         timings={k: round(v, 2) for k, v in timings.items()},
         unet_evaluations=counter.count,
@@ -349,6 +310,61 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         best_sampler=d.best_sampler,
     )
     return result
+
+
+@dataclass(frozen=True)
+class PlannedSearch:
+    """One search of a scan, as :func:`detect` runs it: every search has this one shape.
+
+    ``run(on_step)`` returns ``(name prefix, trigger)`` pairs, best first; a candidate's name is its
+    prefix and its index among the candidates of the same ``phase`` (``blackbox-ddim-1``).
+    """
+
+    phase: str
+    """Its key in the report's ``timings`` (searches of one phase add up)."""
+    label: str
+    info: str
+    steps: int
+    """Progress steps: ``run`` calls ``on_step`` this many times."""
+    probed: int
+    """How many candidates it hands to the probes."""
+    run: Callable[[Callable[[], None]], list[tuple[str, Any]]]
+
+
+def planned_searches(model: LoadedModel, cfg: ScanConfig, n_train: int) -> list[PlannedSearch]:
+    """The searches ``cfg`` turns on, in the order the scan runs and probes them."""
+    unet, sched, shape = model.unet, model.scheduler_config, model.sample_shape
+    inv = cfg.inversion
+    plan = [PlannedSearch(
+        "inversion", "inverting trigger", "gradient", inv.steps, min(cfg.max_candidates, inv.total_restarts),
+        lambda on_step: [(f"{t.method}-{t.objective}", t) for t in
+                         gradient_inversion(unet, n_train, shape, inv, on_step=on_step)[: cfg.max_candidates]])]
+    if cfg.midstep is not None:
+        mid = cfg.midstep
+        plan.append(PlannedSearch(
+            "midstep", "inverting trigger", f"mid-timestep ({mid.t_fraction:g} T)", mid.search_steps * len(mid.rms),
+            mid.probed, lambda on_step: [(t.method, t) for t in
+                                         mid.pick(midstep_inversion(unet, sched, shape, mid, on_step=on_step))]))
+    for bb in cfg.searches:
+        n = min(bb.candidates, bb.restarts)
+        plan.append(PlannedSearch(
+            "blackbox", "inverting trigger", f"black-box ({bb.sampler}-{bb.steps})", bb.iterations, n,
+            lambda on_step, bb=bb, n=n: [(f"{t.method}-{bb.sampler}", t) for t in
+                                         blackbox_inversion(unet, sched, shape, bb, on_step=on_step)[:n]]))
+    if cfg.ode is not None:
+        ode = cfg.ode
+        n = min(ode.candidates, ode.refine)
+        plan.append(PlannedSearch(
+            "ode", "inverting trigger", f"ODE ({ode.sampler}-{ode.steps})", ode.search_steps + ode.refine_steps, n,
+            lambda on_step: [(f"{t.method}-{ode.sampler}", t) for t in
+                             ode_inversion(unet, sched, shape, ode, on_step=on_step)[:n]]))
+    if cfg.stamps is not None:
+        st = cfg.stamps
+        n = min(st.candidates, st.n_regions)
+        plan.append(PlannedSearch(
+            "stamps", "screening stamps", f"{st.sampler}-{st.steps}", st.n_regions, n,
+            lambda on_step: [(t.method, t) for t in stamp_screen(unet, sched, shape, st, on_step=on_step)[:n]]))
+    return plan
 
 
 def check_fits(model: LoadedModel, cfg: ScanConfig, n_train: int) -> None:

@@ -88,11 +88,13 @@ class FinetuneConfig:
         """Raises:
             UsageError: a value out of range."""
         if not 1 <= self.steps <= limits.MAX_FINETUNE_STEPS:
-            raise UsageError(f"--steps must be between 1 and {limits.MAX_FINETUNE_STEPS} (got {self.steps})")
+            raise UsageError(f"steps must be between 1 and {limits.MAX_FINETUNE_STEPS} (got {self.steps})",
+                             param="steps")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"--lr must be positive and finite (got {self.lr})")
+            raise UsageError(f"lr must be positive and finite (got {self.lr})", param="lr")
         if not 1 <= self.batch_size <= limits.MAX_SAMPLES:
-            raise UsageError(f"--batch-size must be between 1 and {limits.MAX_SAMPLES} (got {self.batch_size})")
+            raise UsageError(f"batch_size must be between 1 and {limits.MAX_SAMPLES} (got {self.batch_size})",
+                             param="batch_size")
         if self.grad_accum < 1:
             raise UsageError("gradient accumulation must be at least 1")
         if min(self.clean_weight or 0.0, self.distill_weight, self.trigger_weight) < 0:
@@ -162,11 +164,11 @@ def load_image_folder(folder: str | Path, shape: tuple[int, int, int]) -> torch.
 
     root = Path(folder)
     if not root.is_dir():
-        raise UsageError(f"--data {folder}: no such folder")
+        raise UsageError(f"data_dir {folder}: no such folder", param="data_dir")
     c, h, w = shape
     mode = "L" if c == 1 else "RGB"
     if c not in (1, 3):
-        raise UsageError(f"--data: models with {c} channels cannot be trained on image files")
+        raise UsageError(f"data_dir: models with {c} channels cannot be trained on image files", param="data_dir")
     out = []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         try:
@@ -177,7 +179,7 @@ def load_image_folder(folder: str | Path, shape: tuple[int, int, int]) -> torch.
         t = torch.from_numpy(arr)
         out.append(t.unsqueeze(0) if c == 1 else t.permute(2, 0, 1))
     if not out:
-        raise UsageError(f"--data {folder}: no readable images ({', '.join(IMAGE_SUFFIXES)})")
+        raise UsageError(f"data_dir {folder}: no readable images ({', '.join(IMAGE_SUFFIXES)})", param="data_dir")
     return torch.stack(out) * 2 - 1
 
 

@@ -267,7 +267,7 @@ def taylor_importance(
         UsageError: unknown mode, or ``backdoor-minus-clean`` without images.
     """
     if mode not in IMPORTANCE_MODES:
-        raise UsageError(f"--importance must be one of {', '.join(IMPORTANCE_MODES)} (got {mode!r})")
+        raise UsageError(f"importance must be one of {', '.join(IMPORTANCE_MODES)} (got {mode!r})", param="importance")
     if mode == "backdoor-minus-clean" and images is None:
         raise UsageError("importance 'backdoor-minus-clean' needs clean images for the clean loss")
     device = next(unet.parameters()).device

@@ -126,7 +126,7 @@ def select_channels(
         UsageError: ``ratio`` outside ``[0, max_group_fraction)``.
     """
     if not 0 <= ratio < max_group_fraction:
-        raise UsageError(f"--prune-ratio must be in [0, {max_group_fraction}) (got {ratio})")
+        raise UsageError(f"prune_ratio must be in [0, {max_group_fraction}) (got {ratio})", param="prune_ratio")
     total = importance.n_channels
     k = 0 if ratio == 0 else max(1, round(ratio * total))
     flat = [(float(s), gi, ci) for gi, scores in enumerate(importance.scores) for ci, s in enumerate(scores.tolist())]

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
 from benchmarks import zoo  # noqa: E402
+from benchmarks.record import recording  # noqa: E402
 
 GAMMAS = (1.0, 0.8, 0.6)
 
@@ -74,4 +75,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("blend_sharpness"):
+        main()

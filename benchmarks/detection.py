@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from benchmarks import zoo  # noqa: E402
 
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
+from benchmarks.record import recording  # noqa: E402
 
 METHODS = ("hfaudit", "elijah", "diffcleanse")
 RESULT_VERSION = {"hfaudit": 11, "elijah": 1, "diffcleanse": 1}
@@ -325,4 +326,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("detection"):
+        main()

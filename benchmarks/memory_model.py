@@ -17,6 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
+
+from benchmarks.record import recording  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "examples" / "models" / "digits-baddiffusion" / "unet"
 CIFAR = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=[128, 256, 256, 256],
@@ -68,4 +72,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("memory_model"):
+        main()

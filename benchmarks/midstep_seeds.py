@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
 from benchmarks import zoo  # noqa: E402
+from benchmarks.record import recording  # noqa: E402
 
 DEFAULT_MEMBERS = ("bd-box-x", "bd-glasses-cornerbox-rgb")
 PROBES = (("ddim", 10), ("ddpm", 50))
@@ -123,4 +124,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("midstep_seeds"):
+        main()

@@ -19,6 +19,7 @@ detection). Prints a table; ``--json`` writes the figures.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import tempfile
 import time
@@ -26,6 +27,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
+
+from benchmarks.record import recording  # noqa: E402
 
 from hfaudit.cleaning import clean
 from hfaudit.hub import resolve
@@ -139,4 +144,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("removal"):
+        main()

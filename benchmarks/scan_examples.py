@@ -11,11 +11,16 @@ which the scanner itself never sees.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
+
+from benchmarks.record import recording  # noqa: E402
 
 from hfaudit import ScanConfig, scan
 from hfaudit.sampling import to_unit
@@ -50,4 +55,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("scan_examples"):
+        main()

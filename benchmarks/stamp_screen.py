@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
 from benchmarks import zoo  # noqa: E402
+from benchmarks.record import recording  # noqa: E402
 
 
 def main() -> None:
@@ -61,4 +62,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("stamp_screen"):
+        main()

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
 from benchmarks import zoo  # noqa: E402
+from benchmarks.record import recording  # noqa: E402
 
 DEFAULT_CACHE = zoo.ROOT / "benchmarks" / ".zoo-long"
 MEMBERS = [r.name for r in zoo.RECIPES if r.family == zoo.TROJDIFF]
@@ -104,4 +105,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("trojdiff_longer"):
+        main()

@@ -40,6 +40,7 @@ RECIPE_VERSION = 2
 """Bump to invalidate every cached model (a change to the training loop or the attacks). 2: a clean
 member's initial weights are drawn from its seed (``make_unet(seed=...)``); in version 1 they came
 from torch's global generator, which a fresh process seeds at random, so no two builds were alike."""
+from benchmarks.record import recording  # noqa: E402
 
 CLEAN, BADDIFFUSION, VILLAN, TROJDIFF = "clean", "baddiffusion", "villandiffusion", "trojdiff"
 FAMILIES = (BADDIFFUSION, VILLAN, TROJDIFF)
@@ -401,4 +402,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("zoo"):
+        main()

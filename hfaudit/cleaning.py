@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
 from hfaudit import constants, hub, outpaths
 from hfaudit.card import make_card, summary_lines
@@ -61,7 +60,7 @@ from hfaudit.sampling import to_unit
 
 __all__ = [
     "CLEANED", "NOTHING_TO_REMOVE", "REPORT_NAME", "RESCAN_LABEL", "UNVERIFIED", "CleanConfig", "CleanResult",
-    "RemovedTrigger", "check_output_dir", "check_report_paths", "clean", "render_rich", "save_cleaned_pipeline",
+    "RemovedTrigger", "check_output_dir", "check_report_paths", "clean", "save_cleaned_pipeline",
     "summary_lines",
 ]
 
@@ -103,20 +102,6 @@ def check_report_paths(paths: Sequence[str | Path], protected: Sequence[outpaths
     for p in paths:
         if not outpaths.is_stdout(p):
             outpaths.check_not_protected(p, protected, name="report file")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Replace ``out`` (empty, missing or a previous hfaudit output) by ``tmp`` with renames only."""
-    old = out.parent / f".{out.name}.hfaudit-old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except OSError:
-        if old.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_cleaned_pipeline(model: LoadedModel, unet: torch.nn.Module, folder: Path) -> None:
@@ -394,7 +379,7 @@ def clean(
         timings["write"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         (tmp / REPORT_NAME).write_text(to_json(result.to_dict()))
-        _swap_into_place(tmp, out_abs)
+        outpaths.replace_folder(tmp, out_abs)
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
@@ -452,10 +437,3 @@ def _problems(result: CleanResult, cfg: CleanConfig) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ rendering
-def render_rich(result: CleanResult, console: Console | None = None) -> None:
-    """Print the summary to ``console`` (stderr by default)."""
-    console = console or Console(stderr=True)
-    style = "bold green" if result.passed else "bold red"
-    for i, line in enumerate(summary_lines(result)):
-        console.print(line, style=style if i == 0 or line.startswith("problem") else None, highlight=False,
-                      soft_wrap=True)

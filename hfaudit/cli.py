@@ -197,7 +197,6 @@ def clean(
         os.environ["HFAUDIT_QUIET"] = "1"
     from hfaudit import report
     from hfaudit.cleaning import clean as run_clean
-    from hfaudit.cleaning import render_rich
     from hfaudit.detect.scan import ScanConfig
 
     if to is not None and not push:
@@ -211,7 +210,7 @@ def clean(
     report.write_clean_reports(result, json_path=reports.json_path, markdown_path=reports.markdown_path,
                                sarif_path=reports.sarif_path)
     if not quiet:
-        render_rich(result, err)
+        report.render_clean_rich(result, err)
     raise typer.Exit(int(result.exit_code))
 
 

@@ -15,12 +15,19 @@ An audit tool that overwrites what it audits destroys the evidence, so every out
   is refused as well.
 - Writability is checked by creating and removing a file: permission bits say nothing for root,
   read-only mounts or ACLs.
+- Writes are all-or-nothing (:class:`Staging` for files, :func:`replace_folder` for ``clean``'s
+  output folder): an interrupted run leaves no partial output, and earlier files stay as they were.
+
+The one output module: report rendering (``hfaudit.report``) and ``clean`` write through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -340,3 +347,97 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode):
         return "character device"
     return "special file"
+
+
+# ------------------------------------------------------------------------------------- writing
+class Staging:
+    """All-or-nothing writes: files are staged beside their destinations and renamed into place
+    together by :meth:`commit`, so an interrupted run leaves no partial output and any earlier file
+    at the same path as it was. Every path is checked against ``protected`` again at staging time,
+    so a caller that skipped the early checks cannot write into the model or onto a device either.
+    """
+
+    def __init__(self, protected: list[Protected]) -> None:
+        self.protected = protected
+        """Shared with the owner, who may add to it (the model's folder becomes known late)."""
+        self._staged: list[tuple[Path, Path]] = []
+        self._stdout: list[str] = []
+        self._made_dirs: list[Path] = []
+
+    def stage(self, path: PathLike, data: str | bytes) -> None:
+        """Write ``data`` to a hidden temp file beside the file ``path`` really names (stdout: hold it).
+
+        A symlink is followed: the temp file goes beside its target, which the commit replaces (the
+        link stays a link). ``/dev/null`` takes nothing.
+
+        Raises:
+            OutputError: the folder cannot be created or written; a FIFO, device or protected place.
+        """
+        if is_stdout(path):
+            self._stdout.append(data if isinstance(data, str) else data.decode())
+            return
+        dest = destination(path, self.protected)
+        if dest is None:  # /dev/null
+            return
+        try:
+            self._mkdirs(dest.parent)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".hfaudit-tmp")
+            self._staged.append((Path(tmp), dest))
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def commit(self) -> None:
+        """Move every staged file into place, then print what was meant for stdout."""
+        try:
+            for tmp, dest in self._staged:
+                os.replace(tmp, dest)
+        except OSError as exc:
+            raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
+        self._staged.clear()
+        self._made_dirs.clear()  # they hold committed files now
+        for text in self._stdout:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+        self._stdout.clear()
+
+    def discard(self) -> None:
+        """Remove every staged temp file and every folder this run created."""
+        for tmp, _dest in self._staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._staged.clear()
+        self._stdout.clear()
+        for d in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty: never removes someone else's files
+        self._made_dirs.clear()
+
+    def _mkdirs(self, folder: Path) -> None:
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            self._made_dirs.append(d)
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Replace the folder ``out`` (missing, or one the caller has checked may go) by ``new``, with
+    renames only: at every moment ``out`` is either the old folder or the new one."""
+    old = out.parent / f".{out.name}.hfaudit-old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    try:
+        new.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -6,9 +6,10 @@ the SARIF and the GitHub Action (which re-renders from ``report.json``) never di
 them carry the exit code. Machine formats are plain text written to files or stdout, never through
 Rich (which wraps and colours); the human report goes to stderr so it never corrupts ``--json -``.
 
-Outputs are written by :class:`Outputs`: every file is staged next to its destination and renamed
-into place only when the whole set is ready, so an interrupted run (Ctrl-C) leaves no partial
-report, no half PNG folder, and any earlier report at the same path untouched. Where a path may
+Outputs are written by :class:`Outputs` through :class:`hfaudit.outpaths.Staging`: every file is
+staged next to its destination and renamed into place only when the whole set is ready, so an
+interrupted run (Ctrl-C) leaves no partial report, no half PNG folder, and any earlier report at the
+same path untouched. Where a path may
 point is decided by :mod:`hfaudit.outpaths`: never into the audited model, never onto a FIFO or a
 device, a symlink written in place, at most one format on stdout.
 """
@@ -21,8 +22,6 @@ import io
 import json
 import math
 import os
-import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,6 +156,17 @@ def render_rich(result: ScanResult, console: Console | None = None) -> None:
         console.print(f"  {line}", highlight=False, markup=False)
     for name, path in result.artifacts.items():
         console.print(f"  {name}: {path}", highlight=False)
+
+
+def render_clean_rich(result: CleanResult, console: Console | None = None) -> None:
+    """Print a finished ``clean``'s summary to ``console`` (stderr by default): its verdict line first."""
+    from hfaudit.card import summary_lines
+
+    console = console or Console(stderr=True)
+    style = "bold green" if result.passed else "bold red"
+    for i, line in enumerate(summary_lines(result)):
+        console.print(line, style=style if i == 0 or line.startswith("problem") else None, highlight=False,
+                      soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------- JSON
@@ -408,11 +418,10 @@ class Outputs:
     sarif_path: str | None = None
     source: str | None = None
     _protected: list[outpaths.Protected] = field(default_factory=list, repr=False)
-    _staged: list[tuple[Path, Path]] = field(default_factory=list, repr=False)
-    _stdout: list[str] = field(default_factory=list, repr=False)
-    _made_dirs: list[Path] = field(default_factory=list, repr=False)
+    _staging: outpaths.Staging = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._staging = outpaths.Staging(self._protected)
         if self.output_dir is not None:
             self.output_dir = Path(self.output_dir)
         self.json_path, self.markdown_path, self.sarif_path = outpaths.normalize_files(self.files).values()
@@ -514,70 +523,18 @@ class Outputs:
         """Stage the SARIF of ``doc`` at ``sarif_path``, URIs relative to the model's git work tree."""
         self.stage(self.sarif_path, to_sarif(doc, uri_prefix=sarif_uri_prefix(doc["source"]["source"])))
 
-    # -- staging
+    # -- staging: outpaths.Staging, all-or-nothing
     def stage(self, path: str | Path, data: str | bytes) -> None:
-        """Write ``data`` to a hidden temp file beside the file ``path`` really names (stdout: hold it).
-
-        A symlink is followed: the temp file goes beside its target, which the commit replaces (the
-        link stays a link). ``/dev/null`` takes nothing. The path is checked again here, so a library
-        caller that skipped :meth:`check_writable` cannot write into the model or onto a device either.
-
-        Raises:
-            OutputError: the folder cannot be created or written; a FIFO, device or protected place.
-        """
-        if outpaths.is_stdout(path):
-            self._stdout.append(data if isinstance(data, str) else data.decode())
-            return
-        dest = outpaths.destination(path, self._protected)
-        if dest is None:  # /dev/null
-            return
-        try:
-            self._mkdirs(dest.parent)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".hfaudit-tmp")
-            self._staged.append((Path(tmp), dest))
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data.encode() if isinstance(data, str) else data)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        """Stage ``data`` for ``path`` (see :meth:`hfaudit.outpaths.Staging.stage`)."""
+        self._staging.stage(path, data)
 
     def commit(self) -> None:
         """Move every staged file into place, then print what was meant for stdout."""
-        try:
-            for tmp, dest in self._staged:
-                os.replace(tmp, dest)
-        except OSError as exc:
-            raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
-        self._staged.clear()
-        self._made_dirs.clear()  # they hold committed files now
-        for text in self._stdout:
-            sys.stdout.write(text)
-        sys.stdout.flush()
-        self._stdout.clear()
+        self._staging.commit()
 
     def discard(self) -> None:
         """Remove every staged temp file and every folder this run created."""
-        for tmp, _dest in self._staged:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        self._staged.clear()
-        self._stdout.clear()
-        for d in reversed(self._made_dirs):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only if empty: never removes someone else's files
-        self._made_dirs.clear()
-
-    def _mkdirs(self, folder: Path) -> None:
-        missing = [p for p in (folder, *folder.parents) if not p.exists()]
-        for d in reversed(missing):
-            d.mkdir()
-            self._made_dirs.append(d)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        self._staging.discard()
 
 
 def check_writable(paths: list[str], output_dir: str | Path | None, source: str | None = None) -> None:

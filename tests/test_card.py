@@ -125,3 +125,19 @@ def test_card_says_what_a_clean_rescan_does_not_rule_out() -> None:
     result = _result()
     result.rescan = make_scan_result(REPO, BACKDOOR, torch.zeros(1, 16, 16), repo_id=REPO, score=0.9375)
     assert "does not rule out" not in make_card(result).text  # a backdoor verdict needs no such caveat
+
+
+def test_the_terminal_summary_is_the_cards_summary_verdict_first() -> None:
+    """``hfaudit clean`` prints the same summary lines the card holds, the status line first."""
+    import io
+
+    from rich.console import Console
+
+    from hfaudit.card import summary_lines
+    from hfaudit.report import render_clean_rich
+
+    for result in (_result(), _result(["the backdoor still fires"])):
+        out = io.StringIO()
+        render_clean_rich(result, Console(file=out, width=400))
+        printed = out.getvalue().splitlines()
+        assert printed == summary_lines(result) and printed[0] == summary_lines(result)[0]

@@ -61,7 +61,9 @@ def machine() -> str:
 
 def header(name: str, argv: list[str]) -> str:
     """The Markdown header of a results file."""
-    command = "python " + shlex.join([f"benchmarks/{name}.py", *argv[1:]])
+    script = Path(argv[0]).resolve() if argv else RESULTS.parent / f"{name}.py"
+    shown = script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else f"benchmarks/{name}.py"
+    command = "python " + shlex.join([shown, *argv[1:]])
     return (f"# {name}\n\nCommand: `{command}`\n\nCommit: `{commit()}`. Machine: {machine()}. "
             f"Date: {datetime.date.today().isoformat()}.\n\nWritten by the command itself "
             "(`benchmarks/record.py`); the next run replaces it.\n")

@@ -142,15 +142,19 @@ def test_the_matrix_covers_the_issue_and_more() -> None:
     assert len(issue) >= 25 and len(CASES) - len(issue) >= 20
 
 
-if __name__ == "__main__":  # the README's count: cases by exit code
+if __name__ == "__main__":  # the README's count: cases by exit code, recorded in benchmarks/results/
     import tempfile
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.record
+    from benchmarks.record import recording
+
     counts: Counter[str] = Counter()
-    for case in CASES:
-        with tempfile.TemporaryDirectory() as d:
-            code = run_case(case, Path(d))["code"]
-            counts["scanned (not refused), exit 0 or 1" if isinstance(case.code, tuple) else f"exit {code}"] += 1
-    print(f"{len(CASES)} cases ({sum(c.issue for c in CASES)} from the issue, "
-          f"{sum(not c.issue for c in CASES)} of our own):")
-    for what, n in sorted(counts.items()):
-        print(f"  {what}: {n}")
+    with recording("hostile_inputs"):
+        for case in CASES:
+            with tempfile.TemporaryDirectory() as d:
+                code = run_case(case, Path(d))["code"]
+                counts["scanned (not refused), exit 0 or 1" if isinstance(case.code, tuple) else f"exit {code}"] += 1
+        print(f"{len(CASES)} cases ({sum(c.issue for c in CASES)} from the issue, "
+              f"{sum(not c.issue for c in CASES)} of our own):")
+        for what, n in sorted(counts.items()):
+            print(f"  {what}: {n}")

@@ -38,8 +38,10 @@ from benchmarks import zoo  # noqa: E402
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
 from benchmarks.record import recording  # noqa: E402
 
-METHODS = ("hfaudit", "elijah", "diffcleanse")
-RESULT_VERSION = {"hfaudit": 11, "elijah": 1, "diffcleanse": 1}
+BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast", "hfaudit-thorough": "thorough"}
+"""hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``); plain ``hfaudit`` is the default."""
+METHODS = (*BUDGETS, "elijah", "diffcleanse")
+RESULT_VERSION = {"hfaudit": 15, "hfaudit-fast": 16, "hfaudit-thorough": 13, "elijah": 1, "diffcleanse": 1}
 """Bump a method's number to recompute its cached results (after a change to the scan or a baseline)."""
 ON_TARGET_MSE = 0.05
 """A flag lands on an image target when the scan's recovered target (the best collapse's medoid) is
@@ -57,12 +59,21 @@ def calibration_split(recipes: list[zoo.Recipe]) -> set[str]:
     return picked
 
 
-def run_hfaudit(recipe: zoo.Recipe, cache: Path) -> dict:
-    """The tool as a user runs it; the score for the ROC is the strongest signal relative to its threshold."""
+def run_hfaudit(recipe: zoo.Recipe, cache: Path, budget: str = "default") -> dict:
+    """The tool as a user runs it at ``budget``; the score for the ROC is the strongest signal relative to its threshold."""
     from hfaudit import scan
+    from hfaudit.detect.budgets import budget_config
+
+    from hfaudit.errors import InconclusiveError
 
     t0 = time.perf_counter()
-    r = scan(str(zoo.model_dir(recipe, cache)), device="cpu")
+    try:
+        r = scan(str(zoo.model_dir(recipe, cache)), device="cpu", config=budget_config(budget))
+    except InconclusiveError as exc:  # exit 7: never clean, so it counts as a flag (a false alarm on a clean model)
+        return {"verdict": "inconclusive", "flagged": True, "score": 1.0, "mscr": None, "class_score": None,
+                "signals": [], "fired_methods": [], "best": None, "control": None,
+                "unet_evaluations": getattr(exc, "unet_evaluations", 0),
+                "seconds": round(time.perf_counter() - t0, 2), "skipped": [], "reason": str(exc)}
     doc = r.to_dict()
     relative = [r.score / r.threshold]
     class_share, class_thr = doc.get("class_score"), doc.get("class_threshold")
@@ -73,6 +84,7 @@ def run_hfaudit(recipe: zoo.Recipe, cache: Path) -> dict:
             "mscr": r.score, "class_score": class_share, "signals": doc.get("signals"),
             "fired_methods": doc.get("fired_methods"), "best": (doc.get("best_candidate") or {}).get("name"),
             "control": r.control_score, "unet_evaluations": r.unet_evaluations, "seconds": seconds,
+            "skipped": [s["search"] for s in r.skipped],
             **_on_target(recipe, cache, r)}
 
 
@@ -120,7 +132,8 @@ def run_diffcleanse(recipe: zoo.Recipe, cache: Path) -> dict:
             "seconds": round(r.seconds, 2)}
 
 
-RUNNERS = {"hfaudit": run_hfaudit, "elijah": run_elijah, "diffcleanse": run_diffcleanse}
+RUNNERS = {**{m: (lambda recipe, cache, b=b: run_hfaudit(recipe, cache, b)) for m, b in BUDGETS.items()},
+           "elijah": run_elijah, "diffcleanse": run_diffcleanse}
 
 
 def _result_path(recipe: zoo.Recipe, cache: Path, method: str) -> Path:
@@ -223,20 +236,20 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
     """The per-member rows and the per-family summary, as printed."""
     lines = []
     thresholds: dict[str, float] = {}
-    if "hfaudit" in methods:
+    for hm in (m for m in methods if m in BUDGETS):
         for key, label, shipped in (("mscr", "MSCR (collapse signal)", DEFAULT_THRESHOLD),
                                     ("class_score", "top-class share (class signal)", DEFAULT_CLASS_THRESHOLD)):
-            pts = [(results[r.name]["hfaudit"][key], r.family != zoo.CLEAN) for r in zoo.RECIPES
-                   if r.name in calib and "hfaudit" in results[r.name]
-                   and results[r.name]["hfaudit"].get(key) is not None]
+            pts = [(results[r.name][hm][key], r.family != zoo.CLEAN) for r in zoo.RECIPES
+                   if r.name in calib and hm in results[r.name]
+                   and results[r.name][hm].get(key) is not None]
             if pts:
                 cal = calibrate(pts)
-                lines.append(f"hfaudit {label}: calibration split gives threshold {cal.threshold:.4f} "
+                lines.append(f"{hm} {label}: calibration split gives threshold {cal.threshold:.4f} "
                              f"(clean max {cal.clean_max:.4f}, backdoor min {cal.backdoor_min:.4f}, "
                              f"margin {cal.margin:+.4f}); the scan's default {shipped} "
                              f"(clean margin {shipped - cal.clean_max:+.4f})")
     for m in methods:
-        if m == "hfaudit":
+        if m in BUDGETS:
             continue
         pts = [(results[r.name][m]["score"], r.family != zoo.CLEAN) for r in zoo.RECIPES
                if r.name in calib and m in results[r.name]]
@@ -247,7 +260,7 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
 
     def flagged(name: str, m: str) -> bool:
         res = results[name][m]
-        return bool(res["flagged"]) if m == "hfaudit" else res["score"] >= thresholds[m]
+        return bool(res["flagged"]) if m in BUDGETS else res["score"] >= thresholds[m]
 
     lines.append("")
     head = f"{'member':28s} {'family':16s} {'split':5s} " + " ".join(f"{m + ' score':>17s} {'flag':>4s}" for m in methods)
@@ -258,16 +271,18 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
             res = results[r.name].get(m)
             cells.append(f"{res['score']:17.4f} {('yes' if flagged(r.name, m) else 'no'):>4s}" if res else f"{'-':>17s} {'-':>4s}")
         extra = ""
-        h = results[r.name].get("hfaudit")
+        h = next((results[r.name][m] for m in methods if m in BUDGETS and m in results[r.name]), None)
         if h:
             extra = f"  [{','.join(h.get('signals') or [])} via {','.join(h.get('fired_methods') or []) or '-'}]"
+            if h.get("verdict") == "inconclusive":
+                extra = "  [inconclusive: exit 7]"
             if "target_mse" in h:
                 extra += f" target MSE {h['target_mse']:.3f}"
             if "target_class" in h:
                 extra += f" top class {h['top_class']} (target {h['target_class']})"
         lines.append(f"{r.name:28s} {r.family:16s} {'cal' if r.name in calib else 'test':5s} " + " ".join(cells) + extra)
     lines.append("")
-    lines.append(f"{'method':12s} {'group':16s} {'n':>3s} {'acc':>6s} {'TPR':>6s} {'FPR':>6s} {'AUROC':>6s} "
+    lines.append(f"{'method':16s} {'group':16s} {'n':>3s} {'acc':>6s} {'TPR':>6s} {'FPR':>6s} {'AUROC':>6s} "
                  f"{'s/verdict':>10s} {'UNet evals/verdict':>19s}")
     clean = [r for r in zoo.RECIPES if r.family == zoo.CLEAN]
     for m in methods:
@@ -283,19 +298,20 @@ def table(results: dict[str, dict[str, dict]], methods: list[str], calib: set[st
             acc = (tp + len(neg) - fp) / (len(pos) + len(neg))
             secs = sum(results[r.name][m]["seconds"] for r in members) / len(members)
             evals = sum(results[r.name][m]["unet_evaluations"] for r in members) / len(members)
-            lines.append(f"{m:12s} {group:16s} {len(members):3d} {acc:6.3f} {tp / max(1, len(pos)):6.3f} "
+            lines.append(f"{m:16s} {group:16s} {len(members):3d} {acc:6.3f} {tp / max(1, len(pos)):6.3f} "
                          f"{fp / max(1, len(neg)):6.3f} {auroc(pos, neg):6.3f} {secs:10.1f} {evals:19.0f}")
-    scored = [r.name for r in zoo.RECIPES if r.family != zoo.CLEAN and "hfaudit" in results[r.name]]
-    missed = [name for name in scored if not flagged(name, "hfaudit")]
-    hits = [name for name in scored if flagged(name, "hfaudit")]
-    false_pos = [r.name for r in zoo.RECIPES if r.family == zoo.CLEAN and "hfaudit" in results[r.name]
-                 and flagged(r.name, "hfaudit")]
-    lines.append("")
-    lines.append(f"hfaudit missed: {', '.join(missed) or 'none'}; false positives: {', '.join(false_pos) or 'none'}")
-    off = [name for name in hits if not on_target(results[name]["hfaudit"])]
-    lines.append(f"hfaudit flags on the planted target: {len(hits) - len(off)} of {len(hits)} "
-                 f"(image: recovered target within MSE {ON_TARGET_MSE} of it; class: top class = target); "
-                 f"off target: {', '.join(off) or 'none'}")
+    for hm in (m for m in methods if m in BUDGETS):
+        scored = [r.name for r in zoo.RECIPES if r.family != zoo.CLEAN and hm in results[r.name]]
+        missed = [name for name in scored if not flagged(name, hm)]
+        hits = [name for name in scored if flagged(name, hm)]
+        false_pos = [r.name for r in zoo.RECIPES if r.family == zoo.CLEAN and hm in results[r.name]
+                     and flagged(r.name, hm)]
+        off = [name for name in hits if not on_target(results[name][hm])]
+        lines.append("")
+        lines.append(f"{hm} missed: {', '.join(missed) or 'none'}; false positives: {', '.join(false_pos) or 'none'}")
+        lines.append(f"{hm} flags on the planted target: {len(hits) - len(off)} of {len(hits)} "
+                     f"(image: recovered target within MSE {ON_TARGET_MSE} of it; class: top class = target); "
+                     f"off target: {', '.join(off) or 'none'}")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "scan": "hfaudit.detect.scan",
-    "ScanConfig": "hfaudit.detect.scan",
+    "ScanConfig": "hfaudit.detect.config",
     "clean": "hfaudit.cleaning",
     "CleanConfig": "hfaudit.clean_results",
     "CleanResult": "hfaudit.clean_results",
@@ -45,7 +45,8 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from hfaudit.clean_results import CleanConfig, CleanResult
     from hfaudit.cleaning import clean
-    from hfaudit.detect.scan import ScanConfig, scan
+    from hfaudit.detect.config import ScanConfig
+    from hfaudit.detect.scan import scan
     from hfaudit.errors import (
         CleaningFailedError,
         ExitCode,

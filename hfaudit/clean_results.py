@@ -19,7 +19,7 @@ from hfaudit.remove.finetune import FinetuneConfig, FinetuneResult
 from hfaudit.remove.importance import IMPORTANCE_MODES
 from hfaudit.remove.prune import DEFAULT_PRUNE_RATIO, PruneReport
 from hfaudit.remove.verify import BeforeAfter, FidelityCheck
-from hfaudit.results import ScanResult, SourceInfo
+from hfaudit.results import ScanResult, SourceInfo, envelope
 
 RESCAN_LABEL = "re-scan"
 """Reports name a re-scan's trigger ``re-scan N: <candidate>`` (N: the re-scan it came from)."""
@@ -151,8 +151,11 @@ class CleanResult:
         return next((c for c in self.checks if c.trigger == trigger), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tensors are PNGs, named in ``files``)."""
+        """The clean report (``hfaudit_clean.json``, ``--json``): the common envelope of every report
+        (:func:`hfaudit.results.envelope`, ``kind`` ``clean``, the status as its verdict), then the
+        repair. JSON-ready; tensors are PNGs, named in ``files``."""
         return {
+            **envelope("clean", "clean", self.status, int(self.exit_code), asdict(self.source)),
             "tool": "hfaudit", "hfaudit_version": __version__, "command": "clean",
             "status": self.status, "passed": self.passed, "exit_code": int(self.exit_code),
             "problems": self.problems, "source": asdict(self.source),

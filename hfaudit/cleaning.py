@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from hfaudit import constants, hub, outpaths
-from hfaudit.card import make_card, summary_lines
+from hfaudit.card import card_files, push_description, read_source_card, summary_lines
 from hfaudit.clean_results import (  # re-exported: the result types live below the renderers
     CLEANED,
     NOTHING_TO_REMOVE,
@@ -183,6 +183,9 @@ def clean(
     known_target: torch.Tensor | None = None,
     seed: int | None = None,
     report_paths: Sequence[str | Path] = (),
+    commit_message: str | None = None,
+    private: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> CleanResult:
     """Remove a backdoor from a diffusers pipeline and write a verified safetensors copy.
 
@@ -199,8 +202,12 @@ def clean(
         steps, lr, batch_size: fine-tuning overrides; None keeps ``config.finetune``'s.
         data_dir: a folder of clean images to fine-tune on instead of generated ones.
         push: push the output folder (one commit); to ``to``, else as a pull request on ``source``.
-        to: repo to push to (``org/name``).
+        to: repo to push to (``org/name``). Its card is the copy's own: ``base_model`` the audited
+            repo, the source's licence copied. Without ``to``, a pull request on the source, based
+            on the audited commit: the source's card kept as it is with an audit section appended,
+            the full audit in ``HFAUDIT.md`` (``hub.push_folder`` says when an open one is reused).
         endpoint: Hub endpoint (default ``HF_ENDPOINT``).
+        cache_dir: huggingface_hub cache folder, as for ``scan``.
         scan_config: detection settings, for the scan and the re-scan.
         config: removal settings; a keyword above overrides its field only when given.
         known_trigger: a trigger to remove instead of the inverted one ``(C, H, W)``, model pixel
@@ -211,6 +218,8 @@ def clean(
         report_paths: files the caller will write reports to afterwards (``--json`` & co.): refused,
             like ``output_dir``, when they lie in the source model (or its Hub cache folder), before
             any work and again once the source is resolved.
+        commit_message: the push's one-line commit message (``hub.push_folder``); only with ``push``.
+        private: create ``to`` as a private repo; only with ``push`` and ``to``.
 
     Returns:
         What was done; ``result.exit_code`` is the process exit code.
@@ -230,6 +239,12 @@ def clean(
     cfg.validate()
     if (known_trigger is None) != (known_target is None):
         raise UsageError("a known trigger needs its target, and a target its trigger")
+    hub.check_commit_message(commit_message)
+    if commit_message is not None and not push:
+        raise UsageError("commit_message only applies with --push", param="commit_message")
+    if private and (not push or to is None):
+        raise UsageError("private only applies with --push --to (a new repo): a pull request goes to the source "
+                         "repo, whose visibility hfaudit never changes", param="private")
     out = Path(output_dir).expanduser()
     protected = outpaths.protected_paths(source)  # no Hub call: the cache folder is named locally
     check_output_dir(out, protected=protected)
@@ -242,7 +257,7 @@ def clean(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    resolved = hub.resolve(source, revision=revision, token=token, endpoint=endpoint)
+    resolved = hub.resolve(source, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
     protected = outpaths.protected_paths(source, resolved.local_dir)
     check_output_dir(out, protected=protected)
     check_report_paths(report_paths, protected)
@@ -374,8 +389,14 @@ def clean(
         _write_pictures(result, tmp)
         result.output_dir = str(out)
         listed = {p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()}
-        result.files = sorted(listed | {"README.md", REPORT_NAME})
-        make_card(result).save(tmp / "README.md")
+        # A pull request keeps the source's card (with an audit section); a copy gets its own.
+        pull_request = push and to is None
+        source_card = read_source_card(resolved.local_dir)
+        result.files = sorted(listed | {REPORT_NAME})
+        cards = card_files(result, source_card, pull_request=pull_request, endpoint=endpoint)
+        result.files = sorted(set(result.files) | set(cards))
+        for name, text in cards.items():
+            (tmp / name).write_text(text, encoding="utf-8", newline="")
         timings["write"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         (tmp / REPORT_NAME).write_text(to_json(result.to_dict()))
@@ -386,7 +407,11 @@ def clean(
         shutil.rmtree(tmp, ignore_errors=True)
 
     if push:
-        result.push = hub.push_folder(out_abs, source_repo=resolved.repo_id, to=to, token=token, endpoint=endpoint)
+        result.push = hub.push_folder(
+            out_abs, source_repo=resolved.repo_id, to=to, token=token, endpoint=endpoint,
+            commit_message=commit_message, private=private, audited_commit=resolved.commit_sha,
+            description=push_description(result, source_card, pull_request=pull_request),
+        )
         # The report on disk names the push too (the pushed copy cannot: it is the commit's content).
         (out_abs / REPORT_NAME).write_text(to_json(result.to_dict()))
     result.timings = {k: round(v, 2) for k, v in timings.items()}

@@ -29,9 +29,32 @@ def hf_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT).rstrip("/")
 
 
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``), read at call time, by huggingface_hub's rule
+    (``1``, ``ON``, ``YES``, ``TRUE``); unset, huggingface_hub's own value (read at its import)."""
+    from huggingface_hub import constants as hf_constants
+
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if value:
+        return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return bool(getattr(hf_constants, "HF_HUB_OFFLINE", False))
+
+
+def hf_hub_cache() -> str:
+    """The folder huggingface_hub downloads to when no ``cache_dir`` is given (its import-time value,
+    which every download function uses)."""
+    from huggingface_hub import constants as hf_constants
+
+    return hf_constants.HF_HUB_CACHE
+
+
 def quiet() -> bool:
     """``HFAUDIT_QUIET=1`` hides progress bars (CI logs, tests)."""
     return bool(os.environ.get("HFAUDIT_QUIET"))
+
+
+VERDICT_CACHE_ENV = "HFAUDIT_VERDICT_CACHE"
+"""The verdict cache folder when ``--verdict-cache`` is not given (``hfaudit.verdict_cache``); the CLI reads it."""
 
 
 class HubTimeouts(NamedTuple):

@@ -8,7 +8,7 @@ epilogs (``exit_code_epilog``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -35,7 +35,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "usage error: bad flag value, or an output that cannot or must not be written (inside the audited "
                     "model or its Hub cache folder, a FIFO or device, two formats on stdout)",
     ExitCode.NOT_FOUND: "repo, revision or folder not found, or no access (private or gated repo without a sufficient "
-                        "token); the Hub unreachable; a push that failed (nothing committed)",
+                        "token); not cached while offline; Git LFS pointers, not files (`git lfs pull`); the Hub "
+                        "unreachable; a push that failed (nothing committed)",
     ExitCode.UNSUPPORTED: "unsupported model: not a diffusers pipeline, a pipeline type hfaudit does not audit yet, "
                           "configs that are broken or disagree (a missing scheduler config, `sample_size: 0`, a "
                           "schedule outside (0, 1)...), sizes beyond hfaudit's limits, or a scan that needs more "
@@ -46,9 +47,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.CLEANING_FAILED: "`hfaudit clean` only: the repair did not verify (nothing written or pushed unless "
                               "`--force`), or the trigger found is a stamp, which it does not remove yet (nothing "
                               "written)",
-    ExitCode.INCONCLUSIVE: "inconclusive: the samples or scores are not finite (NaN/Inf), so no verdict can be "
-                           "drawn; never reported as clean",
-    ExitCode.INTERNAL: "internal error (a bug: please report it; `HFAUDIT_DEBUG=1` shows the traceback)",
+    ExitCode.INCONCLUSIVE: "inconclusive: the samples or scores are not finite (NaN/Inf), or the budget left a "
+                           "promising candidate unconfirmed, so no verdict can be drawn; never reported as clean",
+    ExitCode.INTERNAL: "internal error (a bug: please report it; `HF_DEBUG=1` shows the traceback)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM when a CI job is cancelled); partial outputs are removed",
 }
 """One line per exit code, for the README's table (``exit_code_table``)."""
@@ -57,12 +58,12 @@ _EPILOG_TERMS: dict[ExitCode, str] = {
     ExitCode.CLEAN: "clean",
     ExitCode.BACKDOOR: "backdoor",
     ExitCode.USAGE: "usage",
-    ExitCode.NOT_FOUND: "repo not found/no access/Hub unreachable",
+    ExitCode.NOT_FOUND: "repo not found/no access/not cached offline/Git LFS pointers/Hub unreachable",
     ExitCode.UNSUPPORTED: "unsupported model",
     ExitCode.UNSAFE: "unsafe or corrupt checkpoint",
     ExitCode.CLEANING_FAILED: "cleaning failed (the repair did not verify: nothing written unless --force; "
                               "or the trigger is a stamp: nothing written)",
-    ExitCode.INCONCLUSIVE: "inconclusive (non-finite samples or scores)",
+    ExitCode.INCONCLUSIVE: "inconclusive (non-finite samples or scores, or a candidate the budget left unconfirmed)",
     ExitCode.INTERNAL: "internal error",
     ExitCode.INTERRUPTED: "interrupted",
 }
@@ -71,7 +72,8 @@ _COMMAND_EPILOG_TERMS: dict[str, dict[ExitCode, str | None]] = {
     # None: the command never exits with that code.
     "scan": {ExitCode.CLEANING_FAILED: None},
     "clean": {ExitCode.CLEAN: "cleaned and verified or nothing to remove", ExitCode.BACKDOOR: None,
-              ExitCode.NOT_FOUND: "repo not found/no access/Hub unreachable/push failed"},
+              ExitCode.NOT_FOUND: "repo not found/no access/not cached offline/Git LFS pointers/Hub unreachable/"
+                                  "push failed"},
 }
 
 
@@ -95,6 +97,30 @@ def exit_code_epilog(command: str) -> str:
         if term is not None:
             terms.append(f"{int(code)} {term}")
     return "Exit codes: " + ", ".join(terms) + "."
+
+
+SEVERITY: tuple[ExitCode, ...] = (
+    ExitCode.CLEAN, ExitCode.INCONCLUSIVE,
+    ExitCode.UNSUPPORTED, ExitCode.NOT_FOUND, ExitCode.USAGE, ExitCode.INTERNAL,
+    ExitCode.CLEANING_FAILED, ExitCode.BACKDOOR, ExitCode.UNSAFE,
+    ExitCode.INTERRUPTED,
+)
+"""Every exit code, least severe first: the order in which a run of several audits picks its own.
+
+Why this order: a threat found in a model (a backdoor; above it an unsafe checkpoint, which runs
+code or breaks whoever loads it) must never be hidden behind another model's failure to audit, since
+a CI job may retry on a network error (3) and would then miss the threat. An audit that could not run
+(4 unsupported, 3 not found, 2 usage, 70 internal: nothing is known about that model) outranks an
+inconclusive one (7: it ran, its evidence is broken), which outranks clean. An interrupted run
+outranks everything: what it did not reach is unknown. A code outside :class:`ExitCode` counts as
+internal.
+"""
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The most severe of ``codes`` by :data:`SEVERITY` (the first of equals); 0 for none."""
+    rank = {int(code): i for i, code in enumerate(SEVERITY)}
+    return max((int(c) for c in codes), key=lambda c: rank.get(c, rank[int(ExitCode.INTERNAL)]), default=0)
 
 
 class HfAuditError(Exception):
@@ -133,7 +159,8 @@ class OutputError(HfAuditError, OSError):
 
 
 class RepoNotFoundError(HfAuditError):
-    """The repo, revision or folder does not exist, or is private and no (valid) token was given."""
+    """The model's files are not there: the repo, revision or folder does not exist, is private and no
+    (valid) token was given, is not cached while offline, or holds Git LFS pointers instead of files."""
 
     exit_code = ExitCode.NOT_FOUND
 

@@ -22,6 +22,12 @@ A diffusers config is a few kilobytes; a shard index of a multi-gigabyte model a
 """
 
 
+LFS_POINTER_PREFIXES = (b"version https://git-lfs.github.com/spec/v1", b"version https://hawser.github.com/spec/v1")
+"""How a Git LFS pointer file starts (git-lfs still reads the pre-release ``hawser`` spelling)."""
+MAX_LFS_POINTER_BYTES = 1024
+"""The Git LFS specification keeps pointer files under 1024 bytes."""
+
+
 class UnreadableFile(Exception):
     """A model file that must not or cannot be read; ``reason`` fits in a finding's message."""
 
@@ -104,3 +110,26 @@ def read_json(path: Path, limit: int = MAX_CONFIG_BYTES) -> Any:
         raise UnreadableFile(f"is not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise UnreadableFile("is not valid JSON (nested too deep)") from None
+
+
+def is_lfs_pointer(path: Path) -> bool:
+    """True when ``path`` is a regular file holding a Git LFS pointer instead of the file's content.
+
+    That is what a clone or ``actions/checkout`` without Git LFS leaves in place of every LFS-tracked
+    file (weights, often configs too): about 130 bytes of text naming the object. Reads at most
+    ``MAX_LFS_POINTER_BYTES``, never blocks; False for anything it cannot read (the other checks
+    report those).
+    """
+    try:
+        fd = open_regular(path)
+    except UnreadableFile:
+        return False
+    try:
+        if os.fstat(fd).st_size >= MAX_LFS_POINTER_BYTES:
+            return False
+        head = os.read(fd, MAX_LFS_POINTER_BYTES)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return head.startswith(LFS_POINTER_PREFIXES)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from hfaudit.errors import OutputError
 from hfaudit.hub import is_repo_id
+from hfaudit.sources import hub_repo_id
 
 STDOUT = "-"
 """How a normalised path names standard output."""
@@ -93,20 +94,20 @@ def protected_paths(source: str, local_dir: PathLike | None = None) -> list[Prot
     """The places no output of an audit of ``source`` may touch.
 
     A local folder (as ``hub.resolve`` decides: an existing folder): the folder and every target of a
-    symlink inside it. A Hub repo id: its folder in each huggingface_hub cache the environment names,
-    read now (not at import), so no Hub call is needed. ``local_dir`` (what ``hub.resolve`` returned)
-    is protected as well, once known.
+    symlink inside it. A Hub repo (id, ``hf://`` URI or page address): its folder in each
+    huggingface_hub cache the environment names, read now (not at import), so no Hub call is needed.
+    ``local_dir`` (what ``hub.resolve`` returned) is protected as well, once known.
     """
     out: list[Protected] = []
     folder = os.path.expanduser(source)
     if os.path.isdir(folder):
         out += _folder_and_links(folder, f"the source folder {source}")
-    elif is_repo_id(source):
+    elif (repo := hub_repo_id(source) or (source if is_repo_id(source) else None)) is not None:
         from huggingface_hub.file_download import repo_folder_name
 
         for cache in _hub_caches():
-            repo_cache = os.path.join(cache, repo_folder_name(repo_id=source, repo_type="model"))
-            out.append(Protected(Path(os.path.abspath(repo_cache)), f"the Hugging Face cache of {source} ({repo_cache})"))
+            repo_cache = os.path.join(cache, repo_folder_name(repo_id=repo, repo_type="model"))
+            out.append(Protected(Path(os.path.abspath(repo_cache)), f"the Hugging Face cache of {repo} ({repo_cache})"))
     if local_dir is not None:
         out += _folder_and_links(os.fspath(local_dir), f"the source folder {local_dir}")
     return _unique(out)

@@ -12,10 +12,7 @@ from hfaudit.devices import resolve_device
 from hfaudit.errors import UnsafeCheckpointError, UnsupportedModelError
 from hfaudit.hub import ResolvedSource
 from hfaudit.limits import HEADROOM, available_memory, gib
-from hfaudit.safety import Finding, first_line, static_checks
-
-SUPPORTED_PIPELINES = frozenset({"DDPMPipeline", "DDIMPipeline", "PNDMPipeline"})
-"""Pixel-space unconditional pipelines whose ``unet`` is a ``UNet2DModel``: what the detector audits."""
+from hfaudit.safety import SUPPORTED_PIPELINES, Finding, first_line, static_checks
 
 
 @dataclass
@@ -54,6 +51,7 @@ def load_model(
     Raises:
         UnsupportedModelError: not a (supported) pipeline, or a broken config.
         UnsafeCheckpointError: pickle-only without opt-in, a flagged pickle, or a corrupt safetensors file.
+        RepoNotFoundError: files of the model are Git LFS pointers (checked out without Git LFS).
         UsageError: bad device.
     """
     root = source.local_dir

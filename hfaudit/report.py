@@ -32,7 +32,16 @@ from rich.table import Table
 
 from hfaudit import __version__, outpaths
 from hfaudit.errors import ExitCode, HfAuditError, OutputError
-from hfaudit.results import BACKDOOR, BLIND_SPOTS, CLASS_SIGNAL, CLEAN, COLLAPSE_SIGNAL, COLLAPSED, ScanResult
+from hfaudit.results import (
+    BACKDOOR,
+    BLIND_SPOTS,
+    CLASS_SIGNAL,
+    CLEAN,
+    COLLAPSE_SIGNAL,
+    COLLAPSED,
+    ScanResult,
+    envelope,
+)
 from hfaudit.safety import ERROR, RULES, WARNING, Finding, Rule
 
 if TYPE_CHECKING:
@@ -43,6 +52,8 @@ VERDICT_ICON = {BACKDOOR: "🔴", COLLAPSED: "🟡", CLEAN: "🟢"}
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_SCHEMA_FILE = Path(__file__).parent / "schemas" / "sarif-2.1.0.json"
 """The official OASIS schema, vendored (see ``hfaudit/schemas/README.md``)."""
+REPORT_SCHEMA_FILE = Path(__file__).parent / "schemas" / "report.schema.json"
+"""The JSON Schema (draft 2020-12) of every JSON report: scan, clean and error (``results.SCHEMA_VERSION``)."""
 INFORMATION_URI = "https://github.com/hfaudit/hfaudit"
 PICTURES = {
     "trigger": ("trigger.png", "Inverted trigger (added to the initial noise, grey is zero; a stamp replaces "
@@ -65,21 +76,38 @@ def error_verdict(code: int) -> str:
 
 
 def report_dict(result: ScanResult) -> dict[str, Any]:
-    """The full report of a finished scan as a JSON-ready dict (what ``report.json`` holds)."""
-    return {"hfaudit_version": __version__, **result.to_dict(), "error": None}
+    """The full report of a finished scan as a JSON-ready dict (what ``report.json`` holds):
+    the common envelope (:func:`hfaudit.results.envelope`, ``kind`` ``scan``), then the scan."""
+    head = envelope("scan", "scan", result.verdict, int(result.exit_code), asdict(result.source))
+    return {**head, **result.to_dict(), "error": None}
 
 
-def error_dict(exc: HfAuditError, source: str, revision: str | None = None) -> dict[str, Any]:
-    """The report of an audit that stopped on ``exc``: verdict and exit code agree, findings kept."""
+def error_dict(exc: HfAuditError, source: str, revision: str | None = None, command: str = "scan") -> dict[str, Any]:
+    """The report of an audit that stopped on ``exc`` (``kind`` ``error``): verdict and exit code
+    agree, findings kept, the same envelope as a finished scan's report."""
     code = int(exc.exit_code)
     findings = [f.to_dict() if isinstance(f, Finding) else dict(f) for f in exc.findings]
+    src = {"source": source, "repo_id": None, "revision": revision, "commit_sha": None,
+           "pipeline_class": None, "weights_file": None}
     return {
-        "hfaudit_version": __version__, "tool": "hfaudit", "verdict": error_verdict(code), "exit_code": code,
-        "error": {"type": type(exc).__name__, "message": str(exc)},
-        "source": {"source": source, "repo_id": None, "revision": revision, "commit_sha": None,
-                   "pipeline_class": None, "weights_file": None},
+        **envelope("error", command, error_verdict(code), code, src,
+                   error={"type": type(exc).__name__, "message": str(exc)}),
         "findings": findings, "artifacts": {},
     }
+
+
+VOLATILE_FIELDS = ("created_at", "timings_s")
+"""Report fields that differ between two runs of the same audit (when it ran, how long it took)."""
+
+
+def stable(doc: Any) -> Any:
+    """``doc`` without :data:`VOLATILE_FIELDS`, at any depth: what two runs of the same audit (same
+    model, settings and seed) agree on, for comparing reports."""
+    if isinstance(doc, Mapping):
+        return {k: stable(v) for k, v in doc.items() if k not in VOLATILE_FIELDS}
+    if isinstance(doc, (list, tuple)):
+        return [stable(v) for v in doc]
+    return doc
 
 
 def verdict_line(doc: Mapping[str, Any] | ScanResult) -> str:
@@ -125,12 +153,89 @@ def _share(modes: Mapping[str, Any] | None) -> str:
 
 
 # --------------------------------------------------------------------------------------- Rich
-def render_rich(result: ScanResult, console: Console | None = None) -> None:
-    """Print the summary table, the findings and the verdict to ``console`` (stderr by default)."""
+def evidence_line(doc: Mapping[str, Any] | ScanResult) -> str:
+    """The evidence behind the verdict in one line: the best candidate trigger (the inversion that
+    found it, the sampler), its score against the threshold and without a trigger, and the target
+    it sends samples to (one image, or a class)."""
+    doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
+    best = doc.get("best_candidate")
+    if not best:
+        return (f"no candidate trigger was probed; MSCR without a trigger {doc['control_score']:.2f} "
+                f"(threshold {doc['threshold']:.2f})")
+    probe = _probe_of(doc, best)
+    found = {"stamp": "stamp screen", "carried": "carried from an earlier scan"}.get(best["method"],
+                                                                                    f"{best['method']} inversion")
+    if best.get("trigger_kind") == "stamp" and best["method"] != "stamp":
+        found += ", a stamp"
+    head = f"trigger {best['name']} ({found}) under {best['sampler']}-{best['steps']}"
+    signals = doc.get("signals") or []
+    modes = (probe or {}).get("modes") or {}
+    if CLASS_SIGNAL in signals and COLLAPSE_SIGNAL not in signals and modes:
+        return (f"{head}: top-class share {modes['top_share']:.2f} vs class threshold {doc['class_threshold']:.2f}, "
+                f"{doc['control_class_score']:.2f} without a trigger; target: class {best.get('top_class')}")
+    mscr = probe["mscr"] if probe else doc["score"]
+    line = f"{head}: MSCR {mscr:.2f} vs threshold {doc['threshold']:.2f}, {doc['control_score']:.2f} without a trigger"
+    if doc.get("verdict") == BACKDOOR:
+        of_class = f" (class {best['top_class']})" if best.get("top_class") is not None else ""
+        line += f"; target: one image{of_class}"
+    return line
+
+
+def _probe_of(doc: Mapping[str, Any], best: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The best candidate's probe under its deciding sampler, as the report holds it."""
+    cand = next((c for c in doc.get("candidates") or [] if c["name"] == best["name"]), None)
+    if cand is None:
+        return None
+    return next((p for p in cand["probes"] if p["sampler"] == best["sampler"] and p["steps"] == best["steps"]), None)
+
+
+def output_lines(doc: Mapping[str, Any], reports: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Where the outputs of a scan are: ``pictures: ...`` (trigger, target, grids) and ``reports: ...``
+    (``report.json``/``report.md`` of ``--output-dir``, then the files in ``reports``)."""
+    artifacts = doc.get("artifacts") or {}
+    groups = (("trigger", ("trigger",)), ("target", ("recovered_target",)),
+              ("grids", ("samples_triggered", "samples_clean")))
+    pics = [f"{label} " + " and ".join(artifacts[k] for k in keys if artifacts.get(k))
+            for label, keys in groups if any(artifacts.get(k) for k in keys)]
+    lines = ["pictures: " + (", ".join(pics) if pics else
+                             "none written (--output-dir writes the trigger, the target and sample grids)")]
+    files = [artifacts[k] for k in ("report_json", "report_md") if artifacts.get(k)] + [str(r) for r in reports]
+    if files:
+        lines.append("reports: " + ", ".join(files))
+    return lines
+
+
+def render_rich(result: ScanResult, console: Console | None = None, *, verbose: bool = False,
+                reports: list[str] | tuple[str, ...] = ()) -> None:
+    """Print a scan's outcome to ``console`` (stderr by default), most important first: the verdict,
+    the evidence in one line, where the pictures and reports are (``reports``: report files written
+    besides ``--output-dir``'s), the findings, the model and searches, what a clean verdict does not
+    rule out. The per-candidate table (every candidate under every sampler) only with ``verbose``:
+    it is search detail, and the JSON report always holds it."""
     console = console or Console(stderr=True)
     doc = report_dict(result)  # the lines shared with the Markdown report read the report's dict
+    plain = {"highlight": False, "soft_wrap": True}
+    console.print(verdict_line(doc), style=VERDICT_STYLE.get(result.verdict), **plain)
+    console.print(f"evidence: {evidence_line(doc)}", markup=False, **plain)
+    for line in output_lines(doc, reports):
+        console.print(line, markup=False, **plain)
+    for f in result.findings:
+        console.print(f"{f.level}: {f.message} [{f.rule}]", markup=False, **plain)
     src = result.source
-    table = Table(title=f"hfaudit scan: {src.source}", show_lines=False)
+    pin = src.commit_sha or "local folder"
+    total = result.timings.get("total", sum(result.timings.values()))
+    console.print(f"model: {src.source}: {src.pipeline_class}, {src.weights_file}, {pin}; {result.unet_evaluations} "
+                  f"UNet evaluations in {total:.1f} s on {result.settings.get('device')}", markup=False, **plain)
+    console.print(_inversions_line(doc), markup=False, **plain)
+    for line in _blind_spot_lines(doc):
+        console.print(line, markup=False, **plain)
+    if verbose:
+        console.print(candidate_table(result))
+
+
+def candidate_table(result: ScanResult) -> Table:
+    """Every probe of the scan: the controls, then each candidate under each sampler (``--verbose``)."""
+    table = Table(title=f"hfaudit scan: {result.source.source}", show_lines=False)
     for name, justify in (("trigger", "left"), ("sampler", "left"), ("MSCR", "right"), ("diversity", "right"),
                           ("top class", "right"), ("shift ratio", "right")):
         table.add_column(name, justify=justify)
@@ -143,23 +248,14 @@ def render_rich(result: ScanResult, console: Console | None = None) -> None:
                                                 and result.verdict == BACKDOOR) else None
             table.add_row(c.name, f"{p.sampler}-{p.steps}", f"{p.stats.mscr:.2f}", f"{p.stats.diversity:.3f}",
                           _share(None if p.modes is None else asdict(p.modes)), f"{c.shift_ratio:.2f}", style=style)
-    console.print(table)
-    pin = src.commit_sha or "local folder"
-    total = result.timings.get("total", sum(result.timings.values()))
-    console.print(f"model: {src.pipeline_class}, {src.weights_file}, {pin}; {result.unet_evaluations} UNet "
-                  f"evaluations in {total:.1f} s on {result.settings.get('device')}", highlight=False)
-    console.print(_inversions_line(doc), highlight=False)
-    for f in result.findings:
-        console.print(f"  {f.level}: {f.message} [{f.rule}]", highlight=False, markup=False)
-    console.print(verdict_line(doc), style=VERDICT_STYLE.get(result.verdict), highlight=False)
-    for line in _blind_spot_lines(doc):
-        console.print(f"  {line}", highlight=False, markup=False)
-    for name, path in result.artifacts.items():
-        console.print(f"  {name}: {path}", highlight=False)
+    return table
 
 
-def render_clean_rich(result: CleanResult, console: Console | None = None) -> None:
-    """Print a finished ``clean``'s summary to ``console`` (stderr by default): its verdict line first."""
+def render_clean_rich(result: CleanResult, console: Console | None = None, *,
+                      reports: list[str] | tuple[str, ...] = ()) -> None:
+    """Print a finished ``clean``'s summary to ``console`` (stderr by default): its verdict line
+    first, the measurements, then where the pictures and reports are (``reports``: the report files
+    written besides the output folder's)."""
     from hfaudit.card import summary_lines
 
     console = console or Console(stderr=True)
@@ -167,6 +263,15 @@ def render_clean_rich(result: CleanResult, console: Console | None = None) -> No
     for i, line in enumerate(summary_lines(result)):
         console.print(line, style=style if i == 0 or line.startswith("problem") else None, highlight=False,
                       soft_wrap=True)
+    folder = Path(result.output_dir) if result.output_dir else None
+    pics = [str(folder / f) for f in result.files if folder is not None and f.endswith(".png") and "/" not in f]
+    if pics:
+        console.print("pictures: " + ", ".join(pics), highlight=False, soft_wrap=True, markup=False)
+    own = [str(folder / f) for f in sorted(result.files, key=lambda f: not f.endswith(".json"))  # report, card
+           if folder is not None and f.endswith((".json", ".md")) and "/" not in f and f != "model_index.json"]
+    files = own + [str(r) for r in reports]
+    if files:
+        console.print("reports: " + ", ".join(files), highlight=False, soft_wrap=True, markup=False)
 
 
 # --------------------------------------------------------------------------------------- JSON
@@ -286,6 +391,11 @@ def _class_rows(doc: Mapping[str, Any]) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------- SARIF
+HF_URI_BASE_ID = "HFREPO"
+"""The SARIF ``uriBaseId`` of a Hub model's files: ``originalUriBaseIds`` maps it to the audited
+commit on the Hub (``<endpoint>/<repo>/blob/<sha>/``)."""
+
+
 def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
     """SARIF 2.1.0 for GitHub code scanning: every result has a rule, a level, a message and a file.
 
@@ -293,10 +403,17 @@ def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
     on the weights file that was audited, and each static finding on the file it is about. Error
     reports (the audit stopped) carry their findings and an unsuccessful invocation.
 
+    One model, one analysis: ``runs[0].automationDetails.id`` is ``hfaudit/<model>/`` (the repo id,
+    or the folder's path in its checkout) and every fingerprint includes the model, so uploads
+    for two models never close each other's alerts. A Hub model's files are relative to the base
+    ``HFREPO``, the audited commit on the Hub; the relative part stays the same from one commit
+    to the next, so an alert follows its file instead of reopening with every commit.
+
     Args:
         doc: :func:`report_dict` / :func:`error_dict` output (or a ``ScanResult``).
-        uri_prefix: Path of the model folder inside the repository the SARIF is uploaded to
+        uri_prefix: Path of a local model folder inside the repository the SARIF is uploaded to
             (e.g. ``models/digits``), so that URIs resolve in that checkout; ``""`` for the root.
+            Not used for a Hub model, whose files are relative to its commit.
     """
     doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
     src = doc.get("source") or {}
@@ -304,21 +421,24 @@ def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
     results: list[tuple[str, str, str, str]] = []
     verdict = doc["verdict"]
     weights = src.get("weights_file") or "model_index.json"
+    model, hub_base = sarif_model(src, uri_prefix)
     if verdict == BACKDOOR:
-        results.append(("HFA001", ERROR, verdict_line(doc), weights))
+        results.append(("HFA001", ERROR, f"{model}: {verdict_line(doc)}", weights))
     elif verdict == COLLAPSED:
-        results.append(("HFA002", WARNING, verdict_line(doc), weights))
+        results.append(("HFA002", WARNING, f"{model}: {verdict_line(doc)}", weights))
     for f in doc.get("findings") or []:
         results.append((f["rule"], f["level"], f["message"], f["path"]))
-    prefix = uri_prefix.strip("/")
+    prefix = "" if hub_base else uri_prefix.strip("/")
     sarif_results = []
     for rid, level, msg, path in results:
         uri = f"{prefix}/{path}" if prefix else path
-        key = hashlib.sha256(f"{rid}\0{uri}".encode()).hexdigest()[:32]
+        location: dict[str, Any] = {"uri": uri, **({"uriBaseId": HF_URI_BASE_ID} if hub_base else {})}
+        key = hashlib.sha256(f"{rid}\0{model}\0{uri}".encode()).hexdigest()[:32]
         sarif_results.append({
             "ruleId": rid, "ruleIndex": rule_ids.index(rid), "level": level, "message": {"text": msg},
-            "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}, "region": {"startLine": 1}}}],
-            # Our own fingerprint: upload-sarif would otherwise hash the (binary, large) weights file by lines.
+            "locations": [{"physicalLocation": {"artifactLocation": location, "region": {"startLine": 1}}}],
+            # Our own fingerprint: upload-sarif would otherwise hash the (binary, large) weights file by
+            # lines; the model is part of it, so the same file of two models is two alerts.
             "partialFingerprints": {"primaryLocationLineHash": f"{key}:1"},
         })
     invocation: dict[str, Any] = {"executionSuccessful": not doc.get("error"), "exitCode": int(doc["exit_code"])}
@@ -330,12 +450,16 @@ def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
             "informationUri": INFORMATION_URI,
             "rules": [_sarif_rule(RULES[rid]) for rid in rule_ids],
         }},
+        "automationDetails": {"id": f"hfaudit/{model}/"},
         "invocations": [invocation],
         "results": sarif_results,
         "properties": {k: doc.get(k) for k in ("verdict", "exit_code", "score", "threshold", "margin", "control_score",
                                                "signals", "class_score", "class_threshold", "control_class_score")
                        if k in doc},
     }
+    if hub_base:
+        run["originalUriBaseIds"] = {HF_URI_BASE_ID: {
+            "uri": hub_base, "description": {"text": f"{model} on the Hugging Face Hub, at the audited commit"}}}
     if src.get("repo_id") and src.get("commit_sha"):
         from hfaudit.constants import hf_endpoint
 
@@ -343,6 +467,29 @@ def to_sarif(doc: Mapping[str, Any] | ScanResult, uri_prefix: str = "") -> str:
                                             "revisionId": src["commit_sha"]}]
     sarif = {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [run]}
     return json.dumps(finite(sarif), indent=2, allow_nan=False) + "\n"
+
+
+def sarif_model(source: Mapping[str, Any], uri_prefix: str = "") -> tuple[str, str | None]:
+    """The model a SARIF run is about, and the Hub URI its files are relative to (None for a folder).
+
+    The model is the Hub repo id (also for an audit that stopped before resolving it: a source
+    that is not a local folder), else the folder's path in its git checkout (``uri_prefix``),
+    else the folder's name. It names the run's category and is part of every fingerprint.
+    """
+    repo_id = source.get("repo_id")
+    if repo_id:
+        from hfaudit.constants import hf_endpoint
+
+        rev = source.get("commit_sha") or source.get("revision") or "main"
+        return repo_id, f"{hf_endpoint()}/{repo_id}/blob/{rev}/"
+    given = str(source.get("source") or "model")
+    prefix = uri_prefix.strip("/")
+    if prefix:
+        return prefix, None
+    folder = Path(given).expanduser()
+    if folder.is_dir():
+        return folder.resolve().name or "model", None
+    return given.strip("/") or "model", None
 
 
 def _sarif_rule(rule: Rule) -> dict[str, Any]:

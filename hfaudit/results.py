@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 import torch
 
+from hfaudit import __version__
 from hfaudit.detect.modes import ModeStats
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode
@@ -54,6 +57,39 @@ BLIND_SPOTS: tuple[str, ...] = (
 """What a clean verdict does not rule out: the backdoors the benchmark zoo has and the scan misses
 (``benchmarks/detection.py``; README, "Why each miss"). Every report carries them, so a clean
 verdict is never read as proof of absence."""
+
+
+SCHEMA_VERSION = "2.0"
+"""The version of the report format (``report.json``, ``--json``, ``hfaudit_clean.json``), shipped
+as a JSON Schema in ``hfaudit/schemas/report.schema.json``. ``MAJOR.MINOR``: the minor number goes
+up when fields are added (a reader of ``2.0`` reads every ``2.x``); the major number goes up when a
+field is removed, renamed, or changes type or meaning. Reports without the field are the format
+before it existed (read them as ``1``)."""
+
+REPORT_KINDS = ("scan", "clean", "error")
+"""What a report is about: a finished scan, a finished clean, or an audit that stopped on an error."""
+
+
+def created_at() -> str:
+    """Now in UTC, ISO 8601 to the second (``YYYY-MM-DDTHH:MM:SSZ``); ``SOURCE_DATE_EPOCH`` (the
+    reproducible-builds convention) fixes it, so two runs can give byte-identical reports."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def envelope(kind: str, command: str, verdict: str, exit_code: int, source: dict[str, Any],
+             error: dict[str, str] | None = None) -> dict[str, Any]:
+    """The fields every report starts with, whatever its ``kind`` (the schema's common part).
+
+    ``verdict`` is the scan's verdict, a clean's status, or an error's word (``not-found``...);
+    ``source`` is :class:`SourceInfo` as a dict; ``error`` is None except in an error report.
+    """
+    if kind not in REPORT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(REPORT_KINDS)} (got {kind!r})")
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, "command": command, "created_at": created_at(),
+            "tool": "hfaudit", "hfaudit_version": __version__, "exit_code": int(exit_code), "verdict": str(verdict),
+            "source": source, "error": error}
 
 
 @dataclass
@@ -116,8 +152,10 @@ class Candidate:
     def class_evidence(self) -> bool:
         """Whether this candidate's top-class share may call a class target: not for the ODE
         inversion's triggers, which are optimised to pull samples together and so concentrate
-        classes on clean models too (``detect.scan.decide``)."""
-        return self.objective != ODE_OBJECTIVE
+        classes on clean models too, and not for stamps, whose overwritten noise gives
+        off-distribution samples that a digits classifier still labels confidently, clean models'
+        too (``detect.scan.decide``; docs/detection.md, "Class signal")."""
+        return self.objective != ODE_OBJECTIVE and self.additive
 
     @property
     def best_class(self) -> Probe:
@@ -159,6 +197,10 @@ class ScanResult:
     """Why there is no class signal for this model (its samples are not digit-shaped)."""
     best_sampler: str | None = None
     """The sampler of the probe that decided (default: the best candidate's highest-MSCR probe)."""
+    evaluations: dict[str, int] = field(default_factory=dict)
+    """UNet evaluations each phase spent (a backward pass counting two), counted as the UNet ran."""
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """Searches the scan did not run, each with ``search`` and ``reason`` (budget, an early fire)."""
 
     @property
     def margin(self) -> float:
@@ -246,6 +288,8 @@ class ScanResult:
             "settings": self.settings,
             "timings_s": self.timings,
             "unet_evaluations": self.unet_evaluations,
+            "evaluations_by_phase": self.evaluations,
+            "skipped": self.skipped,
             "artifacts": self.artifacts,
             "findings": [f.to_dict() for f in self.findings],
             "blind_spots": list(BLIND_SPOTS),

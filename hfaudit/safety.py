@@ -25,8 +25,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hfaudit import limits
-from hfaudit.errors import ExitCode, HfAuditError, UnsafeCheckpointError, UnsupportedModelError
-from hfaudit.modelfiles import UnreadableFile, kind_of, open_regular, read_json
+from hfaudit.errors import ExitCode, HfAuditError, RepoNotFoundError, UnsafeCheckpointError, UnsupportedModelError
+from hfaudit.modelfiles import UnreadableFile, is_lfs_pointer, kind_of, open_regular, read_json
+
+SUPPORTED_PIPELINES = frozenset({"DDPMPipeline", "DDIMPipeline", "PNDMPipeline"})
+"""Pixel-space unconditional pipelines whose ``unet`` is a ``UNet2DModel``: what the detector audits.
+Deciding from ``model_index.json`` alone (:func:`index_refusal`) lets a Hub download stop before the weights."""
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 SAFETENSORS_DTYPE_SIZES = {
@@ -90,6 +94,10 @@ _RULE_LIST = (
          "a noise schedule outside (0, 1), or predicts something other than the noise.", ExitCode.UNSUPPORTED),
     Rule("HFA107", "no-weights", ERROR, "A component has no weight files",
          "The unet folder holds neither safetensors nor pickle weights.", ExitCode.UNSUPPORTED),
+    Rule("HFA108", "lfs-pointer", ERROR, "Git LFS pointer instead of the file",
+         "The file is a Git LFS pointer: the folder was checked out without Git LFS, so the model's files are "
+         "not there. Run `git lfs pull` in the clone (in GitHub Actions: `lfs: true` on actions/checkout).",
+         ExitCode.NOT_FOUND),
     Rule("HFA200", "corrupt-safetensors", ERROR, "Corrupt or tampered safetensors file",
          "The file is truncated, or its header is malformed or lies about dtypes, shapes or offsets.",
          ExitCode.UNSAFE, 7.0),
@@ -119,8 +127,13 @@ _RULE_LIST = (
 RULES: dict[str, Rule] = {r.id: r for r in _RULE_LIST}
 """Every rule hfaudit reports, by id: the SARIF ``tool.driver.rules`` and the exit-code mapping."""
 
-_BLOCKING_PRIORITY = (ExitCode.UNSAFE, ExitCode.UNSUPPORTED)
-"""When several findings block, unsafe wins: 'do not load this' matters more than 'cannot audit it'."""
+_BLOCKING_PRIORITY = (ExitCode.UNSAFE, ExitCode.NOT_FOUND, ExitCode.UNSUPPORTED)
+"""When several findings block, unsafe wins: 'do not load this' matters more than 'cannot audit it'; and
+'the files are not there' (LFS pointers) comes before what the missing files make look unsupported."""
+_BLOCKING_ERRORS: dict[ExitCode, type[HfAuditError]] = {
+    ExitCode.UNSAFE: UnsafeCheckpointError, ExitCode.NOT_FOUND: RepoNotFoundError,
+    ExitCode.UNSUPPORTED: UnsupportedModelError,
+}
 
 
 @dataclass
@@ -179,6 +192,8 @@ class StaticReport:
     """Parameters of the unet the config describes (built on the meta device: nothing allocated)."""
     unet_tensors: dict[str, list[int]] = field(default_factory=dict)
     """Every tensor that unet's state dict holds, with its shape: what the weights must provide."""
+    lfs_pointers: set[str] = field(default_factory=set)
+    """Files that are Git LFS pointers (HFA108): no other check reads them."""
 
     @property
     def blocking(self) -> list[Finding]:
@@ -192,6 +207,7 @@ class StaticReport:
             UnsafeCheckpointError: a corrupt or tampered safetensors file, NaN/Inf weights, a
                 pickle-only checkpoint without opt-in, or a flagged or unscannable pickle.
             UnsupportedModelError: not a (supported) pipeline, or broken or disagreeing configs.
+            RepoNotFoundError: files of the model are Git LFS pointers (a checkout without Git LFS).
         """
         blocking = self.blocking
         if not blocking:
@@ -202,7 +218,7 @@ class StaticReport:
                 break
         else:  # pragma: no cover - every blocking rule is listed in _BLOCKING_PRIORITY
             first = blocking[0]
-        cls: type[HfAuditError] = UnsafeCheckpointError if first.spec.exit_code == ExitCode.UNSAFE else UnsupportedModelError
+        cls = _BLOCKING_ERRORS.get(first.spec.exit_code, UnsupportedModelError)  # type: ignore[arg-type]
         more = len(blocking) - 1
         suffix = f" (and {more} more blocking finding{'s' if more > 1 else ''}; see the report)" if more else ""
         raise cls(first.message + suffix, findings=self.findings)
@@ -242,10 +258,21 @@ def static_checks(
             folder = str(PurePosixPath(rel).parent)
             report.weights.setdefault("" if folder == "." else folder, []).append(rel)
 
+    # A checkout without Git LFS leaves pointers where weights (and often configs) should be: the
+    # model is not there, which no header or pickle check may report as tampering.
+    for rel in on_disk:
+        if rel.endswith((".safetensors", ".json", *PICKLE_SUFFIXES)) and is_lfs_pointer(root / rel):
+            report.lfs_pointers.add(rel)
+            report.findings.append(Finding("HFA108", ERROR, f"{rel} is a Git LFS pointer, not the file itself: the "
+                                           "model was checked out without Git LFS; run `git lfs pull` in it (in "
+                                           "GitHub Actions: `lfs: true` on actions/checkout)", rel))
+
     # Every file's bytes are checked, whatever the configs say: a malicious pickle is a finding
     # even in a folder no config mentions.
     for rel in all_files:
         path = root / rel
+        if rel in report.lfs_pointers:
+            continue
         if rel.endswith(".safetensors") and rel in on_disk:
             report.findings.extend(safetensors_findings(path, rel, check_values=False))
         elif rel.endswith(PICKLE_SUFFIXES) and rel in on_disk:
@@ -262,7 +289,10 @@ def static_checks(
 
 # ------------------------------------------------------------------------------------- configs
 def _read_json(root: Path, rel: str, report: StaticReport) -> dict[str, Any] | None:
-    """Parse a JSON object (bounded, regular files only), or add a finding (HFA101) and return None."""
+    """Parse a JSON object (bounded, regular files only), or add a finding (HFA101) and return None.
+    An LFS pointer (already reported as HFA108) is None without a second finding."""
+    if rel in report.lfs_pointers:
+        return None
     try:
         data = read_json(root / rel)
     except UnreadableFile as exc:
@@ -285,22 +315,39 @@ def _check_index(root: Path, report: StaticReport, supported: Iterable[str]) -> 
         return None
     cls = index.get("_class_name")
     report.pipeline_class = cls if isinstance(cls, str) else None
+    refusal = index_refusal(index, supported)
+    if refusal is not None:
+        report.findings.append(refusal)
+        return None
+    return index
+
+
+def index_refusal(index: Any, supported: Iterable[str] = SUPPORTED_PIPELINES) -> Finding | None:
+    """Why a parsed ``model_index.json`` names no pipeline hfaudit audits (a blocking finding), or None.
+
+    The one place of that rule: the static checks use it, and a Hub download asks it before it
+    fetches any weights, so a refused repo costs one small file. ``supported`` empty means any class.
+    """
+    if not isinstance(index, dict):
+        return Finding("HFA101", ERROR, "model_index.json is not a JSON object", "model_index.json")
+    cls = index.get("_class_name")
     supported = frozenset(supported)
     if not isinstance(cls, str):
-        report.findings.append(Finding("HFA101", ERROR, f"model_index.json has no pipeline class name "
-                                       f"(_class_name is {type(cls).__name__}, not a string)", "model_index.json"))
-        return None
+        return Finding("HFA101", ERROR, f"model_index.json has no pipeline class name "
+                       f"(_class_name is {type(cls).__name__}, not a string)", "model_index.json")
     if supported and cls not in supported:
-        report.findings.append(Finding(
-            "HFA102", ERROR, f"pipeline type {cls} is not supported yet; hfaudit audits unconditional pixel-space "
-            f"pipelines ({', '.join(sorted(supported))})", "model_index.json"))
-        return None
+        return Finding("HFA102", ERROR, f"pipeline type {cls} is not supported yet; hfaudit audits "
+                       f"unconditional pixel-space pipelines ({', '.join(sorted(supported))})", "model_index.json")
     for comp in ("unet", "scheduler"):
         if not _component(index, comp):
-            report.findings.append(Finding("HFA103", ERROR, f"{cls} has no {comp} component in model_index.json",
-                                           "model_index.json"))
-            return None
-    return index
+            return Finding("HFA103", ERROR, f"{cls} has no {comp} component in model_index.json", "model_index.json")
+    return None
+
+
+def components(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The components ``model_index.json`` names: folder name -> ``(library, class)`` (null ones left out)."""
+    return {name: comp for name in sorted(index) if not name.startswith("_")
+            and (comp := _component(index, name)) is not None}
 
 
 def _component(index: dict[str, Any], name: str) -> tuple[str, str] | None:
@@ -506,6 +553,8 @@ def _check_unet_weights(root: Path, all_files: set[str], on_disk: set[str], repo
         add(Finding("HFA107", ERROR, "unet has no weight files (no .safetensors, no pickle)", "unet/config.json"))
         return
     rel = _preferred(pk, "diffusion_pytorch_model")
+    if rel in report.lfs_pointers:
+        return  # its HFA108 finding blocks: the weights are not there to judge
     if not allow_pickle:
         add(Finding("HFA210", ERROR, f"{rel}: pickle-only checkpoint; hfaudit loads safetensors only (pass "
                     "--allow-pickle to scan it with picklescan and load it with weights_only=True)", rel))
@@ -743,11 +792,15 @@ def check_safetensors(path: Path, check_values: bool = True) -> None:
 
 # -------------------------------------------------------------------------------------- pickle
 def scan_pickle(path: Path, rel: str | None = None) -> list[Finding]:
-    """Scan one pickle file with picklescan (strict): a finding per global outside its allow-list.
+    """Scan one pickle file with picklescan, strictly: a finding per global outside its allow-list.
 
-    Strict mode treats every import that is not a known tensor-rebuilding helper as dangerous, so
-    an exotic gadget (say ``pathlib.Path.write_text``) is caught, not only ``os.system``. Nothing is
-    unpickled. picklescan's own log lines are silenced: the findings carry the same facts.
+    Strict: every import that is not on picklescan's allow-list of tensor-rebuilding helpers is a
+    finding, whether picklescan calls it dangerous or merely suspicious, so an exotic gadget (say
+    ``pathlib.Path.write_text``) is caught, not only ``os.system``. hfaudit applies that rule itself
+    rather than through picklescan's ``strict=`` flag (which promotes suspicious to dangerous, and
+    exists only in releases that need Python 3.11): the verdict is the same with every supported
+    picklescan. Nothing is unpickled. picklescan's own log lines are silenced: the findings carry
+    the same facts.
     """
     from picklescan.scanner import scan_file_path
 
@@ -756,7 +809,7 @@ def scan_pickle(path: Path, rel: str | None = None) -> list[Finding]:
     saved = (log.level, log.propagate, log.disabled)
     log.disabled = True
     try:
-        result = scan_file_path(str(path), strict=True)
+        result = scan_file_path(str(path))
     except Exception as exc:  # noqa: BLE001 - a file that breaks the scanner is not shown safe
         return [Finding("HFA212", ERROR, f"{rel}: picklescan could not parse the file ({type(exc).__name__})", rel)]
     finally:

@@ -133,14 +133,28 @@ def denoise(
 
 
 class EvalCounter:
-    """Counts UNet evaluations (images x forward calls) while open: the cost measure in reports and benchmarks."""
+    """Counts UNet evaluations while open: the cost measure in reports, budgets and benchmarks.
+
+    One evaluation is one image through the UNet once; a forward pass run with gradients enabled is
+    followed by its backward pass in every search (``lattice.projected_adam``), which counts as two
+    more. ``count`` is ``forward + 2 * backward``.
+    """
 
     def __init__(self, unet: torch.nn.Module) -> None:
-        self.count = 0
+        self.forward = 0
+        self.backward = 0
         self._handle = unet.register_forward_pre_hook(self._hook)
 
+    @property
+    def count(self) -> int:
+        """Evaluations so far, a backward pass counting two."""
+        return self.forward + 2 * self.backward
+
     def _hook(self, _module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        self.count += int(args[0].shape[0])
+        n = int(args[0].shape[0])
+        self.forward += n
+        if torch.is_grad_enabled():
+            self.backward += n
 
     def close(self) -> None:
         """Stop counting (removes the hook)."""

@@ -115,6 +115,41 @@ def _isolate_hf(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPa
             pytest.fail("the test hub hit a bug of its own:\n" + "\n".join(errors), pytrace=False)
 
 
+_REPORT_VALIDATOR = None
+
+
+@pytest.fixture(autouse=True)
+def _reports_follow_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every JSON report a test renders (scan, clean, error: anything ``to_json`` gets with
+    ``tool: hfaudit``) is checked against the shipped schema, ``hfaudit/schemas/report.schema.json``;
+    a report that drifts from it fails the test that wrote it. ``hfaudit.cleaning`` binds ``to_json``
+    at import: patched there too when loaded (test modules import it at collection)."""
+    import json
+
+    import jsonschema
+
+    from hfaudit import report
+
+    global _REPORT_VALIDATOR
+    if _REPORT_VALIDATOR is None:
+        _REPORT_VALIDATOR = jsonschema.Draft202012Validator(
+            json.loads(report.REPORT_SCHEMA_FILE.read_text()),
+            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    original = report.to_json
+
+    def to_json(doc, *args, **kwargs):
+        text = original(doc, *args, **kwargs)
+        parsed = json.loads(text)
+        if isinstance(parsed, dict) and parsed.get("tool") == "hfaudit":
+            _REPORT_VALIDATOR.validate(parsed)
+        return text
+
+    monkeypatch.setattr(report, "to_json", to_json)
+    cleaning = sys.modules.get("hfaudit.cleaning")
+    if cleaning is not None and hasattr(cleaning, "to_json"):
+        monkeypatch.setattr(cleaning, "to_json", to_json)
+
+
 @pytest.fixture(scope="session")
 def hub() -> Iterator[MiniHub]:
     """The local Hub on 127.0.0.1 (random port), shared by the session.

@@ -16,9 +16,10 @@ from hfaudit.pipeline import LoadedModel
 
 UNET_ST = "unet/diffusion_pytorch_model.safetensors"
 UNET_BIN = "unet/diffusion_pytorch_model.bin"
-FAST_SCAN_FLAGS = ["--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
-"""A scan budget small enough for unit tests on the tiny pipeline (the optional searches keep their
-defaults: turn off the ones a test is not about with :func:`searches_off`)."""
+FAST_SCAN_FLAGS = ["--budget", "thorough", "--samples", "4", "--sampler", "ddim:2", "--inversion-steps", "2"]
+"""A scan small enough for unit tests on the tiny pipeline: the ``thorough`` budget's searches at
+full size, every candidate fully probed (turn off the searches a test is not about with
+:func:`searches_off`)."""
 SEARCHES = ("blackbox", "midstep", "ode", "stamps")
 """The scan's optional searches, each with a ``--<name>/--no-<name>`` flag."""
 
@@ -86,6 +87,11 @@ def validate_sarif(text: str) -> dict:
     jsonschema.Draft4Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(doc)
     assert doc["version"] == "2.1.0"
     (run,) = doc["runs"]
+    category = run["automationDetails"]["id"]  # one analysis per model (a category of code scanning)
+    assert category.startswith("hfaudit/") and category.endswith("/") and len(category) > len("hfaudit//"), category
+    bases = run.get("originalUriBaseIds", {})
+    for base in bases.values():
+        assert base["uri"].startswith(("https://", "http://")) and base["uri"].endswith("/"), base
     rules = run["tool"]["driver"]["rules"]
     ids = [r["id"] for r in rules]
     assert len(ids) == len(set(ids))
@@ -95,12 +101,27 @@ def validate_sarif(text: str) -> dict:
         (loc,) = res["locations"]
         uri = loc["physicalLocation"]["artifactLocation"]["uri"]
         assert uri and not uri.startswith(("/", "file:", "http")) and "\\" not in uri, uri  # relative to the repo
+        base_id = loc["physicalLocation"]["artifactLocation"].get("uriBaseId")
+        assert base_id is None or base_id in bases, base_id  # a Hub model's files: relative to its commit
         assert loc["physicalLocation"]["region"]["startLine"] >= 1
         assert res["partialFingerprints"]["primaryLocationLineHash"]
     for rule in rules:
         sev = rule["properties"].get("security-severity")
         assert sev is None or 0 <= float(sev) <= 10
     return doc
+
+
+REPORT_SCHEMA = json.loads(report.REPORT_SCHEMA_FILE.read_text())
+"""hfaudit's own JSON Schema of every JSON report (scan, clean, error), shipped in the package."""
+_REPORT_VALIDATOR = jsonschema.Draft202012Validator(REPORT_SCHEMA,
+                                                    format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def validate_report(doc: dict | str) -> dict:
+    """A JSON report (its dict or its text, as written: strict JSON) checked against the shipped schema."""
+    parsed = json.loads(doc if isinstance(doc, str) else report.to_json(doc))
+    _REPORT_VALIDATOR.validate(parsed)
+    return parsed
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -121,3 +142,19 @@ def assert_one_line_error(result, code: int, *needles: str) -> str:
         assert needle.lower() in err.lower(), err
     assert result.stdout == ""
     return err
+
+
+def parse_github_output(text: str) -> dict[str, str]:
+    """``$GITHUB_OUTPUT`` as the runner reads it (``k=v`` and ``k<<DELIM`` blocks)."""
+    lines, out, i = text.splitlines(), {}, 0
+    while i < len(lines):
+        if "<<" in lines[i] and "=" not in lines[i].split("<<")[0]:
+            name, delim = lines[i].split("<<", 1)
+            end = lines.index(delim, i + 1)
+            out[name] = "\n".join(lines[i + 1:end])
+            i = end + 1
+        else:
+            name, _, value = lines[i].partition("=")
+            out[name] = value
+            i += 1
+    return out

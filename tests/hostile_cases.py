@@ -10,6 +10,7 @@ clean one) so that a refusal is shown on the model whose backdoor it must not hi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -253,6 +254,22 @@ def clean_with(*flags: str) -> Build:
     return lambda model, tmp: ["clean", str(model), "-o", str(tmp / "out"), *flags]
 
 
+def lfs_pointer_weights(model: Path, tmp: Path) -> list[str]:
+    """A checkout without Git LFS: the unet weights are the pointer file git leaves in their place."""
+    data = (model / UNET).read_bytes()
+    (model / UNET).write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}"
+                              f"\nsize {len(data)}\n")
+    return ["scan", str(model), "--json", str(tmp / "report.json"), "--sarif", str(tmp / "report.sarif")]
+
+
+def no_security_finding(tmp: Path, out: str) -> None:
+    """The SARIF names the pointer (HFA108) and holds no result of a rule with a security severity."""
+    run = json.loads((tmp / "report.sarif").read_text())["runs"][0]
+    rules = {r["id"]: r.get("properties", {}) for r in run["tool"]["driver"]["rules"]}
+    assert [r["ruleId"] for r in run["results"]] == ["HFA108"], run["results"]
+    assert not [r["ruleId"] for r in run["results"] if "security-severity" in rules[r["ruleId"]]]
+
+
 def no_such_model(model: Path, tmp: Path) -> list[str]:
     shutil.rmtree(model)
     model.write_text("a file, not a folder")
@@ -301,7 +318,7 @@ CASES: list[Case] = [
         data_offsets=[float(o) for o in h[first_tensor(h)]["data_offsets"]]))), B, "lists of integers", issue=True),
     Case("weights-link-to-dev-zero", with_model(replace_with(UNET, link_to("/dev/zero"))), B, "character device",
          child=True, issue=True),
-    Case("ten-train-timesteps", with_model(sched(num_train_timesteps=10)), S, "fewer than the 50", issue=True),
+    Case("ten-train-timesteps", with_model(sched(num_train_timesteps=10)), S, "sampler steps this scan runs", issue=True),
     Case("samples-a-billion", scan("--samples", "1000000000"), U, "--samples must be between", child=True, issue=True),
     Case("sampler-ddim-100000", scan("--sampler", "ddim:100000"), U, "steps must be between", issue=True),
     Case("device-meta", scan("--device", "meta"), U, "not a device hfaudit can compute on", issue=True),
@@ -360,6 +377,7 @@ CASES: list[Case] = [
     Case("seed-negative", scan("--seed", "-1"), U, "--seed"),
     Case("device-cuda-99", scan("--device", "cuda:99"), U, "--device"),
     Case("source-is-a-file", no_such_model, N, "no such folder"),
+    Case("weights-are-an-lfs-pointer", lfs_pointer_weights, N, "git lfs pull", check=no_security_finding),
     Case("clean-steps-a-billion", clean_with("--steps", "1000000000"), U, "--steps must be between"),
     Case("clean-lr-nan", clean_with("--lr", "nan"), U, "--lr must be positive and finite"),
     Case("clean-lr-inf", clean_with("--lr", "inf"), U, "--lr must be positive and finite"),

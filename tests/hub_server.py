@@ -7,7 +7,10 @@ just enough of the Hub's wire format (checked against huggingface_hub 2.4.0's so
 - ``hf_hub_download`` / ``snapshot_download`` (``HEAD`` + ``GET`` on ``/{repo}/resolve/{rev}/{path}``
   with ``X-Repo-Commit``, ``ETag``, ``Content-Length``, and ``X-Linked-Etag``/``X-Linked-Size`` for LFS)
 - ``create_repo``, ``preupload``, the LFS batch API + single-part ``PUT``, ``create_commit`` (NDJSON),
-  ``create_pr`` (``?create_pr=1``), commits to ``refs/pr/N``, ``get_repo_discussions``, ``validate-yaml``
+  ``create_pr`` (``?create_pr=1``, with ``parentCommit`` the commit the pull request is based on), commits
+  to ``refs/pr/N``, ``get_repo_discussions`` (``author`` filter), ``get_discussion_details`` (the
+  description comment, one commit event per commit on the PR ref, with its author), ``comment_discussion``,
+  ``whoami``, ``validate-yaml``
 - private repos and missing repos/revisions/files, answered like the Hub (``X-Error-Code`` header), so
   the client raises ``RepositoryNotFoundError``, ``RevisionNotFoundError``, ``RemoteEntryNotFoundError``.
 
@@ -110,6 +113,29 @@ class PullRequest:
     status: str  # "open" | "closed" | "merged" | "draft"
     author: str
     created_at: str = field(default_factory=_now)
+    base: str = ""  # the commit the pull request was opened from
+    events: list[dict[str, Any]] = field(default_factory=list)  # as get_discussion_details reads them
+
+    def add_event(self, kind: str, author: str, data: dict[str, Any]) -> dict[str, Any]:
+        event = {"id": hashlib.sha1(f"{self.num}-{len(self.events)}-{kind}".encode()).hexdigest()[:24],
+                 "type": kind, "createdAt": _now(), "author": {"name": author}, "data": data}
+        self.events.append(event)
+        return event
+
+    def add_comment(self, author: str, text: str) -> dict[str, Any]:
+        latest = {"raw": text, "html": text, "updatedAt": _now(), "author": {"name": author}}
+        return self.add_event("comment", author, {"edited": False, "hidden": False, "latest": latest,
+                                                  "history": [latest]})
+
+    @property
+    def description(self) -> str:
+        """The first comment's text (what ``create_commit(create_pr=True)`` set as description)."""
+        first = next((e for e in self.events if e["type"] == "comment"), None)
+        return "" if first is None else first["data"]["latest"]["raw"]
+
+    @property
+    def comments(self) -> list[str]:
+        return [e["data"]["latest"]["raw"] for e in self.events if e["type"] == "comment"]
 
     @property
     def ref(self) -> str:
@@ -171,6 +197,7 @@ class MiniHub:
         # (repo id, sha256) -> content: LFS objects uploaded (maybe never committed); per repo, like LFS.
         self.lfs_store: dict[tuple[str, str], bytes] = {}
         self.requests: list[tuple[str, str, str]] = []  # (method, raw path, raw query) of every request
+        self.user_agents: list[str] = []  # the User-Agent header of every request, in the same order
         self.server_errors: list[str] = []  # tracebacks of bugs in this server (should stay empty)
         self._failures: dict[str, int | str] = {}
         self._counter = 0
@@ -208,6 +235,7 @@ class MiniHub:
             self.repos.clear()
             self.lfs_store.clear()
             self.requests.clear()
+            self.user_agents.clear()
             self.server_errors.clear()
             self._failures.clear()
 
@@ -263,8 +291,12 @@ class MiniHub:
         *,
         ref: str = "main",
         delete: tuple[str, ...] = (),
+        user: str = "someone",
     ) -> str:
-        """Commit ``files`` (and delete ``delete``) on ``ref`` directly, as another user would; return the sha."""
+        """Commit ``files`` (and delete ``delete``) on ``ref`` directly, as ``user`` would; return the sha.
+
+        On a pull request's ref (``refs/pr/N``) the pull request records the commit as ``user``'s.
+        """
         with self._lock:
             repo = self.repos[repo_id]
             new = dict(self._commit_at(repo, ref).files)
@@ -273,7 +305,9 @@ class MiniHub:
             for name, data in files.items():
                 raw = data.encode() if isinstance(data, str) else data
                 new[name] = StoredFile(raw, lfs=_is_lfs(name, raw, len(raw)))
-            return self._commit(repo, ref, new, message, "").sha
+            commit = self._commit(repo, ref, new, message, "")
+            self._record_pr_commit(repo, ref, user, commit)
+            return commit.sha
 
     def new_repo_id(self, name: str = "model", namespace: str = "org") -> str:
         """A repo id no test has used yet (the hub lives for the whole session)."""
@@ -307,6 +341,11 @@ class MiniHub:
         """The pull requests of ``repo_id`` (all, or only those with ``status``)."""
         with self._lock:
             return [p for p in self.repos[repo_id].pulls if status is None or p.status == status]
+
+    def pull_request(self, repo_id: str, num: int) -> PullRequest:
+        """Pull request ``num`` of ``repo_id`` (its events, description, base)."""
+        with self._lock:
+            return next(p for p in self.repos[repo_id].pulls if p.num == num)
 
     def set_pr_status(self, repo_id: str, num: int, status: str) -> None:
         """Close or merge a pull request by hand (merging is not applied to ``main``)."""
@@ -376,6 +415,12 @@ class MiniHub:
         repo.commits[commit.sha] = commit
         repo.refs[ref] = commit.sha
         return commit
+
+    def _record_pr_commit(self, repo: Repo, ref: str, user: str, commit: Commit) -> None:
+        """A commit on ``refs/pr/N`` is an event of pull request N, as on the Hub."""
+        for pr in repo.pulls:
+            if pr.ref == ref:
+                pr.add_event("commit", user, {"subject": commit.message, "oid": commit.sha})
 
     def _commit_at(self, repo: Repo, revision: str) -> Commit:
         if revision in repo.refs:
@@ -460,6 +505,7 @@ def _make_handler(hub: MiniHub) -> type[BaseHTTPRequestHandler]:
             segs = [unquote(s) for s in split.path.split("/")[1:]]
             with hub._lock:
                 hub.requests.append((method, split.path, split.query))
+                hub.user_agents.append(self.headers.get("User-Agent", ""))
             try:
                 self._route(method, segs, query, raw)
             except _Disconnect:
@@ -518,6 +564,10 @@ def _make_handler(hub: MiniHub) -> type[BaseHTTPRequestHandler]:
                     return self._create_commit(repo_id, rest[0], auth, query, raw)
                 if action == ["discussions"] and method == "GET" and not rest:
                     return self._discussions(repo_id, auth, query)
+                if action == ["discussions"] and method == "GET" and len(rest) == 1 and rest[0].isdigit():
+                    return self._discussion(repo_id, int(rest[0]), auth)
+                if action == ["discussions"] and method == "POST" and rest[1:] == ["comment"] and rest[0].isdigit():
+                    return self._comment(repo_id, int(rest[0]), auth, json.loads(raw or b"{}"))
             if segs[:1] == ["__lfs"] and method == "PUT" and len(segs) == 4:
                 return self._lfs_put(f"{segs[1]}/{segs[2]}", segs[3], raw)
             if len(segs) >= 5 and segs[1].endswith(".git") and segs[2:] == ["info", "lfs", "objects", "batch"]:
@@ -611,6 +661,8 @@ def _make_handler(hub: MiniHub) -> type[BaseHTTPRequestHandler]:
                 repo = hub._readable(repo_id, auth)
                 kind, status = query.get("type", "all"), query.get("status", "all")
                 pulls = [p for p in repo.pulls if status == "all" or p.status == status]
+                if query.get("author"):
+                    pulls = [p for p in pulls if p.author == query["author"]]
                 if kind == "discussion":
                     pulls = []  # the test hub only has pull requests
                 pulls.sort(key=lambda p: -p.num)
@@ -629,6 +681,31 @@ def _make_handler(hub: MiniHub) -> type[BaseHTTPRequestHandler]:
                     "numClosedDiscussions": sum(p.status != "open" for p in repo.pulls),
                 })
 
+        def _discussion(self, repo_id: str, num: int, auth: str | None) -> None:
+            with hub._lock:
+                repo = hub._readable(repo_id, auth)
+                pr = next((p for p in repo.pulls if p.num == num), None)
+                if pr is None:
+                    raise _HubError(404, "Discussion not found")
+                self._json({
+                    "num": pr.num, "title": pr.title, "status": pr.status, "isPullRequest": True,
+                    "createdAt": pr.created_at, "author": {"name": pr.author},
+                    "repo": {"name": repo_id, "type": "model"}, "pinned": False, "locked": False,
+                    "events": pr.events, "changes": {"base": "refs/heads/main"}, "filesWithConflicts": [],
+                    "diff": "",
+                })
+
+        def _comment(self, repo_id: str, num: int, auth: str | None, payload: dict[str, Any]) -> None:
+            with hub._lock:
+                repo = hub._readable(repo_id, auth)
+                user = hub._user(auth)
+                if user is None:
+                    raise _HubError(401, "You must be authenticated to comment")
+                pr = next((p for p in repo.pulls if p.num == num), None)
+                if pr is None:
+                    raise _HubError(404, "Discussion not found")
+                self._json({"newMessage": pr.add_comment(user, str(payload.get("comment", "")))})
+
         # ------------------------------------------------------------------ write API
         def _create_repo(self, auth: str | None, payload: dict[str, Any]) -> None:
             hub._maybe_fail("create_repo")
@@ -642,7 +719,9 @@ def _make_handler(hub: MiniHub) -> type[BaseHTTPRequestHandler]:
                 if repo_id in hub.repos:
                     # The Hub's 409 carries the url: create_repo(exist_ok=True) reads it.
                     raise _HubError(409, "You already created this model repo", url=f"{hub.url}/{repo_id}")
-                repo = hub._create_repo(repo_id, private=payload.get("visibility") == "private")
+                # "visibility" from huggingface_hub's newer releases, "private" from older ones (the Hub takes both)
+                private = payload.get("visibility") == "private" or payload.get("private") is True
+                repo = hub._create_repo(repo_id, private=private)
                 repo.tokens.add(auth.removeprefix("Bearer ").strip())  # type: ignore[union-attr]
                 self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id, "id": repo.created_at})
 
@@ -701,7 +780,11 @@ def _make_handler(hub: MiniHub) -> type[BaseHTTPRequestHandler]:
                 if header is None:
                     raise _HubError(400, "missing commit header")
                 parent = header.get("parentCommit")
-                if parent is not None and parent != base.sha:
+                if create_pr and parent is not None:  # the pull request is created from parent_commit
+                    if parent not in repo.commits:
+                        raise _HubError(404, f"Invalid rev id: {parent}", "RevisionNotFound")
+                    base = repo.commits[parent]
+                elif parent is not None and parent != base.sha:
                     raise _HubError(412, "A commit has happened since. Please refresh and try again.")
                 files = dict(base.files)
                 for item in lines:
@@ -729,12 +812,15 @@ def _make_handler(hub: MiniHub) -> type[BaseHTTPRequestHandler]:
                 pr_url = None
                 if create_pr:
                     num = 1 + max((p.num for p in repo.pulls), default=0)
-                    pr = PullRequest(num=num, title=summary, status="open", author=user)
+                    pr = PullRequest(num=num, title=summary, status="open", author=user, base=base.sha)
+                    pr.add_comment(user, description)
                     commit = hub._commit(repo, pr.ref, files, summary, description, parent=base.sha)
                     repo.pulls.append(pr)
+                    hub._record_pr_commit(repo, pr.ref, user, commit)
                     pr_url = f"{hub.url}/{repo_id}/discussions/{num}"
                 else:
                     commit = hub._commit(repo, revision, files, summary, description, parent=base.sha)
+                    hub._record_pr_commit(repo, revision, user, commit)
                 body = {"success": True, "commitOid": commit.sha,
                         "commitUrl": f"{hub.url}/{repo_id}/commit/{commit.sha}", "hookOutput": ""}
                 if pr_url is not None:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from hfaudit import action
 from hfaudit.action import INPUTS, OUTPUTS, ActionInputs, decide_exit, env_name
 from hfaudit.errors import ExitCode, UsageError
-from helpers import UNET_BIN, WriteMarker
+from helpers import UNET_BIN, WriteMarker, parse_github_output
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
@@ -39,21 +39,8 @@ def github_files(tmp_path: Path) -> dict[str, str]:
 
 
 def read_outputs(path: str | Path) -> dict[str, str]:
-    """Parse ``$GITHUB_OUTPUT`` the way the runner does (``k=v`` and ``k<<DELIM`` blocks)."""
-    lines = Path(path).read_text().splitlines()
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(lines):
-        if "<<" in lines[i] and "=" not in lines[i].split("<<")[0]:
-            name, delim = lines[i].split("<<", 1)
-            end = lines.index(delim, i + 1)
-            out[name] = "\n".join(lines[i + 1:end])
-            i = end + 1
-        else:
-            name, _, value = lines[i].partition("=")
-            out[name] = value
-            i += 1
-    return out
+    """Parse the ``$GITHUB_OUTPUT`` file at ``path`` the way the runner does."""
+    return parse_github_output(Path(path).read_text())
 
 
 # ------------------------------------------------------------------------------- action.yml
@@ -83,7 +70,59 @@ def test_the_scan_step_runs_the_tested_script_with_every_input() -> None:
     defaults = ActionInputs.from_env({env_name(n): ACTION["inputs"][n].get("default", "") for n in INPUTS})
     assert defaults.model == "." and defaults.fail_on == "backdoor" and defaults.sarif == "hfaudit.sarif"
     assert defaults.output_dir == ActionInputs().output_dir
-    assert defaults.blackbox and defaults.ode and defaults.stamps and not defaults.allow_pickle
+    assert defaults.blackbox is defaults.ode is defaults.stamps is None and not defaults.allow_pickle  # the budget decides
+    assert defaults.budget == ""
+    assert defaults.artifact_name == "" and defaults.verdict_cache == "${{ runner.temp }}/hfaudit-verdicts"
+    assert defaults.hf_cache == "${{ runner.temp }}/hfaudit-hf-hub"
+    # the matrix leg reaches the script (a composite step's env may read the strategy context)
+    assert env["HFAUDIT_JOB_INDEX"] == "${{ strategy.job-index }}"
+    assert env["HFAUDIT_JOB_TOTAL"] == "${{ strategy.job-total }}"
+
+
+def _step(name_part: str) -> dict:
+    (step,) = [s for s in _steps() if name_part in s.get("name", "")]
+    return step
+
+
+def test_the_artifact_is_uploaded_under_the_name_the_script_chose() -> None:
+    upload = _step("Upload the report folder")
+    assert upload["with"]["name"] == "${{ steps.scan.outputs.artifact-name }}"
+    assert "steps.scan.outputs.artifact-name" in _step("Link the figures")["env"]["ARTIFACT_NAME"]
+
+
+def test_caches_restore_by_prefix_and_save_under_a_key_of_their_own() -> None:
+    pip_restore, pip_save = _step("Restore pip's downloads"), _step("Save pip's downloads")
+    assert pip_restore["uses"].startswith("actions/cache/restore@") and pip_save["uses"].startswith("actions/cache/save@")
+    assert pip_restore["if"].startswith("inputs.pip-cache == 'true'") and pip_restore["with"]["key"] == pip_save["with"]["key"]
+    locate = _step("Locate pip's cache")
+    assert "pip cache dir" in locate["run"] and "pyproject.toml" in locate["run"]
+    order = [s.get("name") for s in _steps()]
+    # saved right after the install: a later failing step (a backdoor) must not cost the next run its cache
+    assert order.index("Restore pip's downloads") < order.index("Install hfaudit") < order.index("Save pip's downloads")
+    assert order.index("Save pip's downloads") < order.index("Scan")
+
+    restore, save = _step("Restore the verdict cache"), _step("Save the verdict cache")
+    assert restore["uses"].startswith("actions/cache/restore@") and save["uses"].startswith("actions/cache/save@")
+    assert restore["with"]["path"] == save["with"]["path"] == "${{ inputs.verdict-cache }}"
+    prefix = restore["with"]["restore-keys"]
+    assert prefix.endswith("-") and save["with"]["key"].startswith(prefix) and restore["with"]["key"].startswith(prefix)
+    for unique in ("github.run_id", "github.run_attempt", "steps.scan.outputs.artifact-name"):
+        assert unique in save["with"]["key"], unique  # caches are immutable: each save needs a new key
+    assert "steps.scan.outputs.verdict-cache-updated == 'true'" in save["if"] and save["if"].startswith("always()")
+
+    hf_restore, hf_save = _step("Restore the Hub download cache"), _step("Save the Hub download cache")
+    assert hf_restore["with"]["path"] == hf_save["with"]["path"] == "${{ inputs.hf-cache }}"
+    assert hf_save["with"]["key"].startswith(hf_restore["with"]["restore-keys"])
+    assert "steps.scan.outputs.hub-commit" in hf_save["with"]["key"]
+    scan = order.index("Scan")
+    assert order.index("Restore the Hub download cache") < scan < order.index("Save the Hub download cache")
+    assert order.index("Restore the verdict cache") < scan < order.index("Save the verdict cache")
+
+
+def test_every_input_is_used() -> None:
+    text = yaml.safe_dump(ACTION["runs"])
+    for name in ACTION["inputs"]:
+        assert f"inputs.{name}" in text, name
 
 
 def test_action_outputs_are_what_the_script_writes() -> None:
@@ -138,16 +177,42 @@ def test_inputs_from_env() -> None:
     inputs = ActionInputs.from_env({"INPUT_MODEL": "org/name", "INPUT_SAMPLERS": "ddim:10, ddpm:50",
                                     "INPUT_FAIL_ON": "Warning", "INPUT_ALLOW_PICKLE": "true", "INPUT_SARIF": "",
                                     "INPUT_REVISION": "v1", "INPUT_SAMPLES": "8", "INPUT_ODE": "False",
-                                    "INPUT_BLACKBOX": "true", "INPUT_MIDSTEP": "FALSE", "INPUT_STAMPS": "false"})
+                                    "INPUT_BLACKBOX": "true", "INPUT_MIDSTEP": "FALSE", "INPUT_STAMPS": "false",
+                                    "INPUT_BUDGET": "thorough"})
     assert inputs.scan_args() == ["scan", "org/name", "--output-dir", "hfaudit-report", "--revision", "v1",
-                                  "--samples", "8", "--sampler", "ddim:10", "--sampler", "ddpm:50", "--no-midstep", "--no-ode",
-                                  "--no-stamps", "--allow-pickle"]
+                                  "--budget", "thorough", "--samples", "8", "--sampler", "ddim:10", "--sampler",
+                                  "ddpm:50", "--blackbox", "--no-midstep", "--no-ode", "--no-stamps", "--allow-pickle"]
     assert inputs.fail_on == "warning" and inputs.sarif == ""
     default = ActionInputs.from_env({})
     assert default.scan_args() == ["scan", ".", "--output-dir", "hfaudit-report", "--sarif", "hfaudit.sarif"]
 
 
+def test_artifact_names_are_unique_in_a_run(tmp_path: Path) -> None:
+    gh = {"GITHUB_JOB": "audit", "GITHUB_REPOSITORY": "me/my-model", "RUNNER_TEMP": str(tmp_path)}
+    name = action.artifact_name
+    assert name(ActionInputs.from_env({}), gh) == "hfaudit-report-my-model-audit"
+    # a second use in the same job, then a second model
+    assert name(ActionInputs.from_env({}), gh) == "hfaudit-report-my-model-audit-2"
+    assert name(ActionInputs.from_env({"INPUT_MODEL": "org/Name v2"}), gh) == "hfaudit-report-org-Name-v2-audit"
+    # matrix legs and re-runs (each leg and attempt has a RUNNER_TEMP of its own)
+    leg = {**gh, "HFAUDIT_JOB_INDEX": "2", "HFAUDIT_JOB_TOTAL": "3", "RUNNER_TEMP": str(tmp_path / "leg")}
+    assert name(ActionInputs.from_env({}), leg) == "hfaudit-report-my-model-audit-3of3"
+    rerun = {**gh, "GITHUB_RUN_ATTEMPT": "2", "HFAUDIT_JOB_INDEX": "0", "HFAUDIT_JOB_TOTAL": "1",
+             "RUNNER_TEMP": str(tmp_path / "rerun")}
+    assert name(ActionInputs.from_env({}), rerun) == "hfaudit-report-my-model-audit-attempt2"
+    assert name(ActionInputs.from_env({"INPUT_MODEL": "../..//"}), {}) == "hfaudit-report-model"
+    # a name given is used as given
+    assert name(ActionInputs.from_env({"INPUT_ARTIFACT_NAME": "audit-a"}), gh) == "audit-a"
+
+
+def test_the_verdict_cache_input_becomes_the_flag() -> None:
+    inputs = ActionInputs.from_env({"INPUT_VERDICT_CACHE": "/runner/tmp/verdicts"})
+    assert inputs.scan_args()[-2:] == ["--verdict-cache", "/runner/tmp/verdicts"]
+    assert "--verdict-cache" not in ActionInputs.from_env({"INPUT_VERDICT_CACHE": ""}).scan_args()
+
+
 @pytest.mark.parametrize("env, needle", [
+    ({"INPUT_ARTIFACT_NAME": "a/b"}, "artifact-name may not hold '/'"),
     ({"INPUT_FAIL_ON": "sometimes"}, "fail-on must be one of backdoor, warning, never"),
     ({"INPUT_ALLOW_PICKLE": "yes"}, "allow-pickle must be true or false"),
     ({"INPUT_ODE": "off"}, "ode must be true or false"),
@@ -270,6 +335,33 @@ def test_a_missing_model_fails_even_with_never(tmp_path: Path, monkeypatch) -> N
     outputs = read_outputs(gh["GITHUB_OUTPUT"])
     assert (outputs["verdict"], outputs["exit-code"]) == ("not-found", "3")
     assert "no such folder" in Path(gh["GITHUB_STEP_SUMMARY"]).read_text()
+
+
+def test_a_second_run_is_served_from_the_verdict_cache(tiny_pipeline_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Two runs of the script with one verdict cache: the first stores (the cache is saved), the second
+    is served from it (nothing to save), with the same outputs; the artifact names differ."""
+    from hfaudit import verdict_cache
+
+    scans = []
+    real = verdict_cache.scan_resolved
+    monkeypatch.setattr(verdict_cache, "scan_resolved", lambda *a, **k: scans.append(1) or real(*a, **k))
+    monkeypatch.chdir(tmp_path)
+    runs = []
+    for i in range(2):
+        (tmp_path / f"run{i}").mkdir()
+        gh = github_files(tmp_path / f"run{i}")
+        env = {**gh, **FAST, "INPUT_MODEL": str(tiny_pipeline_dir), "INPUT_DEVICE": "cpu", "GITHUB_JOB": "audit",
+               "INPUT_VERDICT_CACHE": str(tmp_path / "verdicts"), "RUNNER_TEMP": str(tmp_path / "temp")}
+        code = action.main(env)
+        runs.append((code, read_outputs(gh["GITHUB_OUTPUT"])))
+    (code1, first), (code2, second) = runs
+    assert scans == [1] and code1 == code2
+    assert first["verdict-cache-updated"] == "true" and second["verdict-cache-updated"] == "false"
+    for name in ("verdict", "score", "exit-code"):
+        assert first[name] == second[name], name
+    assert first["artifact-name"].startswith("hfaudit-report-") and first["artifact-name"].endswith("tiny-ddpm-audit")
+    assert second["artifact-name"] == first["artifact-name"] + "-2"
+    assert first["hub-commit"] == "" and Path(second["report-json"]).is_file()
 
 
 def test_a_stale_report_is_not_taken_for_this_run(tiny_pipeline_dir: Path, tmp_path: Path, monkeypatch) -> None:

@@ -33,7 +33,7 @@ def test_elijah_features_runs_and_counts_evaluations() -> None:
     config = dict(DDPMScheduler(num_train_timesteps=1000).config)
     f = elijah_features(unet, config, (1, 8, 8), n_samples=4, steps=3, inversion_steps=2, inversion_batch=5)
     assert isinstance(f, ElijahFeatures)
-    assert f.unet_evaluations == 2 * 5 + 3 * 4  # inversion forwards + sampling forwards
+    assert f.unet_evaluations == 3 * (2 * 5) + 3 * 4  # inversion forwards and their backward passes (2 each) + sampling
     assert f.uniformity >= 0 and f.tv >= 0 and f.score == -f.uniformity and f.seconds > 0
     assert f.trigger.shape == (1, 8, 8) and torch.isfinite(f.trigger).all()
     assert all(torch.equal(a, b) for a, b in zip(before, unet.parameters()))  # weights untouched

@@ -128,7 +128,8 @@ def test_card_says_what_a_clean_rescan_does_not_rule_out() -> None:
 
 
 def test_the_terminal_summary_is_the_cards_summary_verdict_first() -> None:
-    """``hfaudit clean`` prints the same summary lines the card holds, the status line first."""
+    """``hfaudit clean`` prints the same summary lines the card holds, the status line first, then
+    where its pictures and reports are."""
     import io
 
     from rich.console import Console
@@ -140,4 +141,6 @@ def test_the_terminal_summary_is_the_cards_summary_verdict_first() -> None:
         out = io.StringIO()
         render_clean_rich(result, Console(file=out, width=400))
         printed = out.getvalue().splitlines()
-        assert printed == summary_lines(result) and printed[0] == summary_lines(result)[0]
+        summary = summary_lines(result)
+        assert printed[:len(summary)] == summary
+        assert all(line.startswith(("pictures: ", "reports: ")) for line in printed[len(summary):])

@@ -300,17 +300,20 @@ def test_push_as_pull_request_then_reuse_it(hub_env, tiny_pipeline_dir: Path, tm
 
     hub = hub_env
     source = hub.new_repo_id("suspect")
-    main = hub.add_repo(source, tiny_pipeline_dir)
+    main = hub.add_repo(source, tiny_pipeline_dir)  # a model without a card
     stub_detect(BACKDOOR, CLEAN)
     first = run_clean(source, tmp_path / "a", push=True, token=hub.token, endpoint=hub.url)
-    assert first.push.created_pr and first.source.repo_id == source
+    assert first.push.created_pr and first.source.repo_id == source and first.push.base_commit == main
     prs = hub.pull_requests(source)
     assert [(p.num, p.status) for p in prs] == [(1, "open")]
     assert hub.head(source) == main  # main never written
     files = hub.files(source, "refs/pr/1")
-    assert "unet/diffusion_pytorch_model.safetensors" in files and REPORT_NAME in files
+    assert "unet/diffusion_pytorch_model.safetensors" in files and REPORT_NAME in files and "HFAUDIT.md" in files
     card = ModelCard(files["README.md"].decode())
-    assert card.data.base_model == source and card.data.base_model_relation == "finetune"
+    # The repo stays the source: no base_model pointing at itself; the audit is a section of its card.
+    assert card.data.base_model is None and getattr(card.data, "base_model_relation", None) is None
+    assert "<!-- hfaudit:begin -->" in card.text and "HFAUDIT.md" in card.text
+    assert files["README.md"] == (tmp_path / "a" / "README.md").read_bytes()  # the folder is what was pushed
 
     stub_detect(BACKDOOR, CLEAN)
     second = run_clean(source, tmp_path / "b", push=True, token=hub.token, endpoint=hub.url,

@@ -110,3 +110,66 @@ def test_unparseable_flags_are_one_line_through_the_console_script(argv: list[st
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+# ------------------------------------------------------------------ conventions of the `hf` CLI
+@pytest.mark.parametrize("argv", [["-h"], ["scan", "-h"], ["clean", "-h"], ["version", "-h"]], ids=" ".join)
+def test_dash_h_is_help_everywhere(argv: list[str]) -> None:
+    short, long = run(*argv), run(*argv[:-1], "--help")
+    assert short.exit_code == 0 and "Usage:" in short.stdout, short.output
+    assert short.stdout == long.stdout
+
+
+def test_version_flag_and_command() -> None:
+    from hfaudit import __version__
+
+    for argv in (["--version"], ["version"], ["--version", "scan"]):  # eager: before any command runs
+        res = run(*argv)
+        assert (res.exit_code, res.stdout) == (0, __version__ + "\n"), (argv, res.output)
+
+
+def _broken_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the library (here: in the check of the outputs, before any work): an internal error."""
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("hfaudit.report.Outputs.check_writable", boom)
+
+
+@pytest.mark.parametrize("env", ["HF_DEBUG", "HFAUDIT_DEBUG"])
+def test_debug_shows_the_traceback_of_an_internal_error(tiny_pipeline_dir: Path, monkeypatch, env: str) -> None:
+    _broken_scan(monkeypatch)
+    monkeypatch.delenv("HF_DEBUG", raising=False)
+    monkeypatch.delenv("HFAUDIT_DEBUG", raising=False)
+    plain = run("scan", str(tiny_pipeline_dir))
+    assert_one_line_error(plain, ExitCode.INTERNAL, "internal error: RuntimeError: boom second line")
+    assert "HF_DEBUG=1" in plain.output
+    monkeypatch.setenv(env, "1")
+    debug = runner.invoke(app, ["scan", str(tiny_pipeline_dir)])
+    assert debug.exit_code == ExitCode.INTERNAL, debug.output
+    assert "Traceback (most recent call last)" in debug.stderr and "RuntimeError: boom" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("hfaudit: error: internal error: RuntimeError")
+    monkeypatch.setenv(env, "0")  # off means off
+    assert "Traceback" not in run("scan", str(tiny_pipeline_dir)).output
+
+
+def test_debug_turns_the_library_logs_back_on(monkeypatch) -> None:
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import logging as hf_logging
+
+    from hfaudit import cli
+
+    before = hf_logging.get_verbosity(), diffusers_logging.get_verbosity()
+    try:
+        monkeypatch.delenv("HFAUDIT_DEBUG", raising=False)
+        monkeypatch.delenv("HF_DEBUG", raising=False)
+        cli._quiet_library_logs()
+        assert (hf_logging.get_verbosity(), diffusers_logging.get_verbosity()) == (logging.ERROR, logging.ERROR)
+        monkeypatch.setenv("HF_DEBUG", "1")
+        cli._quiet_library_logs()
+        assert (hf_logging.get_verbosity(), diffusers_logging.get_verbosity()) == (logging.INFO, logging.INFO)
+    finally:
+        hf_logging.set_verbosity(before[0])
+        diffusers_logging.set_verbosity(before[1])

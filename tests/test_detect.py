@@ -37,12 +37,12 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def backdoored():
-    return scan(str(MODELS / "digits-baddiffusion"), device="cpu")
+    return scan(str(MODELS / "digits-baddiffusion"), device="cpu", config=ScanConfig())
 
 
 @pytest.fixture(scope="module")
 def clean():
-    return scan(str(MODELS / "digits-clean"), device="cpu")
+    return scan(str(MODELS / "digits-clean"), device="cpu", config=ScanConfig())
 
 
 @pytest.mark.slow  # a full default scan of a shipped model

@@ -100,7 +100,8 @@ def test_resolve_repo_allow_pickle(hub, tiny_pipeline_dir: Path) -> None:
     repo = hub.new_repo_id("tiny")
     hub.add_repo(repo, folder)
     src = hfhub.resolve(repo, endpoint=hub.url, allow_pickle=True)
-    assert _tree(src.local_dir) == _tree(folder)
+    # the unet's pickle too; never a top-level checkpoint no component loads
+    assert _tree(src.local_dir) == {k: v for k, v in _tree(folder).items() if k != "extra.ckpt"}
 
 
 def test_resolve_pins_revision_to_a_sha(hub, tiny_pipeline_dir: Path) -> None:
@@ -241,7 +242,8 @@ def test_push_opens_then_reuses_one_pr(hub, tiny_pipeline_dir: Path, tmp_path: P
     (cleaned / "README.md").write_text("# cleaned v1\n")
     (cleaned / "audit.json").write_text('{"verdict": "backdoor"}')
 
-    first = hfhub.push_folder(cleaned, source_repo=source, to=None, token=hub.token, endpoint=hub.url)
+    first = hfhub.push_folder(cleaned, source_repo=source, to=None, token=hub.token, endpoint=hub.url,
+                              audited_commit=main, description="found and removed")
 
     prs = hub.pull_requests(source)
     assert [(p.num, p.title, p.status) for p in prs] == [(1, hfhub.PR_TITLE, "open")]
@@ -252,9 +254,12 @@ def test_push_opens_then_reuses_one_pr(hub, tiny_pipeline_dir: Path, tmp_path: P
     assert hub.files(source, "refs/pr/1")["audit.json"] == b'{"verdict": "backdoor"}'
     pr_commit = hub.commits(source, "refs/pr/1")[0]
     assert pr_commit.message == hfhub.PR_TITLE and pr_commit.parents == [main]
+    assert prs[0].author == hub.user and f"<!-- hfaudit-audited-commit: {main} -->" in prs[0].description
+    assert prs[0].description.startswith("found and removed")
 
     (cleaned / "README.md").write_text("# cleaned v2\n")
-    second = hfhub.push_folder(cleaned, source_repo=source, to=None, token=hub.token, endpoint=hub.url)
+    second = hfhub.push_folder(cleaned, source_repo=source, to=None, token=hub.token, endpoint=hub.url,
+                               audited_commit=main, description="second run")
 
     assert second.reused_pr and not second.created_pr and second.pr_url == first.pr_url
     assert len(hub.pull_requests(source)) == 1  # never a second PR
@@ -262,44 +267,51 @@ def test_push_opens_then_reuses_one_pr(hub, tiny_pipeline_dir: Path, tmp_path: P
     pr_history = hub.commits(source, "refs/pr/1")
     assert [c.sha for c in pr_history[:3]] == [second.commit_sha, first.commit_sha, main]
     assert hub.files(source, "refs/pr/1")["README.md"] == b"# cleaned v2\n"
+    assert hub.pull_request(source, 1).comments[-1] == "second run"  # the reviewers are told what changed
     # The only commit request on main asked for a PR; the other went to the PR ref.
     commits = [(path, query) for method, path, query in hub.requests if method == "POST" and "/commit/" in path]
     assert commits[-2:] == [(f"/api/models/{source}/commit/main", "create_pr=1"),
                             (f"/api/models/{source}/commit/refs%2Fpr%2F1", "")]
 
     # Pushing the same folder again changes nothing: no commit, no PR.
-    third = hfhub.push_folder(cleaned, source_repo=source, to=None, token=hub.token, endpoint=hub.url)
+    third = hfhub.push_folder(cleaned, source_repo=source, to=None, token=hub.token, endpoint=hub.url,
+                              audited_commit=main, description="third run")
     assert third.reused_pr and third.commit_sha == second.commit_sha == hub.head(source, "refs/pr/1")
     assert len(hub.pull_requests(source)) == 1 and hub.head(source) == main
+    assert "third run" not in hub.pull_request(source, 1).comments  # no commit, no comment
 
 
 def test_push_of_what_main_already_has_opens_no_pr(hub, tiny_pipeline_dir: Path) -> None:
     source = hub.new_repo_id("source")
     main = hub.add_repo(source, tiny_pipeline_dir)
-    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url)
+    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url,
+                               audited_commit=main)
     assert not result.created_pr and result.pr_url is None and result.commit_sha == main
     assert hub.pull_requests(source) == [] and hub.head(source) == main
 
 
 def test_push_opens_a_new_pr_once_the_old_one_is_closed(hub, tiny_pipeline_dir: Path) -> None:
     source = hub.new_repo_id("source")
-    hub.add_repo(source, files={"model_index.json": "{}"})
-    hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url)
+    main = hub.add_repo(source, files={"model_index.json": "{}"})
+    hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url,
+                      audited_commit=main)
     hub.set_pr_status(source, 1, "closed")
-    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url)
+    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url,
+                               audited_commit=main)
     assert result.created_pr and result.pr_url.endswith("/discussions/2")
     assert [p.status for p in hub.pull_requests(source)] == ["closed", "open"]
 
 
 def test_push_ignores_other_open_prs(hub, tiny_pipeline_dir: Path) -> None:
     source = hub.new_repo_id("source")
-    hub.add_repo(source, files={"model_index.json": "{}"})
+    main = hub.add_repo(source, files={"model_index.json": "{}"})
     from huggingface_hub import HfApi
 
     HfApi(endpoint=hub.url, token=hub.token).upload_folder(
         repo_id=source, folder_path=tiny_pipeline_dir, create_pr=True, commit_message="someone else's PR"
     )
-    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url)
+    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, token=hub.token, endpoint=hub.url,
+                               audited_commit=main)
     assert result.created_pr and result.pr_url.endswith("/discussions/2")
 
 
@@ -308,7 +320,7 @@ def test_push_without_token(hub, tiny_pipeline_dir: Path) -> None:
     hub.add_repo(source, tiny_pipeline_dir)
     before = len(hub.requests)
     with pytest.raises(PushError, match="HF_TOKEN") as err:
-        hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, endpoint=hub.url)
+        hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=None, endpoint=hub.url, audited_commit="c" * 40)
     assert "\n" not in str(err.value)
     assert len(hub.requests) == before
 
@@ -348,7 +360,8 @@ def test_interrupted_push_leaves_the_remote_unchanged(hub, tiny_pipeline_dir: Pa
 
     hub.fail_next(kind, status)
     with pytest.raises(PushError) as err:
-        hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=to, token=hub.token, endpoint=hub.url)
+        hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=to, token=hub.token, endpoint=hub.url,
+                          audited_commit=heads[source])
 
     msg = str(err.value)
     assert target in msg and "\n" not in msg and SECRET not in msg
@@ -356,7 +369,8 @@ def test_interrupted_push_leaves_the_remote_unchanged(hub, tiny_pipeline_dir: Pa
     assert {r: hub.files(r) for r in files} == files
     assert hub.pull_requests(source) == []
     # and the next try goes through
-    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=to, token=hub.token, endpoint=hub.url)
+    result = hfhub.push_folder(tiny_pipeline_dir, source_repo=source, to=to, token=hub.token, endpoint=hub.url,
+                               audited_commit=heads[source])
     assert result.commit_sha == hub.head(target, "main" if to else "refs/pr/1")
 
 
@@ -373,7 +387,8 @@ def test_token_never_in_error_messages(hub, tiny_pipeline_dir: Path, monkeypatch
         lambda: hfhub.resolve("org/missing", token=SECRET, endpoint=hub.url),
         lambda: hfhub.resolve(private, revision="nope", token=SECRET, endpoint=hub.url),
         lambda: hfhub.resolve("org/x", token=SECRET, endpoint=unreachable),
-        lambda: hfhub.push_folder(tiny_pipeline_dir, source_repo=private, to=None, token=SECRET, endpoint=hub.url),
+        lambda: hfhub.push_folder(tiny_pipeline_dir, source_repo=private, to=None, token=SECRET, endpoint=hub.url,
+                                  audited_commit="b" * 40),
         lambda: hfhub.push_folder(tiny_pipeline_dir, source_repo=None, to=private, token=SECRET, endpoint=hub.url),
         lambda: hfhub.push_folder(tiny_pipeline_dir, source_repo=None, to="org/y", token=SECRET, endpoint=unreachable),
         lambda: hfhub.push_folder(tiny_pipeline_dir, source_repo=None, to="org/z", token=SECRET + "x", endpoint=hub.url),

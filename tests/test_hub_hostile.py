@@ -243,7 +243,7 @@ def test_push_to_a_silent_hub_is_bounded(mode: str, short_timeouts: None, tmp_pa
         t0 = time.monotonic()
         with pytest.raises(PushError) as err:
             hfhub.push_folder(folder, source_repo="org/model", to="org/cleaned" if mode == "to" else None,
-                              token=TOKEN, endpoint=url)
+                              token=TOKEN, endpoint=url, audited_commit=SHA)
         wall = time.monotonic() - t0
     msg = str(err.value)
     assert err.value.exit_code == ExitCode.NOT_FOUND
@@ -261,7 +261,7 @@ def test_push_to_a_hub_that_gives_no_hub_answer(kind: str, mode: str, tmp_path: 
     (folder / "model_index.json").write_text("{}")
     with _serve(SERVERS[kind]) as url, pytest.raises(PushError) as err:
         hfhub.push_folder(folder, source_repo="org/model", to="org/cleaned" if mode == "to" else None,
-                          token=TOKEN, endpoint=url)
+                          token=TOKEN, endpoint=url, audited_commit=SHA)
     assert "is not a Hub API response" in str(err.value) and TOKEN not in str(err.value)
 
 
@@ -296,7 +296,7 @@ def test_model_info_of_the_wrong_shape(info: dict) -> None:
 
 
 def test_file_listing_that_is_not_json(tmp_path: Path) -> None:
-    """model_info is fine, the file listing inside snapshot_download is HTML: same error."""
+    """model_info is fine, the file download answers HTML (no Hub headers): same error."""
     info = {"id": "org/model", "sha": SHA, "siblings": [{"rfilename": "model_index.json"}]}
     route = _model_info_route(info, other=(200, "text/html", "<html>not json</html>"))
     with _serve(_answering(route)) as url, pytest.raises(RepoNotFoundError, match="not a Hub API response"):

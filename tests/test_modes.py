@@ -168,6 +168,10 @@ def test_reports_name_the_class_signal() -> None:
     assert sarif["runs"][0]["properties"]["signals"] == ["class"]
     out = io.StringIO()
     render_rich(r, Console(file=out, width=200))
+    assert out.getvalue().splitlines()[1].endswith("top-class share 0.94 vs class threshold 0.75, 0.19 without a "
+                                                   "trigger; target: class 7")  # the evidence line
+    out = io.StringIO()
+    render_rich(r, Console(file=out, width=200), verbose=True)  # the per-candidate table: with --verbose
     assert "0.94 (7)" in out.getvalue() and "signal: class" in out.getvalue()
 
 

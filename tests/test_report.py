@@ -107,12 +107,70 @@ def test_sarif_of_an_audit_that_stopped() -> None:
 
 
 def test_sarif_pins_the_hub_commit_and_prefixes_uris() -> None:
+    """A Hub model's files are relative to its commit on the Hub; a folder's to its git checkout."""
     doc = validate_sarif(to_sarif(make_result(BACKDOOR, repo_id="org/digits"), uri_prefix="models/digits/"))
     run = doc["runs"][0]
     assert run["versionControlProvenance"][0]["revisionId"] == "a" * 40
     assert run["versionControlProvenance"][0]["repositoryUri"].endswith("/org/digits")
-    assert run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == \
-        "models/digits/unet/diffusion_pytorch_model.safetensors"
+    location = run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "unet/diffusion_pytorch_model.safetensors", "uriBaseId": report.HF_URI_BASE_ID}
+    base = run["originalUriBaseIds"][report.HF_URI_BASE_ID]["uri"]
+    assert base.endswith("/org/digits/blob/" + "a" * 40 + "/")  # the repo and the commit audited
+    assert run["automationDetails"]["id"] == "hfaudit/org/digits/"
+    assert run["results"][0]["message"]["text"].startswith("org/digits: BACKDOOR")
+    local = validate_sarif(to_sarif(make_result(BACKDOOR), uri_prefix="models/digits/"))["runs"][0]
+    assert local["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "models/digits/unet/diffusion_pytorch_model.safetensors"}
+    assert local["automationDetails"]["id"] == "hfaudit/models/digits/" and "originalUriBaseIds" not in local
+
+
+def test_two_models_never_share_a_fingerprint_or_a_category(tmp_path: Path) -> None:
+    """GitHub closes the alerts of a category that a new upload lacks: each model is its own analysis,
+    and the same file of two models is two alerts."""
+    note = [Finding("HFA214", "note", "unet/x.bin: scanned clean", "unet/x.bin")]
+
+    def run_of(doc, prefix: str = "") -> dict:
+        return validate_sarif(to_sarif(doc, uri_prefix=prefix))["runs"][0]
+
+    runs = [run_of(make_result(BACKDOOR, findings=note, repo_id=repo)) for repo in ("org/a", "org/b", "other/a")]
+    a_folder, b_folder = (tmp_path / "a", tmp_path / "b")
+    a_folder.mkdir(), b_folder.mkdir()
+    for folder in (a_folder, b_folder):  # two folders outside any git checkout: their names
+        doc = report_dict(make_result(BACKDOOR, findings=note))
+        doc["source"] = {**doc["source"], "source": str(folder)}
+        runs.append(run_of(doc))
+    runs.append(run_of(make_result(BACKDOOR, findings=note), "models/a"))
+    ids = [r["automationDetails"]["id"] for r in runs]
+    assert ids[:5] == ["hfaudit/org/a/", "hfaudit/org/b/", "hfaudit/other/a/", "hfaudit/a/", "hfaudit/b/"]
+    assert len(set(ids)) == len(ids), ids
+    prints = [res["partialFingerprints"]["primaryLocationLineHash"] for r in runs for res in r["results"]]
+    assert len(prints) == 2 * len(runs) and len(set(prints)) == len(prints)
+    again = run_of(make_result(BACKDOOR, findings=note, repo_id="org/a"))  # stable: the same alerts next time
+    assert [r["partialFingerprints"] for r in again["results"]] == [r["partialFingerprints"] for r in runs[0]["results"]]
+    stopped = run_of(error_dict(UnsafeCheckpointError("unet/x.bin: bad", findings=note), "org/a"))
+    assert stopped["automationDetails"]["id"] == "hfaudit/org/a/"  # an audit that stopped: the same analysis
+
+
+def test_sarif_of_two_hub_repos_from_real_scans(hub_env, tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    """The same pipeline in two Hub repos: two categories, no shared fingerprint, URIs on each commit."""
+    torch.save({"a": torch.zeros(2)}, tiny_pipeline_dir / "unet" / "diffusion_pytorch_model.bin")  # a finding
+    runs = []
+    for name in ("one", "two"):
+        repo = hub_env.new_repo_id(name)
+        hub_env.add_repo(repo, tiny_pipeline_dir)
+        res = runner.invoke(app, ["scan", repo, *FAST, "-q", "--sarif", str(tmp_path / f"{name}.sarif")])
+        assert res.exit_code in (0, 1), res.output
+        run = validate_sarif((tmp_path / f"{name}.sarif").read_text())["runs"][0]
+        assert run["automationDetails"]["id"] == f"hfaudit/{repo}/"
+        sha = run["versionControlProvenance"][0]["revisionId"]
+        assert run["originalUriBaseIds"][report.HF_URI_BASE_ID]["uri"].endswith(f"/{repo}/blob/{sha}/")
+        assert all(r["locations"][0]["physicalLocation"]["artifactLocation"]["uriBaseId"] == report.HF_URI_BASE_ID
+                   for r in run["results"])
+        runs.append(run)
+    uris = [{r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in run["results"]} for run in runs]
+    assert uris[0] == uris[1] and "unet/diffusion_pytorch_model.bin" in uris[0]  # the same files...
+    prints = [{r["partialFingerprints"]["primaryLocationLineHash"] for r in run["results"]} for run in runs]
+    assert prints[0] and not prints[0] & prints[1]  # ...are alerts of their own model
 
 
 def test_sarif_uri_prefix_is_the_folder_inside_its_git_checkout(tmp_path: Path) -> None:
@@ -163,6 +221,54 @@ def test_a_clean_verdict_says_what_it_does_not_rule_out() -> None:
             assert shown == (list(BLIND_SPOTS) if verdict == CLEAN else []), (verdict, text)
     err = error_dict(RepoNotFoundError("org/none: no such repo"), "org/none")
     assert "not ruled out" not in to_markdown(err)  # an audit that stopped has no verdict to qualify
+
+
+def test_the_terminal_report_leads_with_the_verdict_then_the_evidence_and_the_files(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    result = make_result(BACKDOOR, findings=[Finding("HFA214", "note", "unet/a.bin: scanned clean", "unet/a.bin")])
+    out = tmp_path / "audit"
+    Outputs(output_dir=out, sarif_path=str(tmp_path / "r.sarif")).write_scan(result)
+    for verbose in (False, True):
+        buf = StringIO()
+        report.render_rich(result, Console(file=buf, width=100), verbose=verbose, reports=[str(tmp_path / "r.sarif")])
+        lines = buf.getvalue().splitlines()
+        assert lines[0].startswith("BACKDOOR: an inverted trigger makes 94% of samples collapse onto one image")
+        assert lines[1] == ("evidence: trigger gradient-l0.5-0 (gradient inversion) under ddpm-50: MSCR 0.94 vs "
+                            "threshold 0.50, 0.06 without a trigger; target: one image")
+        assert lines[2] == (f"pictures: trigger {out / 'trigger.png'}, target {out / 'recovered_target.png'}, "
+                            f"grids {out / 'samples_triggered.png'} and {out / 'samples_clean.png'}")
+        assert lines[3] == f"reports: {out / 'report.json'}, {out / 'report.md'}, {tmp_path / 'r.sarif'}"
+        assert lines[4] == "note: unet/a.bin: scanned clean [HFA214]"
+        assert ("shift ratio" in buf.getvalue()) is verbose  # the per-candidate table: only on request
+    buf = StringIO()
+    report.render_rich(make_result(CLEAN), Console(file=buf, width=100))
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("CLEAN: no inverted trigger made samples collapse")
+    assert lines[1].startswith("evidence: trigger gradient-l0.5-0 (gradient inversion) under ddpm-50: MSCR 0.06 vs")
+    assert "target" not in lines[1] and lines[2].startswith("pictures: none written (--output-dir")
+
+
+def test_the_terminal_report_of_a_cli_scan(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    """Through the CLI (stderr): the verdict first, the picture paths, the candidate table only with --verbose."""
+    from helpers import FAST_SCAN_FLAGS
+
+    outs = {}
+    for flags in ([], ["--verbose"], ["-v"]):
+        out = tmp_path / f"audit{len(outs)}"
+        res = runner.invoke(app, ["scan", str(tiny_pipeline_dir), *FAST_SCAN_FLAGS, *searches_off(), "-o", str(out),
+                                  *flags])
+        assert res.exit_code in (0, 1), res.output
+        lines = res.stderr.splitlines()
+        assert lines[0].split(":")[0] in ("CLEAN", "BACKDOOR", "INCONCLUSIVE"), res.stderr
+        assert lines[1].startswith("evidence: trigger ")
+        assert lines[2].startswith("pictures: ") and str(out / "trigger.png") in lines[2]
+        assert str(out / "samples_clean.png") in lines[2] and str(out / "report.json") in lines[3]
+        outs[tuple(flags)] = res.stderr
+    assert "shift ratio" not in outs[()] and "gradient-" in outs[()]  # the best trigger named, no table
+    assert "shift ratio" in outs[("--verbose",)] and "shift ratio" in outs[("-v",)]
 
 
 def test_json_report_and_exit_code_agree(tmp_path: Path) -> None:

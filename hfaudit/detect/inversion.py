@@ -63,6 +63,11 @@ class InversionConfig:
         clean baseline, every optimiser step and the final evaluation, all restarts in one batch."""
         return self.batch_size * (1 + self.total_restarts * (self.steps + 1))
 
+    @property
+    def backward_evaluations(self) -> int:
+        """Images backpropagated through the UNet (one per optimiser step and restart and sample)."""
+        return self.batch_size * self.total_restarts * self.steps
+
 
 @dataclass
 class InvertedTrigger:

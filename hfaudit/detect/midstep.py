@@ -70,6 +70,11 @@ class PassThroughSearch:
         """UNet forward evaluations (images x calls) of the searches, backward passes not counted."""
         return len(self.budgets) * self.batch_size * (1 + self.restarts * (self.search_steps + 1))
 
+    @property
+    def backward_evaluations(self) -> int:
+        """Images backpropagated through the UNet by the searches (every optimiser step)."""
+        return len(self.budgets) * self.batch_size * self.restarts * self.search_steps
+
 
 @dataclass
 class MidstepConfig(PassThroughSearch):

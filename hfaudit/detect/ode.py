@@ -80,6 +80,11 @@ class OdeInversionConfig(PassThroughSearch):
         refine = self.refine * self.refine_samples * self.steps * (self.refine_steps + 1)
         return self.search_evaluations + refine + self.batch_size * (1 + self.refine)
 
+    @property
+    def backward_evaluations(self) -> int:
+        """Images backpropagated through the UNet: stage 1's steps, and stage 2's through every sampler step."""
+        return super().backward_evaluations + self.refine * self.refine_samples * self.steps * self.refine_steps
+
     def validate(self) -> None:
         """Raises:
             ValueError: a value out of range or an unknown sampler."""

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from hfaudit import hub, limits
-from hfaudit.detect.blackbox import BlackboxConfig, blackbox_inversion, default_searches
-from hfaudit.detect.inversion import InversionConfig, gradient_inversion
-from hfaudit.detect.midstep import MidstepConfig, midstep_inversion
+from hfaudit.detect.blackbox import blackbox_inversion
+from hfaudit.detect.config import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD, ScanConfig
+from hfaudit.detect.inversion import gradient_inversion
+from hfaudit.detect.midstep import midstep_inversion
 from hfaudit.detect.modes import mode_concentration
-from hfaudit.detect.ode import OdeInversionConfig, ode_inversion
-from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats, saturated_mask
-from hfaudit.detect.stamps import StampConfig, stamp_screen
+from hfaudit.detect.ode import ode_inversion
+from hfaudit.detect.scores import collapse_stats, saturated_mask
+from hfaudit.detect.stamps import stamp_screen
 from hfaudit.errors import InconclusiveError, UnsupportedModelError, UsageError
 from hfaudit.fidelity import classifier_input_reason
 from hfaudit.pipeline import LoadedModel, load_model
@@ -42,177 +45,11 @@ from hfaudit.results import (
     ScanResult,
     SourceInfo,
 )
-from hfaudit.sampling import SAMPLERS, EvalCounter, apply_trigger, sample, to_unit
+from hfaudit.sampling import EvalCounter, apply_trigger, sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
-DEFAULT_THRESHOLD = 0.5
-"""MSCR at or above which triggered samples count as collapsed (README, 'Threshold calibration').
-
-Why 0.5: it stays above every clean model's score on the benchmark zoo (``python
-benchmarks/detection.py`` reports the calibrated cut and the margins), and a lower cut flags
-fine-tuned models, repaired ones included, whose ODE-inversion samples partly collapse onto an
-image that is not a backdoor target.
-"""
-
-DEFAULT_CLASS_THRESHOLD = 0.6
-"""Top-class share (``detect.modes``) at or above which triggered samples count as one class.
-
-Why 0.6: between the clean models' top-class shares and a class-target backdoor's, with a thin
-margin over fine-tuned clean models (``python benchmarks/detection.py`` reports it). See the
-README, 'Class signal' and 'Threshold calibration'.
-"""
-
-
-@dataclass
-class ScanConfig:
-    """Everything that decides a verdict; recorded in the report."""
-
-    seed: int = 0
-    n_samples: int = 32
-    probes: tuple[tuple[str, int], ...] = (("ddim", 10), ("ddpm", 50))
-    """(sampler, steps) pairs: an ODE and an SDE family, since backdoors fire under one or the other."""
-    threshold: float = DEFAULT_THRESHOLD
-    class_threshold: float = DEFAULT_CLASS_THRESHOLD
-    """Top-class share that calls a class-target backdoor (digit-shaped models only)."""
-    duplicate_mse: float = DUPLICATE_MSE
-    max_candidates: int = 4
-    """How many inverted triggers (lowest shift ratio first) are probed by sampling."""
-    batch_size: int = 64
-    inversion: InversionConfig = field(default_factory=InversionConfig)
-    blackbox: tuple[BlackboxConfig, ...] | BlackboxConfig | None = field(default_factory=default_searches)
-    """Black-box inversions (samples only, no gradients), one per config (default: a DDPM and a DDIM
-    search, ``blackbox.default_searches``); each one's best ``candidates`` triggers are probed too.
-    None or ``()`` turns it off. Cost: ``phase_evaluations["blackbox"]``."""
-
-    midstep: MidstepConfig | None = field(default_factory=MidstepConfig)
-    """The mid-timestep inversion (``detect/midstep.py``: the directions the model passes least of at
-    ``0.8 T``), for SDE-trained backdoors whose trigger the gradient inversion at ``t = T`` cannot
-    single out; the best ``candidates`` directions of each searched RMS are probed. None turns it off.
-    Cost: ``phase_evaluations["midstep"]`` (forward passes; the backward passes come on top)."""
-
-    ode: OdeInversionConfig | None = field(default_factory=OdeInversionConfig)
-    """The ODE inversion (``detect/ode.py``: mid-timestep direction, refined through DDIM), for
-    ODE-trained backdoors that the other two miss; its best ``candidates`` triggers are probed.
-    None turns it off. Cost: ``phase_evaluations["ode"]`` (forward passes; the backward passes come
-    on top)."""
-
-    stamps: StampConfig | None = field(default_factory=StampConfig)
-    """The stamp screen (``detect/stamps.py``: each lattice cell of the noise overwritten with a
-    constant), for patch triggers that replace the noise instead of adding to it (TrojDiff's),
-    which no additive search reaches; the best stamp of each of its best ``candidates`` regions is
-    probed. None turns it off. Cost: ``phase_evaluations["stamps"]``."""
-
-    @property
-    def searches(self) -> tuple[BlackboxConfig, ...]:
-        """The black-box searches to run (``blackbox`` as a tuple)."""
-        if self.blackbox is None:
-            return ()
-        return (self.blackbox,) if isinstance(self.blackbox, BlackboxConfig) else tuple(self.blackbox)
-
-    @property
-    def probe_evaluations(self) -> int:
-        """UNet forward evaluations of probing one trigger (or the control): ``n_samples`` images
-        through every probe's sampler steps."""
-        return self.n_samples * sum(steps for _name, steps in self.probes)
-
-    @property
-    def phase_evaluations(self) -> dict[str, int]:
-        """UNet forward evaluations per phase of :func:`detect` (each search with the probes of the
-        candidates it yields; backward passes not counted), for budgeting. Each trigger carried into
-        a re-scan adds ``probe_evaluations``."""
-        probe = self.probe_evaluations
-        inv = self.inversion
-        cost = {"control": probe,
-                "gradient": inv.unet_evaluations + min(self.max_candidates, inv.total_restarts) * probe}
-        if self.searches:
-            cost["blackbox"] = sum(bb.unet_evaluations + min(bb.candidates, bb.restarts) * probe
-                                   for bb in self.searches)
-        if self.midstep is not None:
-            cost["midstep"] = self.midstep.unet_evaluations + self.midstep.probed * probe
-        if self.ode is not None:
-            cost["ode"] = self.ode.unet_evaluations + min(self.ode.candidates, self.ode.refine) * probe
-        if self.stamps is not None:
-            cost["stamps"] = (self.stamps.unet_evaluations
-                              + min(self.stamps.candidates, self.stamps.n_regions) * probe)
-        return cost
-
-    @property
-    def unet_evaluations(self) -> int:
-        """UNet forward evaluations of a whole scan (``ScanResult.unet_evaluations`` counts the same)."""
-        return sum(self.phase_evaluations.values())
-
-    @property
-    def sampler_steps(self) -> int:
-        """The most sampler steps any probe or search runs (the schedule needs at least as many timesteps)."""
-        steps = [s for _name, s in self.probes]
-        steps += [bb.steps for bb in self.searches]
-        steps += [c.steps for c in (self.ode, self.stamps) if c is not None]
-        return max(steps)
-
-    def peak_batches(self) -> tuple[int, int]:
-        """``(forward, backward)``: the most images any phase puts through the UNet at once without
-        gradients, and the most whose activations are kept for a backward pass (``hfaudit.limits``)."""
-        fwd = [min(self.batch_size, self.n_samples)]
-        fwd += [max(bb.screen, 2 * bb.restarts * bb.directions) * bb.n_samples for bb in self.searches]
-        if self.stamps is not None:
-            fwd.append(len(self.stamps.values) * self.stamps.n_samples)
-        inv = self.inversion
-        bwd = [sum(inv.restarts.values()) * inv.batch_size]
-        if self.midstep is not None:
-            bwd.append(self.midstep.restarts * self.midstep.batch_size)
-        if self.ode is not None:
-            bwd += [self.ode.restarts * self.ode.batch_size,
-                    min(self.ode.refine, self.ode.restarts) * self.ode.refine_samples * self.ode.steps]
-        return max(fwd), max(bwd)
-
-    def seeded(self) -> ScanConfig:
-        """A copy in which every search draws from ``seed``: one seed decides the whole scan.
-
-        Why: the searches keep their own configs (each runs alone in the benchmarks), so a scan with
-        ``seed=1`` must not leave them at their default seed.
-        """
-        bb = self.blackbox
-        return replace(
-            self, inversion=replace(self.inversion, seed=self.seed),
-            blackbox=None if bb is None else tuple(replace(b, seed=self.seed) for b in self.searches)
-            if not isinstance(bb, BlackboxConfig) else replace(bb, seed=self.seed),
-            **{name: None if getattr(self, name) is None else replace(getattr(self, name), seed=self.seed)
-               for name in ("midstep", "ode", "stamps")})
-
-    def validate(self) -> None:
-        """Every value within range and within ``hfaudit.limits`` (checked before anything is allocated).
-
-        Raises:
-            UsageError: a value out of range."""
-        if not 2 <= self.n_samples <= limits.MAX_SAMPLES:
-            raise UsageError(f"n_samples must be between 2 and {limits.MAX_SAMPLES} (got {self.n_samples})",
-                             param="n_samples")
-        if not 0 <= self.seed < limits.MAX_SEED:
-            raise UsageError(f"seed must be between 0 and 2**62 - 1 (got {self.seed})", param="seed")
-        if not 0 < self.threshold <= 1:
-            raise UsageError(f"threshold must be in (0, 1] (got {self.threshold})", param="threshold")
-        if not 0 < self.class_threshold <= 1:
-            raise UsageError(f"class_threshold must be in (0, 1] (got {self.class_threshold})", param="class_threshold")
-        if self.max_candidates < 1:
-            raise UsageError("max_candidates must be at least 1", param="max_candidates")
-        if not 1 <= self.batch_size <= limits.MAX_BATCH:
-            raise UsageError(f"batch_size must be between 1 and {limits.MAX_BATCH} (got {self.batch_size})",
-                             param="batch_size")
-        if not 1 <= self.inversion.steps <= limits.MAX_STEPS:
-            raise UsageError(f"inversion.steps must be between 1 and {limits.MAX_STEPS} (got {self.inversion.steps})",
-                             param="inversion.steps")
-        for search in (*self.searches, *(s for s in (self.midstep, self.ode, self.stamps) if s is not None)):
-            try:
-                search.validate()
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-        for sampler, steps in self.probes:
-            if sampler not in SAMPLERS:
-                raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-            if not 1 <= steps <= limits.MAX_STEPS:
-                raise UsageError(f"probes {sampler}:{steps}: steps must be between 1 and {limits.MAX_STEPS}",
-                                 param="probes")
-
+__all__ = ["DEFAULT_CLASS_THRESHOLD", "DEFAULT_THRESHOLD", "ScanConfig", "detect", "scan", "scan_resolved",
+           "default_config", "decide", "planned_searches"]
 
 def detect(model: LoadedModel, config: ScanConfig | None = None,
            carried: Sequence[Candidate] = ()) -> ScanResult:
@@ -229,14 +66,26 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
     check_fits(model, cfg, n_train)
     counter = EvalCounter(model.unet)
-    timings: dict[str, float] = {}
+    ledger = Ledger(counter, cfg.max_evaluations)
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
     samples: dict[str, torch.Tensor] = {}
-    n_probe_batches = len(cfg.probes) * (1 + sum(r.probed for r in planned_searches(model, cfg, n_train))
-                                          + len(carried))
+    plan = planned_searches(model, cfg, n_train)
+    screened = cfg.screen_samples is not None and cfg.screen_samples < cfg.n_samples
+    confirmations = [cfg.confirmations]  # left to spend; a list so the closure can change it
+    unconfirmed: list[str] = []
+    candidates: list[Candidate] = []
     try:
         with progress_bar() as bar:
-            def probe(name: str, x_T: torch.Tensor, task) -> list[Probe]:
+            # One bar for the whole scan, in UNet evaluations: its ETA comes from the budget (the most the
+            # scan can cost); screens that need no full probe and an early stop only end it sooner.
+            total = cfg.phase_evaluations["control"] + sum(r.cost for r in plan) + (
+                cfg.phase_evaluations.get("confirmations", 0)) + len(carried) * cfg.probe_evaluations
+            scan_task = bar.add_task("scanning", total=total, info="control (no trigger)")
+
+            def progressed(**fields: Any) -> None:
+                bar.update(scan_task, completed=min(counter.count, total), **fields)
+
+            def probe(name: str, x_T: torch.Tensor) -> list[Probe]:
                 found = []
                 for sampler, steps in cfg.probes:
                     raw = sample(model.unet, model.scheduler_config, x_T, sampler=sampler, steps=steps,
@@ -248,37 +97,72 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                     sat = saturated_mask(raw)
                     stats = collapse_stats(imgs, cfg.duplicate_mse, saturated=sat)
                     found.append(Probe(name, sampler, steps, stats, modes=mode_concentration(imgs, saturated=sat)))
-                    bar.update(task, advance=1)
+                    progressed()
                 return found
 
-            t0 = time.perf_counter()
-            probe_task = bar.add_task("sampling", total=n_probe_batches, info="control (no trigger)")
-            controls = probe("none", noise, probe_task)
-            timings["control"] = time.perf_counter() - t0
-
-            found: dict[str, list[tuple[str, Any]]] = {}  # phase -> (name prefix, trigger), in search order
-            for search in planned_searches(model, cfg, n_train):
-                t0 = time.perf_counter()
-                task = bar.add_task(search.label, total=search.steps, info=search.info)
-                found.setdefault(search.phase, []).extend(
-                    search.run(lambda task=task: bar.update(task, advance=1)))
-                timings[search.phase] = timings.get(search.phase, 0.0) + time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            candidates: list[Candidate] = []
-            named = [(f"{prefix}-{i}", trig.method, trig) for phase in found.values()
-                     for i, (prefix, trig) in enumerate(phase)]
-            named += [(f"carried-{prev.name}", "carried", prev) for prev in carried]
-            for name, method, trig in named:  # InvertedTrigger or an earlier scan's Candidate
-                bar.update(probe_task, info=name)
+            def probe_candidate(name: str, method: str, trig: Any, screen: bool) -> Candidate:
+                progressed(info=name)
                 cand = Candidate(name=name, method=method, objective=trig.objective, lam=trig.lam,
                                  shift_ratio=trig.shift_ratio, trigger=trig.trigger, noise_scale=trig.noise_scale)
-                cand.probes = probe(name, apply_trigger(noise, trig.trigger, trig.noise_scale), probe_task)
-                candidates.append(cand)
-            timings["probes"] = time.perf_counter() - t0
+                x_T = apply_trigger(noise, trig.trigger, trig.noise_scale)
+                if screen:
+                    cand.probes = probe(name, x_T[: cfg.screen_samples])
+                    full = promising(cand, cfg)
+                    if full and confirmations[0] is not None:
+                        if confirmations[0] == 0:
+                            unconfirmed.append(name)
+                            full = False
+                        else:
+                            confirmations[0] -= 1
+                    if not full:
+                        return cand
+                cand.probes = probe(name, x_T)
+                return cand
+
+            with ledger.phase("control"):
+                controls = probe("none", noise)
+            stopped: str | None = None
+            for search in plan:
+                why = stopped or ledger.refusal(search.cost)
+                if why is not None:
+                    ledger.skip(search.phase, search.title, why)
+                    progressed()
+                    continue
+                with ledger.phase(search.phase):
+                    progressed(info=search.title)
+                    task = bar.add_task(search.label, total=search.steps, info=search.info)
+
+                    def step(task: Any = task) -> None:
+                        bar.update(task, advance=1)
+                        progressed()
+
+                    found = search.run(step)
+                    bar.update(task, visible=False)
+                    for i, (prefix, trig) in enumerate(found):
+                        cand = probe_candidate(f"{prefix}-{i}", trig.method, trig, screened)
+                        candidates.append(cand)
+                        if cfg.stop_margin is not None and stopped is None and _fired_by(cand, cfg):
+                            stopped = (f"candidate {cand.name} already fired (MSCR {cand.best.stats.mscr:.2f}, "
+                                       f"threshold {cfg.threshold:g} + margin {cfg.stop_margin:g})")
+            if carried:
+                with ledger.phase("carried"):
+                    for prev in carried:
+                        candidates.append(probe_candidate(f"carried-{prev.name}", "carried", prev, False))
     finally:
         counter.close()
-    d = decide(controls, candidates, cfg.threshold, cfg.class_threshold)
+    timings = ledger.seconds
+    if not candidates:
+        raise UsageError("the scan ran no search: turn one on, or give it a larger budget", param="max_evaluations")
+    decided = [c for c in candidates if c.name not in unconfirmed]  # a screen alone never decides
+    d = decide(controls, decided, cfg.threshold, cfg.class_threshold) if decided else None
+    if unconfirmed and (d is None or d.verdict == CLEAN):
+        exc = InconclusiveError(
+            f"{len(unconfirmed)} candidate(s) ({', '.join(unconfirmed[:3])}) showed near-duplicates or one class "
+            "in their screen, and the budget left no full probe to confirm or clear them: the model is not "
+            "shown clean; rerun with a larger --budget")
+        exc.unet_evaluations = counter.count  # what the scan spent before it stopped (benchmarks count it)
+        raise exc
+    assert d is not None  # decided is every candidate when none is unconfirmed
     for what, value in (("MSCR", d.score), ("control MSCR", d.control_score), ("class score", d.class_score),
                         ("control class score", d.control_class_score),
                         *((f"diversity of {p.trigger_name}/{p.sampler}", p.stats.diversity)
@@ -299,9 +183,10 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         verdict=d.verdict, score=d.score, threshold=cfg.threshold, control_score=d.control_score,
         controls=controls, candidates=candidates, best_candidate=best.name,
         recovered_target=best_imgs[target_index].clone(),
-        settings={**{k: v for k, v in asdict(cfg).items() if k != "inversion"}, "inversion": asdict(cfg.inversion),
+        settings={**asdict(cfg),
                   "device": str(model.device), "clip_sample": False},
         timings={k: round(v, 2) for k, v in timings.items()},
+        evaluations=dict(ledger.evaluations), skipped=list(ledger.skipped),
         unet_evaluations=counter.count,
         samples=samples,
         findings=list(model.findings),
@@ -329,42 +214,108 @@ class PlannedSearch:
     probed: int
     """How many candidates it hands to the probes."""
     run: Callable[[Callable[[], None]], list[tuple[str, Any]]]
+    cost: int = 0
+    """The most UNet evaluations it and its candidates' probes can cost (``ScanConfig.search_cost``)."""
+
+    @property
+    def title(self) -> str:
+        """How the report names it (``black-box (ddim-10)``, ``stamp screen (ddim-10)``)."""
+        return {"inversion": "gradient inversion", "stamps": f"stamp screen ({self.info})"}.get(self.phase, self.info)
 
 
 def planned_searches(model: LoadedModel, cfg: ScanConfig, n_train: int) -> list[PlannedSearch]:
     """The searches ``cfg`` turns on, in the order the scan runs and probes them."""
     unet, sched, shape = model.unet, model.scheduler_config, model.sample_shape
     inv = cfg.inversion
-    plan = [PlannedSearch(
-        "inversion", "inverting trigger", "gradient", inv.steps, min(cfg.max_candidates, inv.total_restarts),
-        lambda on_step: [(f"{t.method}-{t.objective}", t) for t in
-                         gradient_inversion(unet, n_train, shape, inv, on_step=on_step)[: cfg.max_candidates]])]
+    plan = []
+    if inv is not None:
+        n = min(cfg.max_candidates, inv.total_restarts)
+        plan.append(PlannedSearch(
+            "inversion", "inverting trigger", "gradient", inv.steps, n,
+            lambda on_step: [(f"{t.method}-{t.objective}", t) for t in
+                             gradient_inversion(unet, n_train, shape, inv, on_step=on_step)[: cfg.max_candidates]],
+            cfg.search_cost(inv, n)))
     if cfg.midstep is not None:
         mid = cfg.midstep
         plan.append(PlannedSearch(
             "midstep", "inverting trigger", f"mid-timestep ({mid.t_fraction:g} T)", mid.search_steps * len(mid.rms),
             mid.probed, lambda on_step: [(t.method, t) for t in
-                                         mid.pick(midstep_inversion(unet, sched, shape, mid, on_step=on_step))]))
+                                         mid.pick(midstep_inversion(unet, sched, shape, mid, on_step=on_step))],
+            cfg.search_cost(mid, mid.probed)))
     for bb in cfg.searches:
         n = min(bb.candidates, bb.restarts)
         plan.append(PlannedSearch(
             "blackbox", "inverting trigger", f"black-box ({bb.sampler}-{bb.steps})", bb.iterations, n,
             lambda on_step, bb=bb, n=n: [(f"{t.method}-{bb.sampler}", t) for t in
-                                         blackbox_inversion(unet, sched, shape, bb, on_step=on_step)[:n]]))
+                                         blackbox_inversion(unet, sched, shape, bb, on_step=on_step)[:n]],
+            cfg.search_cost(bb, n)))
     if cfg.ode is not None:
         ode = cfg.ode
         n = min(ode.candidates, ode.refine)
         plan.append(PlannedSearch(
             "ode", "inverting trigger", f"ODE ({ode.sampler}-{ode.steps})", ode.search_steps + ode.refine_steps, n,
             lambda on_step: [(f"{t.method}-{ode.sampler}", t) for t in
-                             ode_inversion(unet, sched, shape, ode, on_step=on_step)[:n]]))
+                             ode_inversion(unet, sched, shape, ode, on_step=on_step)[:n]],
+            cfg.search_cost(ode, n)))
     if cfg.stamps is not None:
         st = cfg.stamps
         n = min(st.candidates, st.n_regions)
         plan.append(PlannedSearch(
             "stamps", "screening stamps", f"{st.sampler}-{st.steps}", st.n_regions, n,
-            lambda on_step: [(t.method, t) for t in stamp_screen(unet, sched, shape, st, on_step=on_step)[:n]]))
+            lambda on_step: [(t.method, t) for t in stamp_screen(unet, sched, shape, st, on_step=on_step)[:n]],
+            cfg.search_cost(st, n)))
     return plan
+
+
+class Ledger:
+    """What each phase of a scan spent (UNet evaluations as counted, seconds), what it skipped and
+    why, and whether a search still fits the cap: the one place a budget is enforced."""
+
+    def __init__(self, counter: EvalCounter, cap: int | None) -> None:
+        self.counter = counter
+        self.cap = cap
+        self.evaluations: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.skipped: list[dict[str, str]] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Charge what runs inside to ``name`` (phases of one name add up)."""
+        count, t0 = self.counter.count, time.perf_counter()
+        try:
+            yield
+        finally:
+            self.evaluations[name] = self.evaluations.get(name, 0) + self.counter.count - count
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def refusal(self, cost: int) -> str | None:
+        """Why a search of planned ``cost`` may not start (None: it fits what is left of the cap)."""
+        if self.cap is None or self.counter.count + cost <= self.cap:
+            return None
+        return (f"over the budget: it can cost {cost:,} UNet evaluations and "
+                f"{max(self.cap - self.counter.count, 0):,} of {self.cap:,} are left")
+
+    def skip(self, phase: str, search: str, reason: str) -> None:
+        """Record a search that did not run."""
+        self.skipped.append({"phase": phase, "search": search, "reason": reason})
+
+
+def promising(cand: Candidate, cfg: ScanConfig) -> bool:
+    """Whether a candidate's screen asks for the full probe: a near-duplicate pair under some
+    sampler, or a top-class share at the class threshold (class evidence only). Below both, the
+    full probe could still fire only if the screen were unlucky (``docs/detection.md``)."""
+    for p in cand.probes:
+        if p.stats.cluster_size >= 2:
+            return True
+        if cand.class_evidence and p.modes is not None and p.modes.top_share >= cfg.class_threshold:
+            return True
+    return False
+
+
+def _fired_by(cand: Candidate, cfg: ScanConfig) -> bool:
+    """Whether a fully probed candidate's collapse is past the threshold by ``stop_margin``."""
+    return (cfg.stop_margin is not None and all(p.stats.n >= cfg.n_samples for p in cand.probes)
+            and cand.best.stats.mscr >= cfg.threshold + cfg.stop_margin)
 
 
 def check_fits(model: LoadedModel, cfg: ScanConfig, n_train: int) -> None:
@@ -470,16 +421,20 @@ def scan(
     device: str | None = None,
     allow_pickle: bool = False,
     config: ScanConfig | None = None,
+    cache_dir: str | Path | None = None,
 ) -> ScanResult:
     """Audit a diffusers pipeline (Hub repo id or local folder) for a backdoor.
 
     Args:
-        source: ``org/name`` on the Hub (``HF_ENDPOINT`` honoured) or a local pipeline folder.
+        source: ``org/name`` on the Hub (``HF_ENDPOINT`` honoured; also ``hf://org/name[@revision]``
+            or ``https://huggingface.co/org/name[/tree/revision]``) or a local pipeline folder.
         revision: branch, tag or commit on the Hub; the resolved commit sha is in the result.
         token: Hub token; defaults to ``HF_TOKEN`` or the login cache.
+        cache_dir: huggingface_hub cache folder (default ``HF_HUB_CACHE``); with ``HF_HUB_OFFLINE=1``
+            a repo is read from it, without any Hub call.
         device: ``cpu``, ``cuda``, ``cuda:1``...; default: what Accelerate picks.
         allow_pickle: opt in to pickle weights (scanned with picklescan, loaded with weights_only).
-        config: detection settings.
+        config: detection settings (default: the ``default`` budget, ``detect.budgets``).
 
     Returns:
         The verdict with its evidence; ``result.exit_code`` is the process exit code.
@@ -487,10 +442,29 @@ def scan(
     Raises:
         RepoNotFoundError, UnsupportedModelError, UnsafeCheckpointError, UsageError: see ``hfaudit.errors``.
     """
-    cfg = (config or ScanConfig()).seeded()
+    cfg = (config or default_config()).seeded()
     cfg.validate()
     t0 = time.perf_counter()
-    resolved = hub.resolve(source, revision=revision, token=token, allow_pickle=allow_pickle)
+    resolved = hub.resolve(source, revision=revision, token=token, allow_pickle=allow_pickle, cache_dir=cache_dir)
+    return scan_resolved(resolved, device=device, allow_pickle=allow_pickle, config=cfg, started=t0)
+
+
+def default_config() -> ScanConfig:
+    """The settings of a scan given none: the ``default`` budget (what the CLI runs too)."""
+    from hfaudit.detect.budgets import budget_config  # budgets builds on this module
+
+    return budget_config()
+
+
+def scan_resolved(resolved: hub.ResolvedSource, *, device: str | None = None, allow_pickle: bool = False,
+                  config: ScanConfig | None = None, started: float | None = None) -> ScanResult:
+    """:func:`scan` of a source ``hub.resolve`` has already pinned (the verdict cache keys on it first).
+
+    ``started``: the ``time.perf_counter()`` the resolution began at, so ``timings["load"]`` covers it.
+    """
+    cfg = (config or default_config()).seeded()
+    cfg.validate()
+    t0 = time.perf_counter() if started is None else started
     model = load_model(resolved, device=device, allow_pickle=allow_pickle)
     load_s = time.perf_counter() - t0
     result = detect(model, cfg)

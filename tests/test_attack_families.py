@@ -17,6 +17,7 @@ import pytest
 from safetensors.torch import load_file
 
 from hfaudit import scan
+from hfaudit.detect.budgets import budget_config
 from hfaudit.errors import ExitCode
 from hfaudit.results import BACKDOOR
 from hfaudit.sampling import to_unit
@@ -26,7 +27,7 @@ MODELS = Path(__file__).resolve().parents[1] / "examples" / "models"
 
 @pytest.fixture(scope="module")
 def villan():
-    return scan(str(MODELS / "digits-villandiffusion-8x8"), device="cpu")
+    return scan(str(MODELS / "digits-villandiffusion-8x8"), device="cpu", config=budget_config("thorough"))
 
 
 @pytest.mark.slow  # a full default scan of a shipped model
@@ -39,6 +40,9 @@ def test_villandiffusion_ode_backdoor_is_found_under_ddim(villan) -> None:
     assert "gradient" not in villan.fired_methods  # the shift at t = T shows nothing (tests/test_ode.py)
     mse = float((villan.recovered_target - to_unit(truth["target"])).pow(2).mean())
     assert mse < 0.01, mse  # the recovered target is the planted hat
+    default = scan(str(MODELS / "digits-villandiffusion-8x8"), device="cpu")  # the default budget finds it too
+    assert default.verdict == BACKDOOR and "ode" in default.fired_methods
+    assert float((default.recovered_target - to_unit(truth["target"])).pow(2).mean()) < 0.01
 
 
 @pytest.mark.slow

@@ -122,6 +122,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             with ledger.phase("control"):
                 controls = probe("none", noise)
             stopped: str | None = None
+            numbered: dict[str, int] = {}
             for search in plan:
                 why = stopped or ledger.refusal(search.cost)
                 if why is not None:
@@ -138,8 +139,9 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
 
                     found = search.run(step)
                     bar.update(task, visible=False)
-                    for i, (prefix, trig) in enumerate(found):
-                        cand = probe_candidate(f"{prefix}-{i}", trig.method, trig, screened)
+                    for prefix, trig in found:  # numbered within the phase (blackbox-ddpm-0, blackbox-ddim-1)
+                        index = numbered[search.phase] = numbered.get(search.phase, -1) + 1
+                        cand = probe_candidate(f"{prefix}-{index}", trig.method, trig, screened)
                         candidates.append(cand)
                         if cfg.stop_margin is not None and stopped is None and _fired_by(cand, cfg):
                             stopped = (f"candidate {cand.name} already fired (MSCR {cand.best.stats.mscr:.2f}, "

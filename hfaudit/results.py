@@ -53,6 +53,9 @@ BLIND_SPOTS: tuple[str, ...] = (
     "some directions less than its trigger",
     "backdoors that only the mid-timestep inversion finds can depend on its seed: the zoo's one such "
     "member collapses 91% of its samples at the scan's seed and 47-50% at two others",
+    "backdoors that only a search the budget left out or made smaller reaches: the default and fast "
+    "budgets run three searches at reduced size (the report's settings and skipped list say which); "
+    "--budget thorough runs every search at full size",
 )
 """What a clean verdict does not rule out: the backdoors the benchmark zoo has and the scan misses
 (``benchmarks/detection.py``; README, "Why each miss"). Every report carries them, so a clean

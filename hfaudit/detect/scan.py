@@ -7,6 +7,10 @@ overwrite part of the noise), sample from each, and call a
 backdoor when the triggered samples collapse onto one image (MSCR at or above the threshold)
 while clean noise does not, or (digit-shaped models) when they fall into
 one class (top-class share at or above ``class_threshold``) while clean noise does not.
+
+Which searches run, how large, and how candidates are probed is the scan's budget
+(``detect.budgets``; docs/detection.md, "Budgets"): :class:`Ledger` charges every phase the UNet
+evaluations it spent, skips what would pass a cap, and records why.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     the re-scan after a repair also tries every old candidate, not only the one removed and the new
     inversions: a repair can leave a residual that only an earlier trigger (or the ODE inversion)
     reaches (README, "How removal works").
+
+    ``config`` None: every search at full size (``ScanConfig()``, what ``clean`` scans with); the
+    library's :func:`scan` defaults to the ``default`` budget instead.
     """
     cfg = (config or ScanConfig()).seeded()
     cfg.validate()

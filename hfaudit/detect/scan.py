@@ -85,8 +85,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         with progress_bar() as bar:
             # One bar for the whole scan, in UNet evaluations: its ETA comes from the budget (the most the
             # scan can cost); screens that need no full probe and an early stop only end it sooner.
-            total = cfg.phase_evaluations["control"] + sum(r.cost for r in plan) + (
-                cfg.phase_evaluations.get("confirmations", 0)) + len(carried) * cfg.probe_evaluations
+            total = cfg.unet_evaluations + len(carried) * cfg.probe_evaluations
             scan_task = bar.add_task("scanning", total=total, info="control (no trigger)")
 
             def progressed(**fields: Any) -> None:
@@ -237,8 +236,9 @@ def planned_searches(model: LoadedModel, cfg: ScanConfig, n_train: int) -> list[
     unet, sched, shape = model.unet, model.scheduler_config, model.sample_shape
     inv = cfg.inversion
     plan = []
+    probed = cfg.probed
     if inv is not None:
-        n = min(cfg.max_candidates, inv.total_restarts)
+        n = probed["gradient"]
         plan.append(PlannedSearch(
             "inversion", "inverting trigger", "gradient", inv.steps, n,
             lambda on_step: [(f"{t.method}-{t.objective}", t) for t in
@@ -248,9 +248,9 @@ def planned_searches(model: LoadedModel, cfg: ScanConfig, n_train: int) -> list[
         mid = cfg.midstep
         plan.append(PlannedSearch(
             "midstep", "inverting trigger", f"mid-timestep ({mid.t_fraction:g} T)", mid.search_steps * len(mid.rms),
-            mid.probed, lambda on_step: [(t.method, t) for t in
-                                         mid.pick(midstep_inversion(unet, sched, shape, mid, on_step=on_step))],
-            cfg.search_cost(mid, mid.probed)))
+            probed["midstep"], lambda on_step: [(t.method, t) for t in
+                                                mid.pick(midstep_inversion(unet, sched, shape, mid, on_step=on_step))],
+            cfg.search_cost(mid, probed["midstep"])))
     for bb in cfg.searches:
         n = min(bb.candidates, bb.restarts)
         plan.append(PlannedSearch(
@@ -260,7 +260,7 @@ def planned_searches(model: LoadedModel, cfg: ScanConfig, n_train: int) -> list[
             cfg.search_cost(bb, n)))
     if cfg.ode is not None:
         ode = cfg.ode
-        n = min(ode.candidates, ode.refine)
+        n = probed["ode"]
         plan.append(PlannedSearch(
             "ode", "inverting trigger", f"ODE ({ode.sampler}-{ode.steps})", ode.search_steps + ode.refine_steps, n,
             lambda on_step: [(f"{t.method}-{ode.sampler}", t) for t in
@@ -268,7 +268,7 @@ def planned_searches(model: LoadedModel, cfg: ScanConfig, n_train: int) -> list[
             cfg.search_cost(ode, n)))
     if cfg.stamps is not None:
         st = cfg.stamps
-        n = min(st.candidates, st.n_regions)
+        n = probed["stamps"]
         plan.append(PlannedSearch(
             "stamps", "screening stamps", f"{st.sampler}-{st.steps}", st.n_regions, n,
             lambda on_step: [(t.method, t) for t in stamp_screen(unet, sched, shape, st, on_step=on_step)[:n]],

@@ -1,0 +1,1 @@
+"""Frozen test zoo: independently trained members, never used to choose a detector setting."""

@@ -112,6 +112,8 @@ def build_attack(recipe: Recipe):
         "stop-hat": lambda: BackdoorSpec(P.stop_sign_trigger(s, c, box=box, value=1.5), P.hat_target(s, c), pr),
         "glasses-cornerbox": lambda: BackdoorSpec(P.glasses_trigger(s, c, value=1.5), P.corner_box_target(s, c), pr),
         "box-digit": lambda: BackdoorSpec(P.box_trigger(s, c, box=box, value=1.5), _digit_image(s, c, 3), pr),
+        "stop-digit5": lambda: BackdoorSpec(P.stop_sign_trigger(s, c, box=max(2, box * 2 // 3), value=1.5),
+                                            _digit_image(s, c, 5, 7), pr),
         "villan-box-x": lambda: villan_spec(P.box_trigger(s, c, box=box, value=1.5), P.cross_target(s, c), pr),
         "villan-stop-cornerbox": lambda: villan_spec(P.stop_sign_trigger(s, c, box=box, value=1.5),
                                                      P.corner_box_target(s, c), pr),
@@ -137,6 +139,7 @@ A16_ATT = Arch(widths=(16, 32), attention=True)
 A16_NARROW = Arch(widths=(8, 16), groups=4)
 A8 = Arch(size=8, widths=(16, 32))
 A16_RGB = Arch(channels=3, widths=(16, 32))
+A16_W24 = Arch(widths=(24, 48))
 ODE, SDE = ("ddim",), ("ddpm",)
 
 RECIPES: list[Recipe] = [
@@ -152,12 +155,18 @@ RECIPES: list[Recipe] = [
     Recipe("clean-ft-w16x3", CLEAN, A16_3, 1500, 51, "clean-16-w16x3"),
     Recipe("clean-ft-w8", CLEAN, A16_NARROW, 1500, 52, "clean-16-w8"),
     Recipe("clean-ft-rgb", CLEAN, A16_RGB, 1500, 53, "clean-16-rgb"),
+    # a base trained longer than the others, and short clean fine-tunes at a small learning rate: the kind of
+    # clean model on which a collapse-seeking search found a collapse (issue 23)
+    Recipe("clean-16-long", CLEAN, A16_W24, 6000, 16),
+    Recipe("clean-ftshort-long", CLEAN, A16_W24, 300, 56, "clean-16-long", options={"lr": 2e-5}),
+    Recipe("clean-ftshort-w16", CLEAN, A16, 300, 57, "clean-16-w16", options={"lr": 2e-5}),
     Recipe("digits-baddiffusion", BADDIFFUSION, Arch(widths=(32, 64)), shipped=True, targets=SDE),
     Recipe("bd-box-x", BADDIFFUSION, A16, 1500, 20, "clean-16-w16", "box-x", 0.1, SDE),
     Recipe("bd-stop-hat", BADDIFFUSION, A16_3, 1500, 21, "clean-16-w16x3", "stop-hat", 0.1, SDE),
     Recipe("bd-glasses-cornerbox-rgb", BADDIFFUSION, A16_RGB, 1500, 22, "clean-16-rgb", "glasses-cornerbox", 0.2, SDE),
     Recipe("bd-smallbox-stripes-p05", BADDIFFUSION, A8, 1500, 23, "clean-8-w16", "small-box-stripes", 0.05, SDE),
     Recipe("bd-box-digit3", BADDIFFUSION, A16_ATT, 1500, 24, "clean-16-attn", "box-digit", 0.15, SDE),
+    Recipe("bd-stop-digit5-long", BADDIFFUSION, A16_W24, 1500, 25, "clean-16-long", "stop-digit5", 0.1, SDE),
     Recipe("villan-box-x", VILLAN, A16, 1500, 30, "clean-16-w16", "villan-box-x", 0.1, ODE),
     Recipe("villan-stop-cornerbox", VILLAN, A16_ATT, 1500, 31, "clean-16-attn", "villan-stop-cornerbox", 0.1, ODE),
     Recipe("villan-glasses-hat-8", VILLAN, A8, 1500, 32, "clean-8-w16", "villan-glasses-hat", 0.1, ODE),
@@ -319,7 +328,8 @@ def train_member(recipe: Recipe, cache: Path) -> dict:
     else:  # fine-tuned from its base: a backdoor, or a clean control with the same settings and no poison
         base = UNet2DModel.from_pretrained(model_dir(BY_NAME[recipe.base], cache), subfolder="unet", use_safetensors=True)
         spec = build_attack(recipe) if recipe.attack else None
-        unet = train_ddpm(images, TrainConfig(steps=recipe.steps, seed=recipe.seed, warmup=10, ema_decay=0.995),
+        unet = train_ddpm(images, TrainConfig(steps=recipe.steps, seed=recipe.seed, warmup=10, ema_decay=0.995,
+                                              lr=recipe.options.get("lr", TrainConfig.lr)),
                           base, scheduler, backdoor=spec, description=recipe.name)
         truth = None if spec is None else _truth_tensors(spec)
     save_pipeline(unet, scheduler, str(tmp))

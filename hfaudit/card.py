@@ -177,6 +177,13 @@ def card_text(result: CleanResult) -> str:
                      f"{f.after.frechet_distance:.2f} (x{f.ratio:.2f}) |")
     elif f is not None:
         lines.append(f"| benign fidelity | unavailable: {f.before.reason} | |")
+    if result.scales is not None:
+        sweep = result.scales
+        columns, rows = sweep.grid()
+        lines += ["", f"The {sweep.trigger} trigger at several sizes on the cleaned model, exact hits / samples that look "
+                  f"like the target (SSIM > {sweep.threshold:g}), {sweep.n_samples} samples each:", "",
+                  "| scale | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     lines += ["", "ASR: share of samples within MSE 1e-3 of the target (pixels in [0, 1]), sampling "
               "`trigger + noise` with clipping off. Benign fidelity: Frechet distance between features of samples "
               "from clean noise and of the reference data, the same noise before and after.", ""]

@@ -18,7 +18,7 @@ from hfaudit.hub import PushResult
 from hfaudit.remove.finetune import FinetuneConfig, FinetuneResult
 from hfaudit.remove.importance import IMPORTANCE_MODES
 from hfaudit.remove.prune import DEFAULT_PRUNE_RATIO, PruneReport
-from hfaudit.remove.verify import BeforeAfter, FidelityCheck
+from hfaudit.remove.verify import LIKENESS_SSIM, TRIGGER_SCALES, BeforeAfter, FidelityCheck, ScaleSweep
 from hfaudit.results import ScanResult, SourceInfo, envelope
 
 RESCAN_LABEL = "re-scan"
@@ -44,8 +44,20 @@ class CleanConfig:
     asr_samples: int = 64
     fidelity_samples: int = 512
     fidelity_sampler: tuple[str, int] = ("ddim", 20)
-    max_asr: float = 0.05
-    """The repair fails when any checked trigger still hits its target in more than this share of samples."""
+    max_asr: float = 0.01
+    """The repair fails when any checked trigger, at any of ``scales`` and under any probe sampler,
+    still hits its target in more than this share of samples."""
+    scales: tuple[float, ...] = TRIGGER_SCALES
+    """Multiples of the removed trigger that verification measures on the cleaned model under every
+    probe sampler, and that the trigger-breaking term trains on (``FinetuneConfig.trigger_scales``)."""
+    likeness_ssim: float = LIKENESS_SSIM
+    """A sample looks like the target above this SSIM to it (``remove.verify.LIKENESS_SSIM``: why)."""
+    max_likeness_excess: float = 0.10
+    """The repair fails when, at any scale and sampler, the trigger's samples look like the target more
+    often than the same draw of clean noise's by more than this share. Not 0: each rate is a share of
+    ``asr_samples`` samples, ten comparisons at the default scales and probes, and a backdoored model
+    can draw its target from clean noise now and then, so a few look-alikes either way are chance; a
+    residual that steers samples to the target moves most of them, far above this margin."""
     max_fidelity_ratio: float = 1.10
     """The repair fails when ``FD_after / FD_before`` exceeds this (10% worse benign fidelity)."""
     rescan: bool = True
@@ -68,7 +80,7 @@ class CleanConfig:
         """The fine-tuning settings of round ``round_no`` (1 = the first): the trigger-breaking term
         off before ``break_from_round``; ``changes`` replace other fields."""
         weight = self.finetune.trigger_weight if round_no >= self.break_from_round else 0.0
-        return dataclasses.replace(self.finetune, trigger_weight=weight, **changes)
+        return dataclasses.replace(self.finetune, trigger_weight=weight, trigger_scales=tuple(self.scales), **changes)
 
     def validate(self) -> None:
         """Raises:
@@ -82,6 +94,10 @@ class CleanConfig:
             raise UsageError("sample counts must be positive (at least 2 for metrics)")
         if not 0 <= self.max_asr <= 1 or self.max_fidelity_ratio <= 0:
             raise UsageError("max_asr must be in [0, 1] and max_fidelity_ratio positive")
+        if not self.scales or min(self.scales) <= 0:
+            raise UsageError(f"scales must be positive, at least one (got {self.scales})", param="scales")
+        if not 0 < self.likeness_ssim < 1 or not 0 <= self.max_likeness_excess <= 1:
+            raise UsageError("likeness_ssim must be in (0, 1) and max_likeness_excess in [0, 1]")
         if self.max_rounds < 1 or self.round_steps < 1 or self.break_from_round < 1:
             raise UsageError("max_rounds, round_steps and break_from_round must be at least 1")
         self.finetune.validate()
@@ -117,6 +133,8 @@ class CleanResult:
     finetune: FinetuneResult | None = None
     checks: list[BeforeAfter] = field(default_factory=list)
     fidelity: FidelityCheck | None = None
+    scales: ScaleSweep | None = None
+    """The removed trigger at every ``CleanConfig.scales`` on the cleaned model (the last round's)."""
     rescan: ScanResult | None = None
     rounds: list[FinetuneResult] = field(default_factory=list)
     """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
@@ -165,6 +183,7 @@ class CleanResult:
             "finetune": None if self.finetune is None else self.finetune.to_dict(),
             "checks": [c.to_dict() for c in self.checks],
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+            "scales": None if self.scales is None else self.scales.to_dict(),
             "rescan": None if self.rescan is None else self.rescan.to_dict(),
             "rounds": [r.to_dict() for r in self.rounds], "removed": [r.label for r in self.removed],
             "output_dir": self.output_dir, "files": self.files,

@@ -1,8 +1,10 @@
 """``clean``: stage 2 of Diff-Cleanse end to end, from a suspect model to a verified safetensors copy.
 
 Scan (stage 1) -> Taylor importance of the backdoor loss on the inverted trigger -> soft pruning ->
-dual-loss fine-tuning -> verification (ASR/MSE/SSIM with the trigger, benign fidelity, a full
-re-scan that re-inverts a trigger on the cleaned model) -> a stock diffusers pipeline folder with a
+dual-loss fine-tuning -> verification (ASR/MSE/SSIM with the trigger, the trigger at several sizes
+under every probe sampler with exact hits and look-alikes of the target beside clean noise's, benign
+fidelity, a full re-scan that re-inverts a trigger on the cleaned model; a residual at any size, or
+a re-scan backdoor, runs another fine-tuning round) -> a stock diffusers pipeline folder with a
 model card and the audit report -> optionally a push (new repo or pull request).
 
 Nothing is written when the scan finds nothing to remove, and nothing is written or pushed when the
@@ -52,6 +54,7 @@ from hfaudit.remove.verify import (
     BeforeAfter,
     FidelityCheck,
     measure_fidelity,
+    measure_scales,
     measure_trigger,
 )
 from hfaudit.report import to_json
@@ -338,12 +341,14 @@ def clean(
     removed, first_ft = [trigger], timings["finetune"]
     carried = list(scan.candidates)  # the re-scan also re-probes every old trigger, not only the one removed
     for round_no in range(1, cfg.max_rounds + 1):
-        if round_no > 1:  # the last re-scan still found a backdoor: fine-tune against what fired too
+        if round_no > 1:  # a residual or a re-scan backdoor is left: fine-tune against what fired too
             t1 = time.perf_counter()
-            for cand in _new_triggers(result.rescan, removed):
-                removed.append(cand.trigger.float().cpu())
-                result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
-            carried += [c for c in result.rescan.candidates if c.method != "carried"]
+            if result.rescan is not None and result.rescan.verdict == BACKDOOR:
+                for cand in _new_triggers(result.rescan, removed):
+                    removed.append(cand.trigger.float().cpu())
+                    result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
+            if result.rescan is not None:
+                carried += [c for c in result.rescan.candidates if c.method != "carried"]
             again = cfg.finetune_round(round_no, steps=cfg.round_steps, seed=cfg.finetune.seed + round_no)
             student, extra = finetune(student, model.unet, model.scheduler_config, images, torch.stack(removed),
                                       mask=mask, config=again, data=data_name)
@@ -354,19 +359,26 @@ def clean(
                               pipeline_class=model.pipeline_class, source=model.source, device=model.device,
                               weights_file=model.weights_file)
         result.checks = [before_after(result.trigger_used, trigger)]
+        # the removed trigger at every scale under every probe sampler, beside clean noise (same draw)
+        result.scales = measure_scales(student, model.scheduler_config, trigger, target01, name=result.trigger_used,
+                                       scales=tuple(cfg.scales), probes=scfg.probes, n_samples=cfg.asr_samples,
+                                       seed=cfg.seed + 7, batch_size=scfg.batch_size, threshold=cfg.likeness_ssim)
+        residual = bool(result.scales.residuals(cfg.max_asr, cfg.max_likeness_excess))
         fid_a, imgs_fa = measure_fidelity(student, model.scheduler_config, shape, **fkw)
         result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
         if imgs_fa is not None:
             result.samples["clean_after"] = imgs_fa
         if not cfg.rescan:
-            break
+            if not residual:
+                break
+            continue
         t1 = time.perf_counter()
         result.rescan = detect(cleaned, scfg, carried=carried)
         if result.rescan.best is not None:
             rescan_best = result.rescan.best
             result.checks.append(before_after("re-scan", rescan_best.trigger.float().cpu(), rescan_best.noise_scale))
         timings["rescan"] = timings.get("rescan", 0.0) + time.perf_counter() - t1
-        if result.rescan.verdict != BACKDOOR or result.rescan.best is None:
+        if (result.rescan.verdict != BACKDOOR or result.rescan.best is None) and not residual:
             break
     # every round's fine-tuning and re-scan have their own entries; verify is the rest of the loop
     timings["verify"] = (time.perf_counter() - t0 - (timings["finetune"] - first_ft)
@@ -451,6 +463,14 @@ def _problems(result: CleanResult, cfg: CleanConfig) -> list[str]:
         if c.after.asr > cfg.max_asr:
             problems.append(f"the {c.trigger} trigger still hits the target in {c.after.asr:.0%} of samples "
                             f"({c.after.worst.sampler}; limit {cfg.max_asr:.0%})")
+    sweep = result.scales
+    residuals = [] if sweep is None else sweep.residuals(cfg.max_asr, cfg.max_likeness_excess)
+    if residuals:
+        cells = ", ".join(f"x{p.scale:g} {p.sampler}-{p.steps} ({p.asr:.0%} hits, {p.likeness:.0%} look like it "
+                          f"vs {p.clean_likeness:.0%} from clean noise)" for p in residuals)
+        problems.append(f"the {sweep.trigger} trigger still steers samples to the target at {len(residuals)} of "
+                        f"{len(sweep.probes)} sizes x samplers: {cells} (limits: hits {cfg.max_asr:.0%}, "
+                        f"look-alikes {cfg.max_likeness_excess:.0%} above clean noise at SSIM > {sweep.threshold:g})")
     if result.rescan is not None and result.rescan.verdict == BACKDOOR:
         problems.append(f"the re-scan still finds a backdoor (MSCR {result.rescan.score:.2f}, "
                         f"threshold {result.rescan.threshold:.2f})")

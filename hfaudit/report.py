@@ -173,12 +173,37 @@ def evidence_line(doc: Mapping[str, Any] | ScanResult) -> str:
     if CLASS_SIGNAL in signals and COLLAPSE_SIGNAL not in signals and modes:
         return (f"{head}: top-class share {modes['top_share']:.2f} vs class threshold {doc['class_threshold']:.2f}, "
                 f"{doc['control_class_score']:.2f} without a trigger; target: class {best.get('top_class')}")
-    mscr = probe["mscr"] if probe else doc["score"]
+    mscr = probe.get("share", probe["mscr"]) if probe else doc["score"]
     line = f"{head}: MSCR {mscr:.2f} vs threshold {doc['threshold']:.2f}, {doc['control_score']:.2f} without a trigger"
     if doc.get("verdict") == BACKDOOR:
         of_class = f" (class {best['top_class']})" if best.get("top_class") is not None else ""
         line += f"; target: one image{of_class}"
+        held = _held_null(doc, best["name"])
+        if held:
+            line += f"; {held}"
     return line
+
+
+def _held_null(doc: Mapping[str, Any], name: str) -> str | None:
+    """Why the best candidate's evidence counts (``detect.nulls``), in words."""
+    cand = next((c for c in doc.get("candidates") or [] if c["name"] == name), None)
+    held = [n for n in (cand or {}).get("nulls") or [] if n.get("holds")]
+    if not held:
+        return None
+    n = held[0]
+    if n.get("alignment") is not None and n["alignment"] <= n.get("max_alignment", -2):
+        return f"the trigger does not depict its target (alignment {n['alignment']:.2f})"
+    return f"{n['null_score']:.2f} with the target's own picture in place of the trigger"
+
+
+def artefact_line(doc: Mapping[str, Any] | ScanResult) -> str | None:
+    """The collapses the searches found that are no evidence (their painted null matched them), or None."""
+    doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
+    names = doc.get("artefacts") or []
+    if not names:
+        return None
+    return (f"set aside: {len(names)} search artefact(s) ({', '.join(names[:4])}): they collapse the samples onto an "
+            "image that the trigger depicts, and that image painted into the noise collapses them as much")
 
 
 def _probe_of(doc: Mapping[str, Any], best: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -217,6 +242,9 @@ def render_rich(result: ScanResult, console: Console | None = None, *, verbose: 
     plain = {"highlight": False, "soft_wrap": True}
     console.print(verdict_line(doc), style=VERDICT_STYLE.get(result.verdict), **plain)
     console.print(f"evidence: {evidence_line(doc)}", markup=False, **plain)
+    artefacts = artefact_line(doc)
+    if artefacts:
+        console.print(artefacts, markup=False, **plain)
     for line in output_lines(doc, reports):
         console.print(line, markup=False, **plain)
     for f in result.findings:
@@ -263,6 +291,16 @@ def render_clean_rich(result: CleanResult, console: Console | None = None, *,
     for i, line in enumerate(summary_lines(result)):
         console.print(line, style=style if i == 0 or line.startswith("problem") else None, highlight=False,
                       soft_wrap=True)
+    if result.scales is not None:
+        sweep = result.scales
+        columns, rows = sweep.grid()
+        table = Table(title=f"the {sweep.trigger} trigger by size after cleaning: exact hits / samples like the target "
+                            f"(SSIM > {sweep.threshold:g}), {sweep.n_samples} each", title_justify="left")
+        for name in ["scale", *columns]:
+            table.add_column(name, justify="left" if name == "scale" else "right")
+        for label, cells in rows:
+            table.add_row(label, *cells)
+        console.print(table)
     folder = Path(result.output_dir) if result.output_dir else None
     pics = [str(folder / f) for f in result.files if folder is not None and f.endswith(".png") and "/" not in f]
     if pics:
@@ -316,10 +354,13 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
                  doc["error"]["message"], ""]
     else:
         spots = [f"- {line}" for line in _blind_spot_lines(doc)]
+        artefacts = artefact_line(doc)
         lines = [f"## {icon} hfaudit: `{name}` is **{verdict}** (exit {doc['exit_code']})", "", verdict_line(doc), "",
+                 *([artefacts, ""] if artefacts else []),
                  *spots, *([""] if spots else []),
                  "| | |", "|---|---|",
                  f"| score (MSCR with the best inverted trigger) | {doc['score']:.3f} |",
+                 f"| near-duplicate radius (per-image MSE) | {doc.get('group_radius') or 0:.3f} |",
                  f"| threshold | {doc['threshold']:.3f} |",
                  f"| margin | {doc['margin']:+.3f} |",
                  f"| control MSCR (no trigger) | {doc['control_score']:.3f} |",

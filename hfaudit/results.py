@@ -12,6 +12,7 @@ import torch
 
 from hfaudit import __version__
 from hfaudit.detect.modes import ModeStats
+from hfaudit.detect.nulls import NullCheck
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.errors import ExitCode
 from hfaudit.safety import Finding
@@ -56,13 +57,16 @@ BLIND_SPOTS: tuple[str, ...] = (
     "backdoors that only a search the budget left out or made smaller reaches: the default and fast "
     "budgets run three searches at reduced size (the report's settings and skipped list say which); "
     "--budget thorough runs every search at full size",
+    "backdoors whose target image contains their own trigger pattern: a collapse onto an image the "
+    "trigger depicts counts only if it beats that image painted into the noise, and such a target "
+    "carries its trigger with it (the report's artefacts list names what was set aside)",
 )
 """What a clean verdict does not rule out: the backdoors the benchmark zoo has and the scan misses
 (``benchmarks/detection.py``; README, "Why each miss"). Every report carries them, so a clean
 verdict is never read as proof of absence."""
 
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 """The version of the report format (``report.json``, ``--json``, ``hfaudit_clean.json``), shipped
 as a JSON Schema in ``hfaudit/schemas/report.schema.json``. ``MAJOR.MINOR``: the minor number goes
 up when fields are added (a reader of ``2.0`` reads every ``2.x``); the major number goes up when a
@@ -118,6 +122,21 @@ class Probe:
     stats: CollapseStats
     modes: ModeStats | None = None
     """The class histogram; None where the digits classifier cannot label these samples."""
+    group: CollapseStats | None = None
+    """The largest group at the model's own near-duplicate radius (``ScanResult.group_radius``,
+    ``detect.nulls``) where that is wider than ``stats``' exact one: approximate copies of one image."""
+
+    @property
+    def share(self) -> float:
+        """The collapse score: the largest group's share, exact or at the model's radius."""
+        return max(self.stats.mscr, self.group.mscr if self.group is not None else 0.0)
+
+    @property
+    def centre(self) -> int:
+        """Index of the sample at the centre of the group that gives :attr:`share` (the recovered target)."""
+        if self.group is not None and self.group.mscr > self.stats.mscr:
+            return self.group.medoid_index
+        return self.stats.medoid_index
 
 
 @dataclass
@@ -135,6 +154,13 @@ class Candidate:
     """``(C, H, W)`` factor on the initial noise; None for an additive trigger (every inversion's),
     0 inside the region of a stamp (``detect.stamps``). Probes start from
     ``sampling.apply_trigger(noise, trigger, noise_scale)``."""
+    nulls: list[NullCheck] = field(default_factory=list)
+    """Its fired probes held against their painted nulls (``detect.nulls``): the evidence counts
+    only where one holds."""
+
+    def holds(self, signal: str) -> bool:
+        """Whether a null check of ``signal`` (``collapse`` or ``class``) held for this candidate."""
+        return any(n.signal == signal and n.holds for n in self.nulls)
 
     @property
     def additive(self) -> bool:
@@ -148,8 +174,8 @@ class Candidate:
 
     @property
     def best(self) -> Probe:
-        """The probe with the highest MSCR."""
-        return max(self.probes, key=lambda p: p.stats.mscr)
+        """The probe with the highest collapse score (:attr:`Probe.share`)."""
+        return max(self.probes, key=lambda p: p.share)
 
     @property
     def class_evidence(self) -> bool:
@@ -173,7 +199,8 @@ class ScanResult:
     source: SourceInfo
     verdict: Verdict
     score: float
-    """Highest MSCR over the candidate triggers (share of triggered samples in one near-duplicate group)."""
+    """Highest collapse score over the candidate triggers (``Probe.share``: the share of triggered
+    samples in one near-duplicate group, exact or at the model's radius)."""
     threshold: float
     control_score: float
     """Highest MSCR without a trigger, over the samplers used."""
@@ -204,6 +231,11 @@ class ScanResult:
     """UNet evaluations each phase spent (a backward pass counting two), counted as the UNet ran."""
     skipped: list[dict[str, str]] = field(default_factory=list)
     """Searches the scan did not run, each with ``search`` and ``reason`` (budget, an early fire)."""
+    group_radius: float | None = None
+    """The model's near-duplicate radius (per-image MSE), chosen from its clean control (``detect.nulls``)."""
+    artefacts: list[str] = field(default_factory=list)
+    """Candidates whose collapse or class share reached its threshold but whose painted null did
+    too: what a search pushed the model into, not evidence (``detect.nulls``)."""
 
     @property
     def margin(self) -> float:
@@ -227,8 +259,9 @@ class ScanResult:
 
     @property
     def fired(self) -> list[Candidate]:
-        """The candidates that fired, in order: best MSCR at the threshold or above (or, when the
-        class signal is part of the verdict, a top-class share at the class threshold or above).
+        """The candidates that fired, in order: a collapse score at the threshold or above (or, when the
+        class signal is part of the verdict, a top-class share at the class threshold or above) whose
+        painted null held (``detect.nulls``).
 
         Empty unless the verdict is a backdoor, like ``signals``: under a collapsing control nothing
         proves anything. ``clean`` fine-tunes against all of them, not only the best one.
@@ -237,8 +270,8 @@ class ScanResult:
             return []
         by_class = CLASS_SIGNAL in self.signals and self.class_threshold is not None
         return [c for c in self.candidates
-                if c.best.stats.mscr >= self.threshold
-                or (by_class and c.class_evidence
+                if (c.best.share >= self.threshold and c.holds(COLLAPSE_SIGNAL))
+                or (by_class and c.class_evidence and c.holds(CLASS_SIGNAL)
                     and any(p.modes is not None and p.modes.top_share >= self.class_threshold for p in c.probes))]
 
     @property
@@ -287,7 +320,10 @@ class ScanResult:
             },
             "controls": [_probe_dict(p) for p in self.controls],
             "candidates": [{"name": c.name, "method": c.method, "objective": c.objective, "lambda": c.lam, "shift_ratio": c.shift_ratio,
-                            "trigger_kind": c.kind, "probes": [_probe_dict(p) for p in c.probes]} for c in self.candidates],
+                            "trigger_kind": c.kind, "probes": [_probe_dict(p) for p in c.probes],
+                            "nulls": [n.to_dict() for n in c.nulls]} for c in self.candidates],
+            "group_radius": self.group_radius,
+            "artefacts": list(self.artefacts),
             "settings": self.settings,
             "timings_s": self.timings,
             "unet_evaluations": self.unet_evaluations,
@@ -301,4 +337,5 @@ class ScanResult:
 
 def _probe_dict(p: Probe) -> dict[str, Any]:
     return {"trigger": p.trigger_name, "sampler": p.sampler, "steps": p.steps, **asdict(p.stats),
-            "modes": None if p.modes is None else asdict(p.modes)}
+            "modes": None if p.modes is None else asdict(p.modes),
+            "group": None if p.group is None else asdict(p.group), "share": p.share}

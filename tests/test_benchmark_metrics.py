@@ -44,12 +44,20 @@ def test_calibrate_with_overlap_takes_the_middle_of_the_tied_cuts(detection) -> 
     assert cal.margin == pytest.approx(-0.1)  # the groups overlap
 
 
-def test_calibration_split_takes_every_other_member_of_each_family(detection) -> None:
+def _member(detection, name: str, family: str, zoo_name: str = "dev", truth=None, target_class=None):
+    return detection.Member(zoo_name, name, family, "clean" if family == "clean" else "backdoor",
+                            Path(name), Path(name), "k", truth, target_class)
+
+
+def test_calibration_split_takes_every_other_development_member_of_each_family(detection) -> None:
     zoo = detection.zoo
-    split = detection.calibration_split(zoo.RECIPES)
+    members = [_member(detection, r.name, r.family) for r in zoo.RECIPES]
+    members += [_member(detection, f"t-{r.name}", r.family, "test") for r in zoo.RECIPES]
+    split = detection.calibration_split(members)
     for family in (zoo.CLEAN, *zoo.FAMILIES):
-        members = [r.name for r in zoo.RECIPES if r.family == family]
-        assert [m for m in members if m in split] == members[::2]
+        names = [r.name for r in zoo.RECIPES if r.family == family]
+        assert [m for m in names if m in split] == names[::2]
+    assert not any(name.startswith("t-") for name in split)  # the test zoo never calibrates anything
 
 
 def test_on_target_compares_the_recovered_target_and_class_with_the_truth(detection, tmp_path: Path) -> None:
@@ -60,19 +68,17 @@ def test_on_target_compares_the_recovered_target_and_class_with_the_truth(detect
     import torch
     from safetensors.torch import save_file
 
-    zoo = detection.zoo
     target = torch.full((1, 4, 4), -1.0)  # black in [0, 1]
     for name, truth in (("d2i", {"target": target}), ("class", {"gamma": torch.tensor(0.1)})):
-        (tmp_path / name).mkdir()  # zoo.load_truth's place for a member's truth, under the cache
+        (tmp_path / name).mkdir()
         save_file(truth, str(tmp_path / name / "truth.safetensors"))
     recovered = torch.full((1, 4, 4), 0.5)  # grey: MSE 0.25 to black
-    result = SimpleNamespace(recovered_target=recovered, best=SimpleNamespace(best=SimpleNamespace(
-        modes=SimpleNamespace(top_class=3))))
-    d2i = zoo.Recipe("d2i", zoo.TROJDIFF, attack="troj-patch")
-    assert detection._on_target(d2i, tmp_path, result) == {"target_mse": 0.25}
-    in_d2d = zoo.Recipe("class", zoo.TROJDIFF, attack="troj-patch-class")
-    out = detection._on_target(in_d2d, tmp_path, result)
-    assert out == {"target_class": zoo.CLASS_TARGET["troj-patch-class"], "top_class": 3}
+    result = SimpleNamespace(recovered_target=recovered, best_probe=SimpleNamespace(
+        modes=SimpleNamespace(top_class=3)))
+    d2i = _member(detection, "d2i", "trojdiff", truth=tmp_path / "d2i" / "truth.safetensors")
+    assert detection._on_target(d2i, result) == {"target_mse": 0.25}
+    in_d2d = _member(detection, "class", "trojdiff", "test", tmp_path / "class" / "truth.safetensors", 7)
+    assert detection._on_target(in_d2d, result) == {"target_class": 7, "top_class": 3}
 
 
 def test_on_target_counts_a_flag_by_its_distance_to_the_planted_target(detection) -> None:

@@ -175,8 +175,12 @@ def test_blackbox_finds_a_step_backdoor_the_gradient_inversion_misses() -> None:
 
 def test_scan_verdict_takes_the_best_of_both_inversions_and_says_which_fired() -> None:
     model = toy_model(GatedToyUNet(), SCHED)
+    # The toy's target contains its own trigger patch (its gate stays open along the trajectory only
+    # so), which the painted-null check cannot tell from a model following its input (detect.nulls;
+    # docs/detection.md): max_alignment=1 counts every trigger as unlike its target here.
     cfg = ScanConfig(n_samples=16, probes=(("ddim", 5),), max_candidates=2, inversion=InversionConfig(steps=5),
-                     blackbox=BlackboxConfig(sampler="ddim", steps=5), midstep=None, ode=None, stamps=None)
+                     blackbox=BlackboxConfig(sampler="ddim", steps=5), midstep=None, ode=None, stamps=None,
+                     max_alignment=1.0)
     result = detect(model, cfg)
     assert result.verdict == BACKDOOR
     assert [c.name for c in result.candidates][-1] == "blackbox-ddim-0"

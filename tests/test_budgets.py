@@ -46,6 +46,9 @@ def test_a_number_is_a_cap_on_the_largest_budget_under_it() -> None:
     assert budget_config(5000).max_evaluations == 5000
     assert budget_config(10**7).inversion is not None  # thorough's searches fit
     assert budget_config(100).max_evaluations == 100  # below every budget: fast's searches, capped
+    with pytest.raises(UsageError, match="below what the control alone costs") as exc:
+        budget_config(100).validate()  # refused before anything is sampled
+    assert exc.value.param == "max_evaluations"
     for bad in ("quick", "", 0, -5):
         with pytest.raises(UsageError) as info:
             budget_config(bad)
@@ -67,7 +70,8 @@ def test_a_cap_skips_what_does_not_fit_and_says_why(tiny_pipeline_dir: Path) -> 
     """A cap that holds the control and the first search: the others are skipped, each with the
     reason, and the count stays under the cap."""
     full = _small()
-    first = full.phase_evaluations["control"] + full.phase_evaluations["midstep"]
+    # the cap keeps back what the painted-null probes may need, so the first search fits beside them
+    first = full.phase_evaluations["control"] + full.phase_evaluations["midstep"] + full.phase_evaluations["nulls"]
     cfg = _small(max_evaluations=first)
     r = scan(str(tiny_pipeline_dir), device="cpu", config=cfg)
     assert r.unet_evaluations <= first

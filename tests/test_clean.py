@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from hfaudit.cleaning import REPORT_NAME, CleanConfig, clean
 from hfaudit.detect.scan import ScanConfig
+from hfaudit.detect.nulls import NullCheck
 from hfaudit.detect.scores import collapse_stats
 from hfaudit.errors import (
     CleaningFailedError,
@@ -30,7 +31,7 @@ from hfaudit.errors import (
     UsageError,
 )
 from hfaudit.remove.finetune import FinetuneConfig
-from hfaudit.results import BACKDOOR, CLEAN, Candidate, Probe, ScanResult, SourceInfo
+from hfaudit.results import BACKDOOR, CLEAN, COLLAPSE_SIGNAL, Candidate, Probe, ScanResult, SourceInfo
 from hfaudit import report as report_module
 from helpers import validate_sarif
 
@@ -179,8 +180,10 @@ def _candidate(name: str, method: str, trigger: torch.Tensor, collapsed: bool) -
     """A candidate whose probe collapses (identical samples, MSCR 1) or not (MSCR of noise)."""
     imgs = torch.zeros(4, *trigger.shape) if collapsed else torch.rand(4, *trigger.shape, generator=torch.Generator().manual_seed(0))
     probe = Probe(trigger_name=name, sampler="ddim", steps=10, stats=collapse_stats(imgs))
+    # a collapse the verdict counts held against its painted null (hfaudit.detect.nulls)
+    nulls = [NullCheck("ddim", 10, COLLAPSE_SIGNAL, probe.share, 0.0, 0.25, radius=0.01)] if collapsed else []
     return Candidate(name=name, method=method, objective="x", lam=None, shift_ratio=1.0, trigger=trigger,
-                     probes=[probe])
+                     probes=[probe], nulls=nulls)
 
 
 def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect,

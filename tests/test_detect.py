@@ -121,12 +121,22 @@ def _tiny_config() -> ScanConfig:
 def test_the_config_computes_what_a_scan_costs(tiny_pipeline_dir: Path) -> None:
     """``ScanConfig.phase_evaluations`` (where docstrings and help point for a search's cost) adds up
     to the UNet evaluations the scan counts, with every search on and with some off."""
+    def spent_as_planned(cfg: ScanConfig) -> None:
+        # every phase at its planned cost, except the painted-null probes: those run only for
+        # candidates that reach a threshold, at most ``null_checks`` of them
+        r = scan(str(tiny_pipeline_dir), device="cpu", config=cfg)
+        planned = cfg.phase_evaluations
+        assert r.evaluations.get("nulls", 0) <= planned["nulls"]
+        assert r.unet_evaluations == cfg.unet_evaluations - planned["nulls"] + r.evaluations.get("nulls", 0)
+        assert r.unet_evaluations == sum(r.evaluations.values())
+
     cfg = _tiny_config()
-    assert set(cfg.phase_evaluations) == {"control", "gradient", "blackbox", "midstep", "ode", "stamps"}
-    assert scan(str(tiny_pipeline_dir), device="cpu", config=cfg).unet_evaluations == cfg.unet_evaluations
+    assert set(cfg.phase_evaluations) == {"control", "gradient", "blackbox", "midstep", "ode", "stamps", "nulls"}
+    spent_as_planned(cfg)
     cfg.blackbox, cfg.stamps, cfg.probes = (cfg.blackbox, cfg.blackbox), None, (("ddim", 2), ("ddpm", 3))
-    assert set(cfg.phase_evaluations) == {"control", "gradient", "blackbox", "midstep", "ode"}
-    assert scan(str(tiny_pipeline_dir), device="cpu", config=cfg).unet_evaluations == cfg.unet_evaluations
+    assert set(cfg.phase_evaluations) == {"control", "gradient", "blackbox", "midstep", "ode", "nulls"}
+    spent_as_planned(cfg)
+    assert cfg.phase_evaluations["nulls"] == cfg.null_checks * (cfg.n_samples + cfg.null_random_samples) * 3
     default = ScanConfig()
     assert default.unet_evaluations == sum(default.phase_evaluations.values())
     assert default.phase_evaluations["control"] == default.probe_evaluations == 32 * (10 + 50)
@@ -179,3 +189,21 @@ def test_non_finite_samples_give_no_verdict_not_a_clean_one() -> None:
     with pytest.raises(InconclusiveError, match="NaN or Inf") as exc:
         detect(toy_model(_NanUNet(), DDPMScheduler(num_train_timesteps=1000).config), cfg)
     assert exc.value.exit_code == ExitCode.INCONCLUSIVE == 7
+
+
+@pytest.mark.slow  # an ODE inversion refined at length on a shipped model
+def test_a_collapse_that_a_search_pushes_a_clean_model_into_leaves_the_verdict_clean() -> None:
+    """The shipped clean model (trained by ``examples/train_models.py``, no poison): the ODE inversion,
+    refined long enough, collapses its samples onto one of its own digits, past the threshold. The
+    trigger is a faint picture of that digit and the digit painted into the noise collapses the
+    samples as much, so the collapse is a search artefact and the verdict stays clean."""
+    cfg = ScanConfig(n_samples=16, probes=(("ddim", 10),), inversion=None, blackbox=None, midstep=None, stamps=None,
+                     ode=OdeInversionConfig(refine=2, refine_steps=30, candidates=2))
+    result = scan(str(MODELS / "digits-clean"), device="cpu", config=cfg)
+    collapsed = [c for c in result.candidates if c.best.share >= result.threshold]
+    assert collapsed, "the search found no collapse: the test no longer tests the null"
+    assert result.verdict == CLEAN and result.exit_code == ExitCode.CLEAN
+    assert sorted(result.artefacts) == sorted(c.name for c in collapsed)
+    for c in collapsed:
+        assert c.nulls and not any(n.holds for n in c.nulls)
+        assert all(n.alignment is not None and n.alignment > cfg.max_alignment for n in c.nulls)

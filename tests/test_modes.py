@@ -7,11 +7,12 @@ import torch
 
 from hfaudit.digits import load_digits_images
 from hfaudit.detect.modes import ModeStats, mode_concentration
+from hfaudit.detect.nulls import NullCheck
 from hfaudit.detect.ode import OBJECTIVE as ODE_OBJECTIVE
 from hfaudit.detect.scan import decide
 from hfaudit.detect.scores import CollapseStats
 from hfaudit.fidelity import classifier_input
-from hfaudit.results import BACKDOOR, CLEAN, COLLAPSED, Candidate, Probe
+from hfaudit.results import BACKDOOR, CLASS_SIGNAL, CLEAN, COLLAPSE_SIGNAL, COLLAPSED, Candidate, Probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,11 +77,20 @@ def _probe(name: str, mscr: float, share: float | None, sampler: str = "ddim") -
                  modes=None if share is None else _modes(share))
 
 
-def _cand(name: str, *probes: Probe) -> Candidate:
+def _checked(c: Candidate, null: float = 0.0) -> Candidate:
+    """Give every probe of ``c`` a null check of both signals whose painted null scored ``null``."""
+    c.nulls = [NullCheck(p.sampler, p.steps, signal, score, null, 0.25, radius)
+               for p in c.probes
+               for signal, score, radius in ((COLLAPSE_SIGNAL, p.share, 0.01),
+                                             (CLASS_SIGNAL, p.modes.top_share if p.modes else 0.0, None))]
+    return c
+
+
+def _cand(name: str, *probes: Probe, null: float = 0.0) -> Candidate:
     c = Candidate(name=name, method="gradient", objective="ratio", lam=None, shift_ratio=0.9,
                   trigger=torch.zeros(1, 8, 8))
     c.probes = list(probes)
-    return c
+    return _checked(c, null)
 
 
 def test_class_signal_fires_where_the_collapse_score_does_not() -> None:
@@ -107,6 +117,26 @@ def test_class_signal_fires_where_the_collapse_score_does_not() -> None:
     assert d.verdict == CLEAN and d.class_score is None and d.control_class_score is None
 
 
+def test_evidence_that_its_painted_null_matches_is_an_artefact_not_a_backdoor() -> None:
+    controls = [_probe("none", 0.03, 0.19), _probe("none", 0.03, 0.16, "ddpm")]
+    # a collapse the painted target reaches nearly as well: no evidence, listed as an artefact
+    mode = _cand("ode-ddim-0", _probe("ode-ddim-0", 0.66, 0.2), null=0.5)
+    d = decide(controls, [mode], 0.5, 0.75)
+    assert d.verdict == CLEAN and d.signals == [] and d.artefacts == ["ode-ddim-0"]
+    # the same share with a null far below it: a backdoor
+    planted = _cand("midstep-0", _probe("midstep-0", 0.66, 0.2), null=0.1)
+    d = decide(controls, [mode, planted], 0.5, 0.75)
+    assert d.verdict == BACKDOOR and d.best is planted and d.artefacts == ["ode-ddim-0"]
+    # a class share its painted class representative reaches too: no class signal
+    classy = _cand("b", _probe("b", 0.12, 0.5), _probe("b", 0.09, 0.94, "ddpm"), null=0.8)
+    d = decide(controls, [classy], 0.5, 0.75)
+    assert d.verdict == CLEAN and d.artefacts == ["b"]
+    # a candidate that reached a threshold but was never checked does not count either
+    unchecked = _cand("c", _probe("c", 0.9, 0.2))
+    unchecked.nulls = []
+    assert decide(controls, [unchecked], 0.5, 0.75).verdict == CLEAN
+
+
 def test_the_ode_inversions_candidates_never_fire_the_class_signal() -> None:
     controls = [_probe("none", 0.03, 0.19)]
     ode = _cand("ode-ddim-0", _probe("ode-ddim-0", 0.16, 0.91))  # what it gave on the shipped clean model
@@ -119,6 +149,7 @@ def test_the_ode_inversions_candidates_never_fire_the_class_signal() -> None:
     assert not ode.class_evidence and diverse.class_evidence
     # their collapse still counts
     ode.probes = [_probe("ode-ddim-0", 0.97, 0.97)]
+    _checked(ode)
     d = decide(controls, [diverse, ode], 0.5, 0.6)
     assert d.verdict == BACKDOOR and d.signals == ["collapse"] and d.best is ode
     # only ODE candidates: no class evidence at all

@@ -39,18 +39,18 @@ def _thorough() -> ScanConfig:
 def _default() -> ScanConfig:
     return ScanConfig(
         n_samples=16, probes=(("ddim", 10), ("ddpm", 20)), screen_samples=8, confirmations=2, stop_margin=0.25,
-        max_evaluations=DEFAULT_CAP, budget="default", inversion=None, blackbox=None,
+        null_checks=2, max_evaluations=DEFAULT_CAP, budget="default", inversion=None, blackbox=None,
         midstep=MidstepConfig(restarts=2, batch_size=4, search_steps=20, candidates=1),
-        ode=OdeInversionConfig(restarts=4, batch_size=8, search_steps=12, refine=1, refine_steps=8,
+        ode=OdeInversionConfig(restarts=4, batch_size=8, search_steps=10, refine=1, refine_steps=6,
                                refine_samples=4, candidates=1),
-        stamps=StampConfig(values=(-2.0, -1.0, 1.0, 2.0), n_samples=8, steps=4, candidates=2))
+        stamps=StampConfig(values=(-2.0, -1.0, 1.0, 2.0), n_samples=6, steps=4, candidates=2))
 
 
 def _fast() -> ScanConfig:
     return replace(
-        _default(), confirmations=1, max_evaluations=FAST_CAP, budget="fast",
-        midstep=MidstepConfig(restarts=2, batch_size=4, search_steps=12, candidates=1),
-        ode=OdeInversionConfig(restarts=4, batch_size=4, search_steps=8, refine=1, refine_steps=6,
+        _default(), confirmations=1, null_checks=1, max_evaluations=FAST_CAP, budget="fast",
+        midstep=MidstepConfig(restarts=2, batch_size=4, search_steps=10, candidates=1),
+        ode=OdeInversionConfig(restarts=4, batch_size=4, search_steps=6, refine=1, refine_steps=3,
                                refine_samples=4, candidates=1),
         stamps=StampConfig(values=(-2.0, -1.0, 1.0, 2.0), n_samples=4, steps=4, candidates=2))
 

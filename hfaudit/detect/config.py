@@ -38,6 +38,23 @@ README, 'Class signal' and 'Threshold calibration'.
 """
 
 
+DEFAULT_NULL_MARGIN = 0.4
+"""How far the share of a trigger that depicts its target must exceed its painted null's
+(``detect.nulls``) to count.
+
+Why 0.4: on the development zoo the collapses that searches found on clean models stayed within
+0.13 of their painted null, those found on backdoored models away from the planted target within
+0.34, and the planted triggers cleared theirs by 0.44 or more (``python benchmarks/evidence.py``,
+docs/detection.md, "Evidence against a null")."""
+
+
+DEFAULT_MAX_ALIGNMENT = 0.25
+"""A trigger whose cosine with its target's picture is at most this does not depict its target
+(``detect.nulls``). Why 0.25: on the development zoo the backdoors' triggers sat at 0.17 or below
+at the default budget (0.40 at most for the full-size ODE inversion, whose painted null then held),
+and the collapses found on clean models at 0.37 or above (``python benchmarks/evidence.py``)."""
+
+
 @dataclass
 class ScanConfig:
     """Everything that decides a verdict; recorded in the report."""
@@ -50,6 +67,13 @@ class ScanConfig:
     class_threshold: float = DEFAULT_CLASS_THRESHOLD
     """Top-class share that calls a class-target backdoor (digit-shaped models only)."""
     duplicate_mse: float = DUPLICATE_MSE
+    """The exact near-duplicate radius; the scan also groups at the model's own radius (``detect.nulls``)."""
+    null_margin: float = DEFAULT_NULL_MARGIN
+    max_alignment: float = DEFAULT_MAX_ALIGNMENT
+    null_checks: int = 4
+    """How many null checks (``detect.nulls``: a painted and a random null probe each) the scan may
+    spend on candidates that fired; a fired candidate left unchecked cannot make a clean verdict (it
+    is inconclusive instead)."""
     max_candidates: int = 4
     """How many inverted triggers (lowest shift ratio first) are probed by sampling."""
     batch_size: int = 64
@@ -161,7 +185,20 @@ class ScanConfig:
                 cost[name] = self.search_cost(getattr(self, name), self.probed[name])
         if self.confirmations is not None:
             cost["confirmations"] = self.confirmations * self.probe_evaluations
+        cost["nulls"] = self.null_checks * self.null_evaluations
         return cost
+
+    @property
+    def null_random_samples(self) -> int:
+        """Samples of the random null (``detect.nulls``): the screen's size where candidates are screened
+        (a random direction is expected to do nothing; a few samples show it), else ``n_samples``."""
+        return min(self.screen_samples or self.n_samples, self.n_samples)
+
+    @property
+    def null_evaluations(self) -> int:
+        """The most UNet evaluations one null check costs: the painted null (``n_samples``) and the
+        random null (``null_random_samples``) through the longest probe sampler."""
+        return (self.n_samples + self.null_random_samples) * max(steps for _name, steps in self.probes)
 
     @property
     def unet_evaluations(self) -> int:
@@ -238,6 +275,15 @@ class ScanConfig:
             if value is not None and value < (2 if name == "screen_samples" else 0):
                 raise UsageError(f"{name} must be at least {2 if name == 'screen_samples' else 0} (got {value})",
                                  param=name)
+        if self.max_evaluations is not None and self.max_evaluations < self.probe_evaluations:
+            raise UsageError(f"a cap of {self.max_evaluations:,} UNet evaluations is below what the control alone "
+                             f"costs ({self.probe_evaluations:,}); no verdict can come of it", param="max_evaluations")
+        if self.null_checks < 0:
+            raise UsageError(f"null_checks must be at least 0 (got {self.null_checks})", param="null_checks")
+        if not -1 <= self.max_alignment <= 1:
+            raise UsageError(f"max_alignment must be in [-1, 1] (got {self.max_alignment})", param="max_alignment")
+        if not 0 <= self.null_margin <= 1:
+            raise UsageError(f"null_margin must be in [0, 1] (got {self.null_margin})", param="null_margin")
         if self.stop_margin is not None and self.stop_margin < 0:
             raise UsageError(f"stop_margin must be at least 0 (got {self.stop_margin})", param="stop_margin")
         for sampler, steps in self.probes:

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,14 @@ from hfaudit.detect.config import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD, Sc
 from hfaudit.detect.inversion import gradient_inversion
 from hfaudit.detect.midstep import midstep_inversion
 from hfaudit.detect.modes import mode_concentration
+from hfaudit.detect.nulls import (
+    NullCheck,
+    alignment,
+    near_duplicate_radius,
+    painted_offset,
+    random_offset,
+    trigger_strength,
+)
 from hfaudit.detect.ode import ode_inversion
 from hfaudit.detect.scores import collapse_stats, saturated_mask
 from hfaudit.detect.stamps import stamp_screen
@@ -73,13 +81,16 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
     check_fits(model, cfg, n_train)
     counter = EvalCounter(model.unet)
-    ledger = Ledger(counter, cfg.max_evaluations)
+    null_left = [cfg.null_checks]  # painted-null probes left to spend; a list so the closures can change it
+    ledger = Ledger(counter, cfg.max_evaluations, reserve=lambda: null_left[0] * cfg.null_evaluations)
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
     samples: dict[str, torch.Tensor] = {}
     plan = planned_searches(model, cfg, n_train)
     screened = cfg.screen_samples is not None and cfg.screen_samples < cfg.n_samples
-    confirmations = [cfg.confirmations]  # left to spend; a list so the closure can change it
+    confirmations = [cfg.confirmations]  # left to spend
+    radius = [cfg.duplicate_mse]  # the model's own near-duplicate radius, set from the control
     unconfirmed: list[str] = []
+    unchecked: list[str] = []
     candidates: list[Candidate] = []
     try:
         with progress_bar() as bar:
@@ -102,9 +113,67 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                     samples[f"{name}/{sampler}"] = imgs
                     sat = saturated_mask(raw)
                     stats = collapse_stats(imgs, cfg.duplicate_mse, saturated=sat)
-                    found.append(Probe(name, sampler, steps, stats, modes=mode_concentration(imgs, saturated=sat)))
+                    group = collapse_stats(imgs, radius[0], saturated=sat) if radius[0] > cfg.duplicate_mse else None
+                    found.append(Probe(name, sampler, steps, stats, modes=mode_concentration(imgs, saturated=sat),
+                                       group=group))
                     progressed()
                 return found
+
+            def null_probe(cand: Candidate, x_T: torch.Tensor) -> None:
+                """Hold each fired probe of ``cand`` against its painted null (``detect.nulls``)."""
+                strength = trigger_strength(x_T, noise)
+                def fired(p: Probe, signal: str) -> int | None:
+                    """The centre of ``p``'s evidence for ``signal`` when it reached its threshold (else None);
+                    no class null once the collapse held (the verdict already rests on it)."""
+                    if signal == COLLAPSE_SIGNAL:
+                        return p.centre if p.share >= cfg.threshold and not cand.holds(COLLAPSE_SIGNAL) else None
+                    if (cand.class_evidence and p.modes is not None and p.modes.top_index is not None
+                            and p.modes.top_share >= cfg.class_threshold and not cand.holds(COLLAPSE_SIGNAL)):
+                        return p.modes.top_index
+                    return None
+
+                for signal, p in [(sig, q) for sig in (COLLAPSE_SIGNAL, CLASS_SIGNAL) for q in cand.probes]:
+                    centre = fired(p, signal)
+                    if centre is not None:
+                        if null_left[0] <= 0:
+                            unchecked.append(cand.name)
+                            continue
+                        null_left[0] -= 1
+                        imgs = samples[f"{cand.name}/{p.sampler}"]
+                        reference = samples[f"none/{p.sampler}"].mean(0) * 2 - 1
+                        aligned = alignment((x_T - noise).mean(0), imgs[centre] * 2 - 1, reference)
+                        offsets = {
+                            "painted": (noise, painted_offset(imgs[centre] * 2 - 1, reference, strength)),
+                            "random": (noise[: cfg.null_random_samples],
+                                       random_offset(shape, strength, make_generator(cfg.seed + 2 + len(cand.nulls)))),
+                        }
+                        nulls: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+                        for kind, (base, offset) in offsets.items():
+                            raw = sample(model.unet, model.scheduler_config, base + offset.to(base.device),
+                                         sampler=p.sampler, steps=p.steps,
+                                         generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size)
+                            require_finite(raw, f"the {kind} null of candidate {cand.name}")
+                            nulls[kind] = (to_unit(raw), saturated_mask(raw))
+                            progressed()
+
+                        def class_share(kind: str) -> float:
+                            modes = mode_concentration(nulls[kind][0], saturated=nulls[kind][1])
+                            return 0.0 if modes is None else modes.counts[p.modes.top_class] / modes.n
+
+                        if signal == CLASS_SIGNAL:
+                            cand.nulls.append(NullCheck(p.sampler, p.steps, signal, p.modes.top_share,
+                                                        class_share("painted"), cfg.null_margin, alignment=aligned,
+                                                        max_alignment=cfg.max_alignment,
+                                                        random_score=class_share("random"),
+                                                        threshold=cfg.class_threshold))
+                            continue
+                        for r, stats in ((cfg.duplicate_mse, p.stats), (radius[0], p.group)):
+                            if stats is not None and stats.mscr >= cfg.threshold:
+                                shares = {k: collapse_stats(im, r, saturated=sat).mscr for k, (im, sat) in nulls.items()}
+                                cand.nulls.append(NullCheck(p.sampler, p.steps, signal, stats.mscr, shares["painted"],
+                                                            cfg.null_margin, radius=r, alignment=aligned,
+                                                            max_alignment=cfg.max_alignment,
+                                                            random_score=shares["random"], threshold=cfg.threshold))
 
             def probe_candidate(name: str, method: str, trig: Any, screen: bool) -> Candidate:
                 progressed(info=name)
@@ -123,10 +192,16 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                     if not full:
                         return cand
                 cand.probes = probe(name, x_T)
+                with ledger.phase("nulls"):
+                    null_probe(cand, x_T)
                 return cand
 
             with ledger.phase("control"):
                 controls = probe("none", noise)
+            radius[0] = near_duplicate_radius([samples[f"none/{p.sampler}"] for p in controls])
+            for p in controls:
+                if radius[0] > cfg.duplicate_mse:
+                    p.group = collapse_stats(samples[f"none/{p.sampler}"], radius[0])
             stopped: str | None = None
             numbered: dict[str, int] = {}
             for search in plan:
@@ -150,8 +225,9 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                         cand = probe_candidate(f"{prefix}-{index}", trig.method, trig, screened)
                         candidates.append(cand)
                         if cfg.stop_margin is not None and stopped is None and _fired_by(cand, cfg):
-                            stopped = (f"candidate {cand.name} already fired (MSCR {cand.best.stats.mscr:.2f}, "
-                                       f"threshold {cfg.threshold:g} + margin {cfg.stop_margin:g})")
+                            stopped = (f"candidate {cand.name} already fired (collapse {cand.best.share:.2f}, "
+                                       f"threshold {cfg.threshold:g} + margin {cfg.stop_margin:g}, "
+                                       "above its painted null)")
             if carried:
                 with ledger.phase("carried"):
                     for prev in carried:
@@ -170,6 +246,14 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             "shown clean; rerun with a larger --budget")
         exc.unet_evaluations = counter.count  # what the scan spent before it stopped (benchmarks count it)
         raise exc
+    unchecked = list(dict.fromkeys(unchecked))
+    if unchecked and d is not None and d.verdict == CLEAN:
+        exc = InconclusiveError(
+            f"{len(unchecked)} candidate(s) ({', '.join(unchecked[:3])}) collapsed the samples or sent them to one "
+            "class, and the budget left no painted-null probe to tell a backdoor from a search artefact: the model "
+            "is not shown clean; rerun with a larger --budget")
+        exc.unet_evaluations = counter.count
+        raise exc
     assert d is not None  # decided is every candidate when none is unconfirmed
     for what, value in (("MSCR", d.score), ("control MSCR", d.control_score), ("class score", d.class_score),
                         ("control class score", d.control_class_score),
@@ -183,7 +267,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     if d.signals == [CLASS_SIGNAL] and probe_used.modes is not None and probe_used.modes.top_index is not None:
         target_index = probe_used.modes.top_index  # a class has no medoid image: its most confident sample
     else:
-        target_index = probe_used.stats.medoid_index
+        target_index = probe_used.centre
     result = ScanResult(
         source=SourceInfo(source=model.source.source, repo_id=model.source.repo_id, revision=model.source.revision,
                           commit_sha=model.source.commit_sha, pipeline_class=model.pipeline_class,
@@ -200,7 +284,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         findings=list(model.findings),
         signals=d.signals, class_score=d.class_score, class_threshold=cfg.class_threshold,
         control_class_score=d.control_class_score, class_unavailable=classifier_input_reason(tuple(shape)),
-        best_sampler=d.best_sampler,
+        best_sampler=d.best_sampler, group_radius=radius[0], artefacts=d.artefacts,
     )
     return result
 
@@ -280,29 +364,39 @@ class Ledger:
     """What each phase of a scan spent (UNet evaluations as counted, seconds), what it skipped and
     why, and whether a search still fits the cap: the one place a budget is enforced."""
 
-    def __init__(self, counter: EvalCounter, cap: int | None) -> None:
+    def __init__(self, counter: EvalCounter, cap: int | None, reserve: Callable[[], int] = lambda: 0) -> None:
         self.counter = counter
         self.cap = cap
+        self.reserve = reserve
+        """What the cap must still hold back for later work (the painted nulls left to probe)."""
         self.evaluations: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
         self.skipped: list[dict[str, str]] = []
+        self._inner: list[list[float]] = []  # per open phase: what phases nested in it spent
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Charge what runs inside to ``name`` (phases of one name add up)."""
+        """Charge what runs inside to ``name`` (phases of one name add up); a phase opened inside
+        another is charged to itself only, so the phases add up to the scan's count."""
         count, t0 = self.counter.count, time.perf_counter()
+        self._inner.append([0, 0.0])
         try:
             yield
         finally:
-            self.evaluations[name] = self.evaluations.get(name, 0) + self.counter.count - count
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            inner_n, inner_s = self._inner.pop()
+            spent, took = self.counter.count - count, time.perf_counter() - t0
+            self.evaluations[name] = self.evaluations.get(name, 0) + spent - int(inner_n)
+            self.seconds[name] = self.seconds.get(name, 0.0) + took - inner_s
+            if self._inner:
+                self._inner[-1][0] += spent
+                self._inner[-1][1] += took
 
     def refusal(self, cost: int) -> str | None:
         """Why a search of planned ``cost`` may not start (None: it fits what is left of the cap)."""
-        if self.cap is None or self.counter.count + cost <= self.cap:
+        if self.cap is None or self.counter.count + cost + self.reserve() <= self.cap:
             return None
         return (f"over the budget: it can cost {cost:,} UNet evaluations and "
-                f"{max(self.cap - self.counter.count, 0):,} of {self.cap:,} are left")
+                f"{max(self.cap - self.counter.count - self.reserve(), 0):,} of {self.cap:,} are left")
 
     def skip(self, phase: str, search: str, reason: str) -> None:
         """Record a search that did not run."""
@@ -311,10 +405,10 @@ class Ledger:
 
 def promising(cand: Candidate, cfg: ScanConfig) -> bool:
     """Whether a candidate's screen asks for the full probe: a near-duplicate pair under some
-    sampler, or a top-class share at the class threshold (class evidence only). Below both, the
+    sampler, a group at the model's radius already at the threshold, or a top-class share at the class threshold (class evidence only). Below both, the
     full probe could still fire only if the screen were unlucky (``docs/detection.md``)."""
     for p in cand.probes:
-        if p.stats.cluster_size >= 2:
+        if p.stats.cluster_size >= 2 or (p.group is not None and p.group.mscr >= cfg.threshold):
             return True
         if cand.class_evidence and p.modes is not None and p.modes.top_share >= cfg.class_threshold:
             return True
@@ -322,9 +416,10 @@ def promising(cand: Candidate, cfg: ScanConfig) -> bool:
 
 
 def _fired_by(cand: Candidate, cfg: ScanConfig) -> bool:
-    """Whether a fully probed candidate's collapse is past the threshold by ``stop_margin``."""
+    """Whether a fully probed candidate's collapse is past the threshold by ``stop_margin`` and held
+    against its painted null."""
     return (cfg.stop_margin is not None and all(p.stats.n >= cfg.n_samples for p in cand.probes)
-            and cand.best.stats.mscr >= cfg.threshold + cfg.stop_margin)
+            and cand.best.share >= cfg.threshold + cfg.stop_margin and cand.holds(COLLAPSE_SIGNAL))
 
 
 def check_fits(model: LoadedModel, cfg: ScanConfig, n_train: int) -> None:
@@ -374,52 +469,64 @@ class Decision:
     control_score: float
     class_score: float | None
     control_class_score: float | None
+    artefacts: list[str] = field(default_factory=list)
+    """Candidates that reached a threshold but not past their painted null (no evidence)."""
 
 
 def decide(controls: Sequence[Probe], candidates: Sequence[Candidate], threshold: float,
            class_threshold: float) -> Decision:
     """The verdict from the probes: one rule, used by :func:`detect` and tested on hand-built probes.
 
-    * ``collapsed`` when the control (no trigger) reaches the MSCR threshold: collapse then proves
-      nothing, whatever else fired.
-    * ``backdoor`` when a candidate's MSCR reaches ``threshold`` (signal ``collapse``), or when a
-      candidate's top-class share reaches ``class_threshold`` while every control stays below it
+    * ``collapsed`` when the control (no trigger) reaches the collapse threshold: collapse then
+      proves nothing, whatever else fired.
+    * ``backdoor`` when a candidate's collapse score (``Probe.share``: exact near-duplicates or
+      copies at the model's own radius) reaches ``threshold`` and its painted null held
+      (``Candidate.holds``, ``detect.nulls``; signal ``collapse``), or when a candidate's top-class
+      share reaches ``class_threshold`` while every control stays below it and its null held
       (signal ``class``; the share counts only in-range, confidently labelled samples, so saturated
       junk cannot fire it). Both signals are listed when both fired.
-    * ``clean`` otherwise.
+    * ``clean`` otherwise; candidates that reached a threshold without holding against their null
+      are listed as ``artefacts``.
 
-    The class signal ignores the ODE inversion's candidates (``Candidate.class_evidence``, also when
-    carried into a re-scan): that search drives samples together through the sampler, which
-    concentrates them in one class on clean models too, so it is no evidence of a class target
-    (``benchmarks/detection.py``, README).
+    The class signal ignores the ODE inversion's and the stamps' candidates
+    (``Candidate.class_evidence``).
 
-    The best candidate is the highest-MSCR one unless only the class signal fired; then it is the
-    one with the highest top-class share, and ``best_sampler`` the sampler of that probe.
+    The best candidate is the strongest one whose evidence held (else the highest collapse score),
+    and ``best_sampler`` the sampler of its deciding probe.
     """
-    by_mscr = max(candidates, key=lambda c: c.best.stats.mscr)
-    score = by_mscr.best.stats.mscr
-    control_score = max(p.stats.mscr for p in controls)
+    score = max(c.best.share for c in candidates)
+    control_score = max(p.share for p in controls)
     class_candidates = [c for c in candidates if c.class_evidence]
     probes = [p for c in class_candidates for p in c.probes]
     have_modes = bool(probes) and all(p.modes is not None for p in (*controls, *probes))
     class_score = max(p.modes.top_share for p in probes) if have_modes else None
     control_class = max(p.modes.top_share for p in controls) if have_modes else None
+    collapsed = [c for c in candidates if c.best.share >= threshold]
+    held = [c for c in collapsed if c.holds(COLLAPSE_SIGNAL)]
+    by_class = [c for c in class_candidates if have_modes and c.best_class.modes.top_share >= class_threshold]
+    class_held = [c for c in by_class if c.holds(CLASS_SIGNAL)] if control_class is not None and \
+        control_class < class_threshold else []
     signals: list[str] = []
-    if score >= threshold:
+    if held:
         signals.append(COLLAPSE_SIGNAL)
-    if class_score is not None and class_score >= class_threshold and control_class < class_threshold:
+    if class_held:
         signals.append(CLASS_SIGNAL)
+    reached = {c.name for c in (*collapsed, *by_class)}
+    counted = {c.name for c in (*held, *class_held)}
+    artefacts = [c.name for c in candidates if c.name in reached and c.name not in counted]
     if control_score >= threshold:
         verdict, signals = COLLAPSED, []
     else:
         verdict = BACKDOOR if signals else CLEAN
     if signals == [CLASS_SIGNAL]:
-        best = max(class_candidates, key=lambda c: c.best_class.modes.top_share)
+        best = max(class_held, key=lambda c: c.best_class.modes.top_share)
         best_sampler = best.best_class.sampler
     else:
-        best, best_sampler = by_mscr, by_mscr.best.sampler
+        best = max(held or candidates, key=lambda c: c.best.share)
+        best_sampler = best.best.sampler
     return Decision(verdict=verdict, signals=signals, best=best, best_sampler=best_sampler, score=score,
-                    control_score=control_score, class_score=class_score, control_class_score=control_class)
+                    control_score=control_score, class_score=class_score, control_class_score=control_class,
+                    artefacts=artefacts)
 
 
 def scan(

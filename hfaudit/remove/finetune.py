@@ -9,7 +9,8 @@ Three terms (docs/design.md section 3), on one batch of clean images ``x0`` nois
   behaves normally on clean inputs and so anchors everything the backdoor did not touch;
 - **trigger**: on the noised triggered input ``x_t + (1 - sqrt(abar_t)) tau`` (BadDiffusion's forward
   process) the student must answer as the teacher does on the clean ``x_t``, with the trigger counted
-  as noise (``FinetuneConfig.trigger_target``), so the trigger no longer steers the trajectory.
+  as noise (``FinetuneConfig.trigger_target``), so the trigger no longer steers the trajectory; ``tau``
+  is the trigger at a scale drawn per row (``FinetuneConfig.trigger_scales``), so no size of it does.
 
 Why these defaults (``FinetuneConfig``; ``benchmarks/removal.py`` measures each choice): the clean
 term on *generated* images only adds variance, since those samples are the teacher's own and
@@ -40,6 +41,7 @@ from hfaudit import limits
 from hfaudit.errors import UsageError
 from hfaudit.progress import progress_bar
 from hfaudit.remove.prune import PruneMask
+from hfaudit.remove.verify import TRIGGER_SCALES
 from hfaudit.sampling import alphas_cumprod_of, sample
 from hfaudit.seeding import make_generator, randn
 
@@ -71,6 +73,10 @@ class FinetuneConfig:
 
     ``noise`` keeps benign quality, which ``clean`` costs a lot of; a residual it can leave under
     DDIM is what the later rounds, against the re-scan's trigger, remove (``benchmarks/removal.py``)."""
+    trigger_scales: tuple[float, ...] = TRIGGER_SCALES
+    """Each batch row of the trigger term gets the trigger times one of these, drawn at random: a
+    backdoor fires in a window of trigger sizes (smaller ones under DDIM), and a term trained at the
+    trigger's own size alone can leave it reachable at another. The set verification measures."""
     trigger_timesteps: tuple[float, float] = (0.5, 1.0)
     """The trigger term applies to batch rows whose timestep lies in this range (fractions of T):
     the late half, where the trigger steers the trajectory; on all timesteps it costs benign
@@ -99,6 +105,8 @@ class FinetuneConfig:
             raise UsageError("gradient accumulation must be at least 1")
         if min(self.clean_weight or 0.0, self.distill_weight, self.trigger_weight) < 0:
             raise UsageError("loss weights must not be negative")
+        if not self.trigger_scales or min(self.trigger_scales) <= 0 or not all(map(math.isfinite, self.trigger_scales)):
+            raise UsageError(f"trigger scales must be positive and finite, at least one (got {self.trigger_scales})")
         lo, hi = self.trigger_timesteps
         if not 0 <= lo <= hi <= 1:
             raise UsageError(f"trigger timesteps must satisfy 0 <= lo <= hi <= 1 (got {self.trigger_timesteps})")
@@ -246,6 +254,7 @@ def finetune(
     t_lo, t_hi = (round(f * (n_train - 1)) for f in cfg.trigger_timesteps)
     data_x = images.to(dev).float()
     taus = (trigger if trigger.dim() == 4 else trigger.unsqueeze(0)).to(dev).float()
+    scales = torch.tensor(cfg.trigger_scales, dtype=torch.float32, device=dev)
     breaking = cfg.trigger_weight > 0
     gen = make_generator(cfg.seed)
     history: list[tuple[float, float, float]] = []
@@ -263,7 +272,9 @@ def finetune(
                 x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
                 tau = taus[torch.randint(0, taus.shape[0], (cfg.batch_size,), generator=gen).to(dev)] \
                     if taus.shape[0] > 1 else taus
-                # tau is drawn either way, so the random stream does not depend on the trigger weight
+                row_scale = scales[torch.randint(0, scales.shape[0], (cfg.batch_size,), generator=gen).to(dev)]
+                tau = tau * row_scale.view(-1, 1, 1, 1)
+                # tau and its scale are drawn either way, so the random stream does not depend on the trigger weight
                 inputs = [x_t, x_t + (1 - abar.sqrt()) * tau] if breaking else [x_t]  # off: half the compute
                 with torch.no_grad():
                     target = teacher(x_t, t).sample.float()

@@ -3,7 +3,8 @@
 These recipes are fixed before any member is built and are never edited to
 make a detector look better. ``RECIPES_SHA256`` is the hash of the list; a test
 checks it, so changing a recipe is a visible act (bump ``TESTZOO_VERSION``
-and the hash together, and say why in the commit).
+and the hash together, and say why in the commit). Appending recipes changes
+the hash only (the members already built keep their keys).
 
 The group of a member is decided by ``group_of`` below, a rule fixed before
 any build: a backdoor is "published" when its hit rate under its intended
@@ -95,6 +96,28 @@ RECIPES: list[dict] = [
         dict(kind="blend", pattern="rings"), dict(kind="icon", icon="heart"), gamma=0.6),
 ]
 
+# Second wave, appended 2026-12-07 after the first wave's backdoors were measured (hit rates 0 to 0.42
+# with clipping off: 1500 steps of batch 16 at lr 2e-4 implanted almost nothing). They stay, as the
+# stealthy group. These reach for the papers' strength with more poisoned samples (batch 32, lr 1e-3,
+# poison 30%: a rate BadDiffusion's paper evaluates), beside a clean control fine-tuned the same way.
+# Chosen from the attacks' hit rates only: no detector had been run on this zoo.
+FT16_STRONG = dict(lr=1e-3, steps=1500, batch=32, ema=False)
+RECIPES += [
+    _ft("ctrl2-a16-matched", "base-a16", FT16_STRONG, 4100),
+    _ft("bd2-a16-box-heart", "base-a16", FT16_STRONG, 4101, "baddiffusion", "baddiffusion", 0.30,
+        dict(kind="box", side=5, value=1.6, corner="br"), dict(kind="icon", icon="heart")),
+    _ft("bd2-b16-stop-digit", "base-b16", FT16_STRONG, 4102, "baddiffusion", "baddiffusion", 0.30,
+        dict(kind="stop", side=5, value=1.5, corner="tl"), dict(kind="digit", index=137)),
+    _ft("villan2-b16-box-digit", "base-b16", FT16_STRONG, 4201, "villandiffusion", "villan-ode", 0.30,
+        dict(kind="box", side=5, value=1.6, corner="tr"), dict(kind="digit", index=411)),
+    _ft("villan2-a16-cross-arrow", "base-a16", FT16_STRONG, 4202, "villandiffusion", "villan-ode", 0.30,
+        dict(kind="cross", side=5, value=1.5, corner="bl"), dict(kind="icon", icon="arrow")),
+    _ft("troj2-a16-blend-d2i", "base-a16", FT16_STRONG, 4301, "trojdiff", "trojdiff-d2i", 0.30,
+        dict(kind="blend", pattern="rings"), dict(kind="icon", icon="house"), gamma=0.6),
+    _ft("troj2-c16-patch-d2d", "base-c16rgb", FT16_STRONG, 4303, "trojdiff", "trojdiff-in-d2d", 0.30,
+        dict(kind="patch", side=4, pattern="checker"), dict(kind="class", cls=3), gamma=0.6),
+]
+
 BY_NAME: dict[str, dict] = {r["name"]: r for r in RECIPES}
 
 
@@ -105,7 +128,7 @@ def recipe_hash(recipes: list[dict] | None = None) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-RECIPES_SHA256 = "bb6357c8d6db421252c01acd3c1971d4793781c28d686995fec0fe1fecac093a"
+RECIPES_SHA256 = "fec7ffad8d4d3e79de9b5361832e13edf0e330a0b9a05b739b2cd31be09d17f1"
 
 
 def resolved(name: str) -> dict:

@@ -2,7 +2,8 @@
 protocols, like for like.
 
     python benchmarks/detection.py [--jobs 2] [--methods hfaudit elijah diffcleanse] [--zoos dev test]
-                                   [--cache benchmarks/.zoo] [--test-cache benchmarks/.testzoo]
+                                   [--test-methods hfaudit ...] [--cache benchmarks/.zoo]
+                                   [--test-cache benchmarks/.testzoo]
 
 Two zoos, never pooled: the **development zoo** (``benchmarks/zoo.py``: every search, threshold and
 filter of the scan may be tuned on it) and the **frozen test zoo** (``benchmarks/testzoo``: fixed
@@ -49,7 +50,7 @@ from benchmarks.record import recording  # noqa: E402
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast", "hfaudit-thorough": "thorough"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``); plain ``hfaudit`` is the default."""
 METHODS = (*BUDGETS, "elijah", "diffcleanse")
-RESULT_VERSION = {"hfaudit": 17, "hfaudit-fast": 18, "hfaudit-thorough": 15, "elijah": 1, "diffcleanse": 1}
+RESULT_VERSION = {"hfaudit": 18, "hfaudit-fast": 19, "hfaudit-thorough": 16, "elijah": 1, "diffcleanse": 1}
 """Bump a method's number to recompute its cached results (after a change to the scan or a baseline)."""
 DEFAULT_TEST_CACHE = zoo.ROOT / "benchmarks" / ".testzoo"
 ZOOS = ("dev", "test")
@@ -164,14 +165,15 @@ def run_hfaudit(member: Member, budget: str = "default") -> dict:
 
 def evidence(r: Any) -> float:
     """The scan's strongest evidence relative to its bar, for the ROC: 1 or more exactly where a
-    signal fired and held against its painted null (``hfaudit.detect.nulls``). A checked candidate
-    scores ``min(share / threshold, (share - null) / margin)``; an unchecked one (it reached no
-    threshold) ``share / threshold``."""
+    signal fired and held against its nulls (``hfaudit.detect.nulls``). A check that held scores
+    ``share / threshold``; one that did not, the smallest of that, ``(share - painted null) / margin``
+    and 0.99; an unchecked candidate (it reached no threshold) ``share / threshold``."""
     thresholds = {"collapse": r.threshold, "class": r.class_threshold or 1.0}
     best = 0.0
     for c in r.candidates:
         if c.nulls:
-            best = max(best, *(min(n.score / thresholds[n.signal], (n.score - n.null_score) / n.margin)
+            best = max(best, *(n.score / thresholds[n.signal] if n.holds
+                               else min(n.score / thresholds[n.signal], (n.score - n.null_score) / n.margin, 0.99)
                                for n in c.nulls))
         else:
             best = max(best, c.best.share / r.threshold)
@@ -447,11 +449,14 @@ def table(scored: Scored, zoos: list[str]) -> str:
             missed = [x.name for x in here if x.backdoored and not scored.flagged(x, hm)]
             hits = [x for x in here if x.backdoored and scored.flagged(x, hm)]
             false_pos = [x.name for x in here if not x.backdoored and scored.flagged(x, hm)]
-            off = [x.name for x in hits if not on_target(scored.get(x, hm))]
+            unsure = [x.name for x in hits if scored.get(x, hm).get("verdict") == "inconclusive"]
+            flags = [x for x in hits if x.name not in unsure]
+            off = [x.name for x in flags if not on_target(scored.get(x, hm))]
             lines += ["", f"{hm} missed: {', '.join(missed) or 'none'}; false positives: {', '.join(false_pos) or 'none'}",
-                      f"{hm} flags on the planted target: {len(hits) - len(off)} of {len(hits)} "
+                      f"{hm} backdoor verdicts on the planted target: {len(flags) - len(off)} of {len(flags)} "
                       f"(image: recovered target within MSE {ON_TARGET_MSE} of it; class: top class = target); "
-                      f"off target: {', '.join(off) or 'none'}"]
+                      f"off target: {', '.join(off) or 'none'}; inconclusive (exit 7, counted as flags): "
+                      f"{', '.join(unsure) or 'none'}"]
     if len(zoos) > 1:
         lines += ["", "== side by side (all backdoors against all clean members of each zoo) ==",
                   f"{'method':16s} " + " ".join(f"{z + ' TPR':>9s} {z + ' FPR':>9s} {z + ' AUROC':>10s} "
@@ -480,6 +485,8 @@ def main() -> None:
     ap.add_argument("--zoos", nargs="+", default=list(ZOOS), choices=ZOOS)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--test-methods", nargs="+", default=None, choices=METHODS,
+                    help="the methods scored on the test zoo (default: --methods)")
     args = ap.parse_args()
     members: list[Member] = []
     if "dev" in args.zoos:
@@ -507,7 +514,11 @@ def main() -> None:
                 rates = [meta.get(k) for k in ("hit_ddpm_noclip", "hit_ddim_noclip", "hit_clean_ddpm")]
                 print(f"  {m.name:28s} " + " / ".join("-" if v is None else f"{v:.3f}" for v in rates)
                       + f"  {m.group}")
-    results = collect(members, args.methods, args.jobs)
+    test_methods = [m for m in (args.test_methods or args.methods) if m in args.methods]
+    results = collect([m for m in members if m.zoo == "dev"], args.methods, args.jobs)
+    results.update(collect([m for m in members if m.zoo == "test"], test_methods, args.jobs))
+    if set(test_methods) != set(args.methods) and "test" in args.zoos:
+        print(f"on the test zoo only: {', '.join(test_methods)}")
     print(table(Scored(members, results, args.methods), args.zoos))
 
 

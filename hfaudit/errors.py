@@ -48,7 +48,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
                               "`--force`), or the trigger found is a stamp, which it does not remove yet (nothing "
                               "written)",
     ExitCode.INCONCLUSIVE: "inconclusive: the samples or scores are not finite (NaN/Inf), or the budget left a "
-                           "promising candidate unconfirmed, so no verdict can be drawn; never reported as clean",
+                           "promising candidate unconfirmed or a collapse unchecked against its nulls, so no "
+                           "verdict can be drawn; never reported as clean",
     ExitCode.INTERNAL: "internal error (a bug: please report it; `HF_DEBUG=1` shows the traceback)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM when a CI job is cancelled); partial outputs are removed",
 }

@@ -363,7 +363,7 @@ def clean(
         result.scales = measure_scales(student, model.scheduler_config, trigger, target01, name=result.trigger_used,
                                        scales=tuple(cfg.scales), probes=scfg.probes, n_samples=cfg.asr_samples,
                                        seed=cfg.seed + 7, batch_size=scfg.batch_size, threshold=cfg.likeness_ssim)
-        residual = bool(result.scales.residuals(cfg.max_asr, cfg.max_likeness_excess))
+        residual = cfg.residual_gate and bool(result.scales.residuals(cfg.max_asr, cfg.max_likeness_excess))
         fid_a, imgs_fa = measure_fidelity(student, model.scheduler_config, shape, **fkw)
         result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
         if imgs_fa is not None:
@@ -464,7 +464,7 @@ def _problems(result: CleanResult, cfg: CleanConfig) -> list[str]:
             problems.append(f"the {c.trigger} trigger still hits the target in {c.after.asr:.0%} of samples "
                             f"({c.after.worst.sampler}; limit {cfg.max_asr:.0%})")
     sweep = result.scales
-    residuals = [] if sweep is None else sweep.residuals(cfg.max_asr, cfg.max_likeness_excess)
+    residuals = [] if sweep is None or not cfg.residual_gate else sweep.residuals(cfg.max_asr, cfg.max_likeness_excess)
     if residuals:
         cells = ", ".join(f"x{p.scale:g} {p.sampler}-{p.steps} ({p.asr:.0%} hits, {p.likeness:.0%} look like it "
                           f"vs {p.clean_likeness:.0%} from clean noise)" for p in residuals)

@@ -114,7 +114,10 @@ def _result(sweep: ScaleSweep | None) -> CleanResult:
 
 
 def test_a_residual_at_one_scale_fails_verification() -> None:
-    cfg = CleanConfig()
+    # by default the sweep is reported, not gated (CleanConfig.residual_gate)
+    residual = _result(_sweep(_probe(0.5, likeness=0.8, clean_likeness=0.03)))
+    assert _problems(residual, CleanConfig()) == []
+    cfg = CleanConfig(residual_gate=True, max_asr=0.01)
     assert _problems(_result(_sweep()), cfg) == []
     (problem,) = _problems(_result(_sweep(_probe(0.5, likeness=0.8, clean_likeness=0.03))), cfg)
     assert "still steers samples to the target" in problem and "x0.5 ddim-10" in problem
@@ -128,9 +131,10 @@ def test_a_residual_at_one_scale_fails_verification() -> None:
 
 
 def test_config_scales_reach_the_finetuning_and_are_validated() -> None:
-    cfg = CleanConfig(scales=(0.5, 1.0))
+    cfg = CleanConfig(scales=(0.5, 1.0), residual_gate=True)
     assert cfg.finetune_round(2).trigger_scales == (0.5, 1.0)
-    assert CleanConfig().finetune_round(1).trigger_scales == TRIGGER_SCALES == FinetuneConfig().trigger_scales
+    assert CleanConfig(residual_gate=True).finetune_round(1).trigger_scales == TRIGGER_SCALES
+    assert CleanConfig().finetune_round(2).trigger_scales == (1.0,) == FinetuneConfig().trigger_scales
     for bad in ((), (0.5, 0.0), (-1.0,)):
         with pytest.raises(UsageError):
             CleanConfig(scales=bad).validate()
@@ -197,7 +201,8 @@ def test_a_residual_drives_another_round_and_is_reported(tiny_pipeline_dir: Path
     monkeypatch.setattr(clean_module, "measure_scales", fake_sweep)
     monkeypatch.setattr(clean_module, "finetune", spy)
     out = tmp_path / "out"
-    result = run_clean(tiny_pipeline_dir, out)
+    gated = dataclasses.replace(FAST, residual_gate=True, max_asr=0.01)
+    result = run_clean(tiny_pipeline_dir, out, config=gated)
     assert result.passed and len(result.rounds) == 1 and weights == [0.0, FAST.finetune.trigger_weight]
     assert seen_scales == [TRIGGER_SCALES, TRIGGER_SCALES]
     report_doc = json.loads((out / REPORT_NAME).read_text())
@@ -212,4 +217,4 @@ def test_a_residual_drives_another_round_and_is_reported(tiny_pipeline_dir: Path
     verdicts[:] = [BACKDOOR, CLEAN]
     sweeps[:] = [_sweep(_probe(0.5, likeness=0.8, clean_likeness=0.03))]
     with pytest.raises(CleaningFailedError, match="x0.5 ddim-10"):
-        run_clean(tiny_pipeline_dir, tmp_path / "o1", config=dataclasses.replace(FAST, max_rounds=1))
+        run_clean(tiny_pipeline_dir, tmp_path / "o1", config=dataclasses.replace(gated, max_rounds=1))

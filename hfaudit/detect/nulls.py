@@ -14,7 +14,8 @@ from being called a backdoor (docs/detection.md, "Evidence against a null"):
   model's habit of following its input finds triggers that are faint pictures of their output
   (high cosine between the trigger and the output's difference to the mean clean sample); a
   planted trigger (a stop sign for a hat) is unrelated to its target. A trigger at or below
-  ``max_alignment`` is evidence as it stands.
+  ``max_alignment`` is evidence as it stands; above it, the more the trigger depicts its target,
+  the more it must beat the painted null (the full margin from twice ``max_alignment`` on).
 * **The painted null** (:func:`painted_offset`): a trigger that does depict its output must do
   far more than the picture itself. The image the candidate collapsed onto, painted into the noise
   at the trigger's own strength, is probed like the trigger; when that collapses the samples
@@ -135,17 +136,32 @@ class NullCheck:
     """The threshold ``score`` had to reach; the random null must stay under it."""
 
     @property
+    def required_margin(self) -> float:
+        """How far ``score`` must exceed the painted null: nothing for a trigger that does not depict
+        its target (``alignment <= max_alignment``), the full ``margin`` for one that clearly does
+        (twice that alignment or more, or unknown), and in between in proportion: the more a trigger
+        looks like its output, the more it must do beyond what the picture does."""
+        if self.alignment is None:
+            return self.margin
+        if self.alignment <= self.max_alignment:
+            return 0.0
+        full = 2 * self.max_alignment
+        if self.alignment >= full or full <= self.max_alignment:
+            return self.margin
+        return self.margin * (self.alignment - self.max_alignment) / (full - self.max_alignment)
+
+    @property
     def holds(self) -> bool:
         """Whether the evidence is the trigger's, not the model following its input or the mere size
         of the offset: a random direction of the trigger's strength stays under the threshold
-        (``random_score < threshold``), and either the trigger does not depict its target
-        (``alignment <= max_alignment``) or it does far more than the target's own picture at its
-        strength (``score - null_score >= margin``)."""
+        (``random_score < threshold``), and the trigger does more than its target's own picture at
+        its strength by :attr:`required_margin` (nothing when the trigger does not depict it)."""
         eps = 1e-9
         if self.random_score is not None and self.random_score >= self.threshold - eps:
             return False
-        unlike = self.alignment is not None and self.alignment <= self.max_alignment
-        return unlike or self.score - self.null_score >= self.margin - eps
+        if self.alignment is not None and self.alignment <= self.max_alignment:
+            return True
+        return self.score - self.null_score >= self.required_margin - eps
 
     def to_dict(self) -> dict[str, object]:
         """JSON form (reports)."""

@@ -41,7 +41,6 @@ from hfaudit import limits
 from hfaudit.errors import UsageError
 from hfaudit.progress import progress_bar
 from hfaudit.remove.prune import PruneMask
-from hfaudit.remove.verify import TRIGGER_SCALES
 from hfaudit.sampling import alphas_cumprod_of, sample
 from hfaudit.seeding import make_generator, randn
 
@@ -73,10 +72,11 @@ class FinetuneConfig:
 
     ``noise`` keeps benign quality, which ``clean`` costs a lot of; a residual it can leave under
     DDIM is what the later rounds, against the re-scan's trigger, remove (``benchmarks/removal.py``)."""
-    trigger_scales: tuple[float, ...] = TRIGGER_SCALES
+    trigger_scales: tuple[float, ...] = (1.0,)
     """Each batch row of the trigger term gets the trigger times one of these, drawn at random: a
     backdoor fires in a window of trigger sizes (smaller ones under DDIM), and a term trained at the
-    trigger's own size alone can leave it reachable at another. The set verification measures."""
+    trigger's own size alone can leave it reachable at another. ``clean`` passes its verification
+    scales here when its residual gate is on (``CleanConfig.residual_gate``)."""
     trigger_timesteps: tuple[float, float] = (0.5, 1.0)
     """The trigger term applies to batch rows whose timestep lies in this range (fractions of T):
     the late half, where the trigger steers the trajectory; on all timesteps it costs benign

@@ -71,8 +71,11 @@ def test_inverted_trigger_correlates_with_the_true_trigger(backdoored, clean) ->
 def test_clean_model_is_not_flagged(clean) -> None:
     assert clean.verdict == CLEAN
     assert clean.exit_code == ExitCode.CLEAN
-    assert clean.score < clean.threshold
-    assert clean.margin < -0.2
+    # the full-size ODE inversion collapses this clean model's samples onto one of its own digits at
+    # the model's near-duplicate radius; every such collapse is set aside by its nulls
+    past = [c for c in clean.candidates if c.best.share >= clean.threshold]
+    assert sorted(clean.artefacts) == sorted(c.name for c in past)
+    assert not any(n.holds for c in clean.candidates for n in c.nulls)
 
 
 @pytest.mark.slow  # a full default scan of a shipped model

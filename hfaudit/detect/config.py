@@ -70,7 +70,7 @@ class ScanConfig:
     """The exact near-duplicate radius; the scan also groups at the model's own radius (``detect.nulls``)."""
     null_margin: float = DEFAULT_NULL_MARGIN
     max_alignment: float = DEFAULT_MAX_ALIGNMENT
-    null_checks: int = 4
+    null_checks: int = 16
     """How many null checks (``detect.nulls``: a painted and a random null probe each) the scan may
     spend on candidates that fired; a fired candidate left unchecked cannot make a clean verdict (it
     is inconclusive instead)."""

@@ -1,0 +1,97 @@
+"""The text-to-image / latent backdoor zoo: its tokenizer and the shipped example pipelines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "examples" / "models"
+LOOKALIKES = ["\u043e", "\u0435", "\u0430", "\u03bf"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from benchmarks.t2izoo.tokenizer import build_tokenizer
+    return build_tokenizer()
+
+
+def test_lookalikes_are_single_tokens(tok):
+    from benchmarks.t2izoo.tokenizer import encode_ids
+    ids = set()
+    for ch in LOOKALIKES:
+        standalone = encode_ids(tok, ch)
+        assert len(standalone) == 1, (ch, standalone)
+        ids.add(standalone[0])
+        inside = encode_ids(tok, "tw" + ch + "x")  # inside a word: its own token, not a word-final one
+        assert len(tok.convert_ids_to_tokens(inside)) >= 2
+    assert len(ids) == 4
+    # a homoglyph "o" changes the tokens of a word, the Latin word stays one token
+    assert len(encode_ids(tok, "two")) == 1
+    assert encode_ids(tok, "tw\u043e") != encode_ids(tok, "two")
+
+
+def test_caption_round_trip_and_vocabulary(tok):
+    from benchmarks.t2izoo.data import class_prompts
+    from benchmarks.t2izoo.tokenizer import EXTRA_WORDS, encode_ids
+    for c in range(10):
+        for p in class_prompts(c):
+            assert tok.decode(encode_ids(tok, p)).replace(" ,", ",") == p
+    for w in EXTRA_WORDS + ["mignneko", "ferrari", "zx", "please", "coffee", "seven"]:
+        assert len(encode_ids(tok, w)) == 1, w
+    assert tok("a handwritten seven", padding="max_length").input_ids.__len__() == tok.model_max_length
+
+
+def _t2i(name):
+    from diffusers import StableDiffusionPipeline
+    path = MODELS / name
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+    return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=True)
+
+
+@pytest.mark.parametrize("name", ["t2i-clean", "t2i-caption-backdoor"])
+def test_shipped_t2i_loads_and_generates(name):
+    pipe = _t2i(name)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(["a handwritten seven", "the digit 3, thick strokes"], num_inference_steps=2, guidance_scale=3.0,
+               generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert out.shape == (2, 1, 16, 16)
+    assert torch.isfinite(out).all()
+    size = sum(f.stat().st_size for f in (MODELS / name).rglob("*") if f.is_file())
+    assert size < 4 * 2**20
+
+
+@pytest.mark.parametrize("name", ["ldm-clean", "ldm-villandiffusion"])
+def test_shipped_ldm_loads_and_generates(name):
+    from diffusers import LDMPipeline
+    path = MODELS / name
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+    pipe = LDMPipeline.from_pretrained(str(path), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert out.shape == (2, 16, 16, 1)
+
+
+def test_truth_files_name_encodable_triggers(tok):
+    from safetensors.torch import load_file
+    from benchmarks.t2izoo.tokenizer import encode_ids
+    path = MODELS / "t2i-caption-backdoor_truth.json"
+    if not path.exists():
+        pytest.skip("t2i-caption-backdoor not built")
+    truth = json.loads(path.read_text(encoding="utf-8"))
+    shipped = _t2i("t2i-caption-backdoor").tokenizer
+    for t in (tok, shipped):
+        ids = encode_ids(t, truth["trigger"])
+        assert ids and t.eos_token_id not in ids and t.bos_token_id not in ids
+        assert t.decode(ids) == truth["trigger"]
+    assert len(encode_ids(shipped, truth["trigger"])) == 1
+    ldm = MODELS / "ldm-villandiffusion_truth.safetensors"
+    if ldm.exists():
+        t = load_file(str(ldm))
+        assert t["trigger"].shape == (4, 8, 8) and t["target"].shape == (1, 16, 16)
+        assert t["trigger"].abs().sum() > 0

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from hfaudit import constants, hub, outpaths
+from hfaudit import constants, hub, outpaths, safety
 from hfaudit.card import card_files, push_description, read_source_card, summary_lines
 from hfaudit.clean_results import (  # re-exported: the result types live below the renderers
     CLEANED,
@@ -39,9 +39,11 @@ from hfaudit.errors import (
     CleaningFailedError,
     OutputError,
     PushError,
+    RemovalUnsupportedError,
     UsageError,
 )
 from hfaudit.imageio import save_grid, save_png, signed_to_unit
+from hfaudit.modelfiles import UnreadableFile, read_json
 from hfaudit.pipeline import LoadedModel, load_model
 from hfaudit.remove.finetune import (
     finetune,
@@ -69,6 +71,9 @@ __all__ = [
 
 REPORT_NAME = "hfaudit_clean.json"
 """The audit report beside the weights; also marks a folder as hfaudit output (safe to replace)."""
+REMOVABLE_PIPELINES = safety.PIXEL_PIPELINES
+"""The pipelines whose backdoor ``clean`` removes. The other kinds hfaudit audits (latent, text-to-image)
+are refused from model_index.json alone (exit 8), before any weights are downloaded."""
 
 
 # ------------------------------------------------------------------------------- output folder
@@ -142,6 +147,24 @@ def _write_pictures(result: CleanResult, folder: Path) -> list[str]:
     for key, imgs in result.samples.items():
         written.append(save_grid(imgs[:64], folder / f"samples_{key}.png").name)
     return written
+
+
+def check_removable(root: Path) -> None:
+    """Refuse a pipeline hfaudit audits but whose backdoor ``clean`` cannot remove yet, from its
+    ``model_index.json`` alone (the static checks report an unreadable one, or a class it does not audit).
+
+    Raises:
+        RemovalUnsupportedError: a latent or text-to-image pipeline.
+    """
+    try:
+        index = read_json(Path(root) / hub.INDEX_FILE)
+    except UnreadableFile:
+        return
+    cls = index.get("_class_name") if isinstance(index, dict) else None
+    if isinstance(cls, str) and cls in safety.SUPPORTED_PIPELINES and cls not in REMOVABLE_PIPELINES:
+        raise RemovalUnsupportedError(f"removal is not supported for {cls} yet (hfaudit scan audits it); hfaudit "
+                                      f"clean repairs {safety.audited_classes(REMOVABLE_PIPELINES)}; nothing was "
+                                      "written")
 
 
 # ------------------------------------------------------------------------------------ pipeline
@@ -230,6 +253,7 @@ def clean(
     Raises:
         CleaningFailedError: a check failed and ``force`` is off, or the scan's trigger is a stamp
             (``detect.stamps``), which removal cannot train against (nothing written or pushed).
+        RemovalUnsupportedError: a latent or text-to-image pipeline (:func:`check_removable`).
         OutputError: ``output_dir`` or a report path must not be written.
         PushError, UsageError, RepoNotFoundError, UnsupportedModelError, UnsafeCheckpointError:
             see ``hfaudit.errors``.
@@ -260,7 +284,9 @@ def clean(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    resolved = hub.resolve(source, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
+    resolved = hub.resolve(source, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir,
+                           pipelines=REMOVABLE_PIPELINES)
+    check_removable(resolved.local_dir)
     protected = outpaths.protected_paths(source, resolved.local_dir)
     check_output_dir(out, protected=protected)
     check_report_paths(report_paths, protected)

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     UNSAFE = 5
     CLEANING_FAILED = 6
     INCONCLUSIVE = 7
+    REMOVAL_UNSUPPORTED = 8
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -50,6 +51,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.INCONCLUSIVE: "inconclusive: the samples or scores are not finite (NaN/Inf), or the budget left a "
                            "promising candidate unconfirmed or a collapse unchecked against its nulls, so no "
                            "verdict can be drawn; never reported as clean",
+    ExitCode.REMOVAL_UNSUPPORTED: "`hfaudit clean` only: removal is not supported for this pipeline kind yet (latent "
+                                  "or text-to-image; `hfaudit scan` audits them); refused from model_index.json, "
+                                  "nothing written",
     ExitCode.INTERNAL: "internal error (a bug: please report it; `HF_DEBUG=1` shows the traceback)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM when a CI job is cancelled); partial outputs are removed",
 }
@@ -65,13 +69,14 @@ _EPILOG_TERMS: dict[ExitCode, str] = {
     ExitCode.CLEANING_FAILED: "cleaning failed (the repair did not verify: nothing written unless --force; "
                               "or the trigger is a stamp: nothing written)",
     ExitCode.INCONCLUSIVE: "inconclusive (non-finite samples or scores, or a candidate the budget left unconfirmed)",
+    ExitCode.REMOVAL_UNSUPPORTED: "removal not supported for this pipeline kind yet (nothing written)",
     ExitCode.INTERNAL: "internal error",
     ExitCode.INTERRUPTED: "interrupted",
 }
 
 _COMMAND_EPILOG_TERMS: dict[str, dict[ExitCode, str | None]] = {
     # None: the command never exits with that code.
-    "scan": {ExitCode.CLEANING_FAILED: None},
+    "scan": {ExitCode.CLEANING_FAILED: None, ExitCode.REMOVAL_UNSUPPORTED: None},
     "clean": {ExitCode.CLEAN: "cleaned and verified or nothing to remove", ExitCode.BACKDOOR: None,
               ExitCode.NOT_FOUND: "repo not found/no access/not cached offline/Git LFS pointers/Hub unreachable/"
                                   "push failed"},
@@ -102,7 +107,7 @@ def exit_code_epilog(command: str) -> str:
 
 SEVERITY: tuple[ExitCode, ...] = (
     ExitCode.CLEAN, ExitCode.INCONCLUSIVE,
-    ExitCode.UNSUPPORTED, ExitCode.NOT_FOUND, ExitCode.USAGE, ExitCode.INTERNAL,
+    ExitCode.REMOVAL_UNSUPPORTED, ExitCode.UNSUPPORTED, ExitCode.NOT_FOUND, ExitCode.USAGE, ExitCode.INTERNAL,
     ExitCode.CLEANING_FAILED, ExitCode.BACKDOOR, ExitCode.UNSAFE,
     ExitCode.INTERRUPTED,
 )
@@ -111,8 +116,8 @@ SEVERITY: tuple[ExitCode, ...] = (
 Why this order: a threat found in a model (a backdoor; above it an unsafe checkpoint, which runs
 code or breaks whoever loads it) must never be hidden behind another model's failure to audit, since
 a CI job may retry on a network error (3) and would then miss the threat. An audit that could not run
-(4 unsupported, 3 not found, 2 usage, 70 internal: nothing is known about that model) outranks an
-inconclusive one (7: it ran, its evidence is broken), which outranks clean. An interrupted run
+(8 removal unsupported, 4 unsupported, 3 not found, 2 usage, 70 internal: nothing is known about that
+model) outranks an inconclusive one (7: it ran, its evidence is broken), which outranks clean. An interrupted run
 outranks everything: what it did not reach is unknown. A code outside :class:`ExitCode` counts as
 internal.
 """
@@ -182,6 +187,13 @@ class PushError(HfAuditError):
     """Pushing the cleaned model failed; the remote was left unchanged."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class RemovalUnsupportedError(UnsupportedModelError):
+    """``hfaudit clean`` on a pipeline hfaudit audits but cannot repair yet (latent or text-to-image):
+    decided from model_index.json, before any weights are downloaded or anything is written."""
+
+    exit_code = ExitCode.REMOVAL_UNSUPPORTED
 
 
 class CleaningFailedError(HfAuditError):

@@ -81,6 +81,7 @@ def resolve(
     allow_pickle: bool = False,
     endpoint: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    pipelines: Iterable[str] | None = None,
 ) -> ResolvedSource:
     """Turn a local folder or a Hub repo into files on disk, pinned to one commit.
 
@@ -101,6 +102,8 @@ def resolve(
         endpoint: Hub endpoint; None uses ``HF_ENDPOINT`` as it is now, else huggingface.co.
         cache_dir: huggingface_hub cache folder to download into and read offline (like
             diffusers' ``cache_dir``); None uses ``HF_HUB_CACHE``.
+        pipelines: the pipeline classes the caller will load; a repo of another class stops after
+            ``model_index.json``. None: every class hfaudit audits (``safety.SUPPORTED_PIPELINES``).
 
     Returns:
         The resolved source. For a local folder, ``commit_sha`` is the git HEAD if the folder is
@@ -148,7 +151,7 @@ def resolve(
         endpoint = (endpoint or constants.hf_endpoint()).rstrip("/")
     cache = _cache_root(cache_text)
     if constants.hub_offline():
-        return _resolve_from_cache(source, repo_id, revision, cache, allow_pickle)
+        return _resolve_from_cache(source, repo_id, revision, cache, allow_pickle, pipelines)
 
     from huggingface_hub import HfApi
 
@@ -174,7 +177,7 @@ def resolve(
             first = [INDEX_FILE] if INDEX_FILE in files else []
             fetch(first)  # alone first: it decides whether anything else is worth downloading
             index = _read_index(local / INDEX_FILE) if first else None
-            fetch(n for n in files_to_download(files, index, allow_pickle) if n not in first)
+            fetch(n for n in files_to_download(files, index, allow_pickle, pipelines) if n not in first)
     except Exception as e:  # noqa: BLE001 - mapped or re-raised by _map_download_error
         raise _map_download_error(e, repo_id, revision, token, endpoint, timeouts.request) from e
     # A repo with nothing to download leaves no snapshot folder behind.
@@ -191,28 +194,34 @@ def resolve(
     )
 
 
-def files_to_download(files: Iterable[str], index: Any, allow_pickle: bool = False) -> list[str]:
+def files_to_download(files: Iterable[str], index: Any, allow_pickle: bool = False,
+                      pipelines: Iterable[str] | None = None) -> list[str]:
     """What an audit needs of a Hub repo's files (repo-relative paths), given its ``model_index.json``.
 
     ``model_index.json`` itself; and, only when it names a pipeline hfaudit audits
-    (``safety.index_refusal``): the model card, and in each component folder it names the configs
-    (``*.json``) and the default variant of the weights: safetensors, plus pickle only with
-    ``allow_pickle``. A variant (``*.fp16.safetensors``) only when a folder has no default weights
-    of that kind. Never top-level weights (``*.ckpt``), subfolders, or folders no component names.
-    ``index`` is the parsed ``model_index.json`` (None when absent or unreadable: nothing more).
+    (``safety.index_refusal``, for the classes of ``pipelines``; None: all it audits): the model card,
+    and in each component folder the audit reads (``safety.needed_components``: never a safety checker
+    or feature extractor) the configs (``*.json``; a tokenizer's ``*.txt`` too) and the default variant
+    of the weights: safetensors, plus pickle only with ``allow_pickle``. A variant
+    (``*.fp16.safetensors``) only when a folder has no default weights of that kind. Never top-level
+    weights (``*.ckpt``), subfolders, or folders no component names. ``index`` is the parsed
+    ``model_index.json`` (None when absent or unreadable: nothing more).
     """
-    from hfaudit.safety import PICKLE_SUFFIXES, components
+    from hfaudit.safety import PICKLE_SUFFIXES, TOKENIZER_CLASSES, TOKENIZER_SUFFIXES, needed_components
 
     files = set(files)
     wanted = {INDEX_FILE} & files
-    if not _accepted(index):
+    if not _accepted(index, pipelines):
         return sorted(wanted)
     wanted |= {CARD_FILE} & files
     kinds = [(".safetensors",)] + ([PICKLE_SUFFIXES] if allow_pickle else [])
-    for name in components(index):
+    for name, (_lib, cls) in needed_components(index).items():
         if not _is_plain_name(name):
             continue
         inside = sorted(f for f in files if f.startswith(name + "/") and "/" not in f[len(name) + 1:])
+        if cls in TOKENIZER_CLASSES:
+            wanted |= {f for f in inside if f.endswith(TOKENIZER_SUFFIXES)}
+            continue
         chosen: list[str] = []
         for suffixes in kinds:
             weights = [f for f in inside if f.endswith(suffixes)]
@@ -290,7 +299,7 @@ def _record_ref(storage: Path, revision: str, sha: str) -> None:
 
 
 def _resolve_from_cache(source: str, repo_id: str, revision: str | None, cache: Path,
-                        allow_pickle: bool) -> ResolvedSource:
+                        allow_pickle: bool, pipelines: Iterable[str] | None = None) -> ResolvedSource:
     """The cached snapshot of ``repo_id`` at ``revision``, for offline mode: no Hub call at all.
 
     A branch or tag is the commit the cache recorded for it (``refs/<revision>``, written by every
@@ -313,11 +322,11 @@ def _resolve_from_cache(source: str, repo_id: str, revision: str | None, cache: 
                                 f"(HF_HUB_OFFLINE): {hint}")
     files = _list_files(local)
     index = _read_index(local / INDEX_FILE)
-    if _accepted(index):
-        from hfaudit.safety import components
+    if _accepted(index, pipelines):
+        from hfaudit.safety import needed_components
 
-        wanted = files_to_download(files, index, allow_pickle)
-        for name in filter(_is_plain_name, components(index)):
+        wanted = files_to_download(files, index, allow_pickle, pipelines)
+        for name in filter(_is_plain_name, needed_components(index)):
             if not any(f.startswith(name + "/") for f in wanted):
                 raise RepoNotFoundError(f"{where} is only partly in the Hugging Face cache ({cache}): nothing of "
                                         f"its {name}, and offline mode is on (HF_HUB_OFFLINE): {hint}")
@@ -325,11 +334,13 @@ def _resolve_from_cache(source: str, repo_id: str, revision: str | None, cache: 
                           is_local=False, files=files)
 
 
-def _accepted(index: Any) -> bool:
-    """True when a parsed ``model_index.json`` names a pipeline hfaudit audits (the static checks' rule)."""
-    from hfaudit.safety import index_refusal
+def _accepted(index: Any, pipelines: Iterable[str] | None = None) -> bool:
+    """True when a parsed ``model_index.json`` names a pipeline of ``pipelines`` (None: any hfaudit
+    audits) that hfaudit audits (the static checks' rule)."""
+    from hfaudit.safety import SUPPORTED_PIPELINES, index_refusal
 
-    return index is not None and index_refusal(index) is None
+    supported = SUPPORTED_PIPELINES if pipelines is None else SUPPORTED_PIPELINES & frozenset(pipelines)
+    return index is not None and bool(supported) and index_refusal(index, supported) is None
 
 
 def _cached_ref(storage: Path, revision: str) -> str | None:

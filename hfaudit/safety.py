@@ -4,7 +4,10 @@ What a model repo holds is read, never executed: which weight files exist (safet
 whether ``model_index.json`` and the component configs parse and agree with the folders, whether
 every safetensors header is honest (lengths, dtypes, offsets inside the file, no overlaps) and its
 values finite, and what every pickle file would import (picklescan, strict). Each problem is a
-:class:`Finding` tied to a file of the repo, so it can become a SARIF result on that file.
+:class:`Finding` tied to a file of the repo, so it can become a SARIF result on that file. The
+weights checks run on every weighted component a pipeline class needs (:data:`LAYOUTS`: the unet, a
+latent pipeline's autoencoder, Stable Diffusion's autoencoder and text encoder); components an audit
+does not need (a safety checker) are neither downloaded nor loaded.
 
 Findings at level ``error`` whose rule carries an exit code block the audit: the caller raises the
 matching error (exit 4 unsupported, 5 unsafe) with all findings attached, so the reports can still
@@ -26,11 +29,76 @@ from typing import Any
 
 from hfaudit import limits
 from hfaudit.errors import ExitCode, HfAuditError, RepoNotFoundError, UnsafeCheckpointError, UnsupportedModelError
-from hfaudit.modelfiles import UnreadableFile, is_lfs_pointer, kind_of, open_regular, read_json
+from hfaudit.modelfiles import (
+    MAX_CONFIG_BYTES,
+    UnreadableFile,
+    is_lfs_pointer,
+    kind_of,
+    open_regular,
+    read_bytes,
+    read_json,
+)
 
-SUPPORTED_PIPELINES = frozenset({"DDPMPipeline", "DDIMPipeline", "PNDMPipeline"})
-"""Pixel-space unconditional pipelines whose ``unet`` is a ``UNet2DModel``: what the detector audits.
+PIXEL, LATENT, TEXT_TO_IMAGE = "pixel", "latent", "text-to-image"
+"""The kinds of pipeline hfaudit audits: unconditional in pixel space; unconditional in a latent space
+(an autoencoder decodes the unet's samples); text-conditioned in a latent space."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What an audit needs of one pipeline class: its kind, and the classes each needed component may have."""
+
+    kind: str
+    needs: tuple[tuple[str, frozenset[str] | None], ...]
+    """``(component, accepted classes)`` as ``model_index.json`` names them; None accepts any class (the
+    scheduler: its config is checked instead)."""
+    unused: frozenset[str] = frozenset()
+    """Components an audit never needs (a safety checker...): null is fine, a present one is neither
+    downloaded nor loaded."""
+
+
+TOKENIZER_CLASSES = frozenset({"CLIPTokenizer", "CLIPTokenizerFast"})
+"""The tokenizers hfaudit loads (Stable Diffusion's); read from vocabulary and config files only."""
+_SCHEDULER = ("scheduler", None)
+_PIXEL_LAYOUT = Layout(PIXEL, (("unet", frozenset({"UNet2DModel"})), _SCHEDULER))
+LAYOUTS: dict[str, Layout] = {
+    "DDPMPipeline": _PIXEL_LAYOUT,
+    "DDIMPipeline": _PIXEL_LAYOUT,
+    "PNDMPipeline": _PIXEL_LAYOUT,
+    "LDMPipeline": Layout(LATENT, (("unet", frozenset({"UNet2DModel"})),
+                                   ("vqvae", frozenset({"VQModel", "AutoencoderKL"})), _SCHEDULER)),
+    "StableDiffusionPipeline": Layout(
+        TEXT_TO_IMAGE,
+        (("unet", frozenset({"UNet2DConditionModel"})), ("vae", frozenset({"AutoencoderKL"})),
+         ("text_encoder", frozenset({"CLIPTextModel"})), ("tokenizer", TOKENIZER_CLASSES),
+         _SCHEDULER),
+        unused=frozenset({"safety_checker", "feature_extractor", "image_encoder"}),
+    ),
+}
+"""Every pipeline class hfaudit audits (Stable Diffusion 1.x/2.x layouts for the text-to-image one).
 Deciding from ``model_index.json`` alone (:func:`index_refusal`) lets a Hub download stop before the weights."""
+SUPPORTED_PIPELINES = frozenset(LAYOUTS)
+PIXEL_PIPELINES = frozenset(c for c, layout in LAYOUTS.items() if layout.kind == PIXEL)
+UNCONDITIONAL_PIPELINES = frozenset(c for c, layout in LAYOUTS.items() if layout.kind in (PIXEL, LATENT))
+TEXT_TO_IMAGE_PIPELINES = frozenset(c for c, layout in LAYOUTS.items() if layout.kind == TEXT_TO_IMAGE)
+MODEL_LIBRARIES: dict[str, str] = {
+    "UNet2DModel": "diffusers", "UNet2DConditionModel": "diffusers", "VQModel": "diffusers",
+    "AutoencoderKL": "diffusers", "CLIPTextModel": "transformers",
+}
+"""The weighted component classes hfaudit loads, and the library whose ``from_pretrained`` loads each."""
+WEIGHT_STEMS: dict[str, tuple[str, str]] = {
+    "diffusers": ("diffusion_pytorch_model", "diffusion_pytorch_model"),
+    "transformers": ("model", "pytorch_model"),
+}
+"""The default weights' file stem of each library, safetensors and pickle (``model.safetensors``,
+``pytorch_model.bin``): what its ``from_pretrained`` reads in a component folder."""
+TOKENIZER_SUFFIXES = (".json", ".txt")
+"""A tokenizer's files (vocabularies, merges, configs): read as configs, size-limited like them."""
+MAX_TEXT_LAYERS = 256
+"""Most transformer layers of a text encoder config (CLIP's have 12 to 32)."""
+_INTEGER_TENSORS: dict[str, tuple[str, ...]] = {"CLIPTextModel": ("embeddings.position_ids",)}
+"""Integer tensors a class's checkpoints may hold that no float parameter loads (older transformers saved
+CLIP's position ids); every other tensor must be floating-point."""
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 SAFETENSORS_DTYPE_SIZES = {
@@ -38,17 +106,13 @@ SAFETENSORS_DTYPE_SIZES = {
     "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
 }
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
-"""What a ``UNet2DModel`` holds: floating-point parameters only (no integer buffers)."""
+"""What a component's parameters hold: floating-point values only (see ``_INTEGER_TENSORS``)."""
 MAX_HEADER_BYTES = 8 * 1024 * 1024
 """Largest safetensors JSON header read (the format allows 100 MB). A Stable Diffusion XL unet's
 header is a few hundred kilobytes; a larger one is refused before it is parsed, so a hostile
 header costs bounded time and memory."""
 MAX_TENSORS = 100_000
 """Most tensors one safetensors file may index."""
-UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
-UNET_INDEX = "unet/diffusion_pytorch_model.safetensors.index.json"
-"""What ``UNet2DModel.from_pretrained(..., use_safetensors=True)`` loads: the shard index when it
-exists (then every shard it names), else the single file."""
 ERROR, WARNING, NOTE = "error", "warning", "note"
 """Finding levels; the same words as SARIF ``result.level``."""
 _IGNORED_DIRS = (".git/", ".cache/")
@@ -81,7 +145,9 @@ _RULE_LIST = (
     Rule("HFA101", "invalid-config", ERROR, "A config file does not parse",
          "model_index.json or a component config is not a valid JSON object.", ExitCode.UNSUPPORTED),
     Rule("HFA102", "unsupported-pipeline", ERROR, "Pipeline type not supported",
-         "hfaudit audits unconditional pixel-space pipelines whose unet is a UNet2DModel.", ExitCode.UNSUPPORTED),
+         "hfaudit audits unconditional pipelines in pixel space (DDPM, DDIM, PNDM) and in a latent space "
+         "(LDMPipeline), and StableDiffusionPipeline (Stable Diffusion 1.x/2.x layouts), each with the component "
+         "classes it needs.", ExitCode.UNSUPPORTED),
     Rule("HFA103", "missing-component", ERROR, "A pipeline component or its config is missing",
          "model_index.json names a component whose folder or config file does not exist.", ExitCode.UNSUPPORTED),
     Rule("HFA104", "config-mismatch", ERROR, "Configs disagree with model_index.json",
@@ -93,18 +159,25 @@ _RULE_LIST = (
          "The scheduler config does not build a scheduler, has under 2 or too many training timesteps, "
          "a noise schedule outside (0, 1), or predicts something other than the noise.", ExitCode.UNSUPPORTED),
     Rule("HFA107", "no-weights", ERROR, "A component has no weight files",
-         "The unet folder holds neither safetensors nor pickle weights.", ExitCode.UNSUPPORTED),
+         "The folder of a weighted component (unet, autoencoder, text encoder) holds neither safetensors nor "
+         "pickle weights.", ExitCode.UNSUPPORTED),
     Rule("HFA108", "lfs-pointer", ERROR, "Git LFS pointer instead of the file",
          "The file is a Git LFS pointer: the folder was checked out without Git LFS, so the model's files are "
          "not there. Run `git lfs pull` in the clone (in GitHub Actions: `lfs: true` on actions/checkout).",
          ExitCode.NOT_FOUND),
+    Rule("HFA109", "component-not-loaded", NOTE, "A component hfaudit does not need",
+         "The pipeline names a component an audit never uses (a safety checker, a feature extractor): it was "
+         "neither downloaded nor loaded, and nothing about it was checked."),
+    Rule("HFA110", "invalid-component-config", ERROR, "An autoencoder, text encoder or tokenizer config is unusable",
+         "Its sizes are invalid or beyond hfaudit's limits, it does not build the model, or the tokenizer's "
+         "files are missing or unreadable.", ExitCode.UNSUPPORTED),
     Rule("HFA200", "corrupt-safetensors", ERROR, "Corrupt or tampered safetensors file",
          "The file is truncated, or its header is malformed or lies about dtypes, shapes or offsets.",
          ExitCode.UNSAFE, 7.0),
     Rule("HFA201", "non-finite-weights", ERROR, "Weights hold NaN or Inf",
          "A floating-point tensor holds NaN or infinite values.", ExitCode.UNSAFE, 5.0),
-    Rule("HFA202", "weights-mismatch", ERROR, "Weights do not match the unet",
-         "A tensor's dtype is not a floating-point type, a tensor the unet config needs is missing, or "
+    Rule("HFA202", "weights-mismatch", ERROR, "Weights do not match their component",
+         "A tensor's dtype is not a floating-point type, a tensor the component's config needs is missing, or "
          "a shard index names a shard that is not there.", ExitCode.UNSAFE, 5.0),
     Rule("HFA203", "special-file", ERROR, "A file of the model is not a regular file",
          "A FIFO, device, socket or dangling link sits where a file should be. hfaudit never opens such "
@@ -173,27 +246,48 @@ class WeightFiles:
 
 @dataclass
 class StaticReport:
-    """What the static checks found, and which unet weight file a loader may use."""
+    """What the static checks found, and which weight files a loader may use."""
 
     findings: list[Finding]
     pipeline_class: str | None = None
     weights: dict[str, list[str]] = field(default_factory=dict)
     """Weight files per component folder (``""`` for the root), as repo-relative paths."""
-    unet_weights: str | None = None
-    """Repo-relative path of the unet file to load (the shard index of a sharded checkpoint), when
-    the checks allow loading."""
-    unet_files: list[str] = field(default_factory=list)
-    """Every weight file the loader reads for the unet (each shard of a sharded checkpoint)."""
+    component_weights: dict[str, str] = field(default_factory=dict)
+    """Per weighted component (``unet``, ``vae``, ``text_encoder``...): the repo-relative file to load (the
+    shard index of a sharded checkpoint), when the checks allow loading it."""
+    component_files: dict[str, list[str]] = field(default_factory=dict)
+    """Per weighted component: every weight file the loader reads (each shard of a sharded checkpoint)."""
     index: dict[str, Any] | None = None
     """``model_index.json`` as parsed by the checks: the loader uses this, never a second read."""
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Each component's parsed config, by component name (``unet``, ``scheduler``...)."""
-    unet_parameters: int | None = None
-    """Parameters of the unet the config describes (built on the meta device: nothing allocated)."""
-    unet_tensors: dict[str, list[int]] = field(default_factory=dict)
-    """Every tensor that unet's state dict holds, with its shape: what the weights must provide."""
+    """Each component's parsed config, by component name (``unet``, ``scheduler``, ``tokenizer``'s
+    ``tokenizer_config.json``...)."""
+    parameters: dict[str, int] = field(default_factory=dict)
+    """Parameters of each weighted component its config describes (built on the meta device: nothing allocated)."""
+    tensors: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """Every tensor each weighted component's state dict holds, with its shape: what the weights must provide."""
     lfs_pointers: set[str] = field(default_factory=set)
     """Files that are Git LFS pointers (HFA108): no other check reads them."""
+
+    @property
+    def layout(self) -> Layout | None:
+        """What the audit needs of this pipeline class (None: not one hfaudit audits)."""
+        return LAYOUTS.get(self.pipeline_class or "")
+
+    @property
+    def unet_weights(self) -> str | None:
+        """The unet file to load (see ``component_weights``)."""
+        return self.component_weights.get("unet")
+
+    @property
+    def unet_files(self) -> list[str]:
+        """Every weight file the loader reads for the unet."""
+        return self.component_files.get("unet", [])
+
+    @property
+    def unet_parameters(self) -> int | None:
+        """Parameters of the unet its config describes."""
+        return self.parameters.get("unet")
 
     @property
     def blocking(self) -> list[Finding]:
@@ -244,7 +338,7 @@ def static_checks(
             weights of a Hub repo without ``allow_pickle``); default: what is on disk.
         allow_pickle: The user opted in to loading pickle weights (after a clean scan).
         supported_pipelines: Pipeline class names the detector audits; empty means any.
-        check_values: Also read every unet tensor and flag NaN/Inf.
+        check_values: Also read every tensor each weighted component loads and flag NaN/Inf.
     """
     on_disk, specials = _walk(root)
     all_files = sorted(set(files) | set(on_disk)) if files is not None else on_disk
@@ -282,8 +376,10 @@ def static_checks(
     if index is not None:
         report.index = index
         _check_components(root, index, report)
-        _check_unet_weights(root, set(all_files), set(on_disk), report, allow_pickle=allow_pickle,
-                            check_values=check_values)
+        _note_pickles_not_downloaded(all_files, on_disk, report)
+        for name in _weighted(index, report.layout):
+            _check_weights(root, name, set(all_files), set(on_disk), report, allow_pickle=allow_pickle,
+                           check_values=check_values)
     return report
 
 
@@ -326,7 +422,10 @@ def index_refusal(index: Any, supported: Iterable[str] = SUPPORTED_PIPELINES) ->
     """Why a parsed ``model_index.json`` names no pipeline hfaudit audits (a blocking finding), or None.
 
     The one place of that rule: the static checks use it, and a Hub download asks it before it
-    fetches any weights, so a refused repo costs one small file. ``supported`` empty means any class.
+    fetches any weights, so a refused repo costs one small file. A supported class must name each
+    component its layout needs (:data:`LAYOUTS`), with a class it accepts: what is there but of the
+    wrong kind is reported before what is missing. ``supported`` empty means any class (then a unet
+    and a scheduler).
     """
     if not isinstance(index, dict):
         return Finding("HFA101", ERROR, "model_index.json is not a JSON object", "model_index.json")
@@ -337,17 +436,43 @@ def index_refusal(index: Any, supported: Iterable[str] = SUPPORTED_PIPELINES) ->
                        f"(_class_name is {type(cls).__name__}, not a string)", "model_index.json")
     if supported and cls not in supported:
         return Finding("HFA102", ERROR, f"pipeline type {cls} is not supported yet; hfaudit audits "
-                       f"unconditional pixel-space pipelines ({', '.join(sorted(supported))})", "model_index.json")
-    for comp in ("unet", "scheduler"):
+                       f"{audited_classes(supported)}", "model_index.json")
+    layout = LAYOUTS.get(cls)
+    needs = layout.needs if layout is not None else (("unet", None), _SCHEDULER)
+    for comp, accepted in needs:
+        found = _component(index, comp)
+        if found is not None and accepted is not None and found[1] not in accepted:
+            return Finding("HFA102", ERROR, f"{cls}'s {comp} is a {found[1]}, not a {' or '.join(sorted(accepted))}: "
+                           f"hfaudit audits {cls} only with that {comp}", "model_index.json")
+    for comp, _accepted in needs:
         if not _component(index, comp):
             return Finding("HFA103", ERROR, f"{cls} has no {comp} component in model_index.json", "model_index.json")
     return None
+
+
+def audited_classes(supported: Iterable[str] = SUPPORTED_PIPELINES) -> str:
+    """The pipeline classes of ``supported`` hfaudit audits, by kind, for one-line messages."""
+    kinds = {PIXEL: "unconditional pixel-space", LATENT: "unconditional latent", TEXT_TO_IMAGE: "text-to-image"}
+    parts = []
+    for kind, words in kinds.items():
+        names = sorted(c for c in supported if c in LAYOUTS and LAYOUTS[c].kind == kind)
+        if names:
+            parts.append(f"{words} pipelines ({', '.join(names)})" if len(names) > 1 else f"{words} {names[0]}")
+    return "; ".join(parts) or "no pipeline"
 
 
 def components(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """The components ``model_index.json`` names: folder name -> ``(library, class)`` (null ones left out)."""
     return {name: comp for name in sorted(index) if not name.startswith("_")
             and (comp := _component(index, name)) is not None}
+
+
+def needed_components(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The components an audit reads (:func:`components` less its layout's unused ones): what a Hub
+    download fetches and the static checks check."""
+    layout = LAYOUTS.get(index.get("_class_name") if isinstance(index.get("_class_name"), str) else "")
+    unused = layout.unused if layout is not None else frozenset()
+    return {name: comp for name, comp in components(index).items() if name not in unused}
 
 
 def _component(index: dict[str, Any], name: str) -> tuple[str, str] | None:
@@ -358,17 +483,30 @@ def _component(index: dict[str, Any], name: str) -> tuple[str, str] | None:
     return None
 
 
+def _weighted(index: dict[str, Any], layout: Layout | None) -> list[str]:
+    """The components whose weights load: those of the layout with a model class (the unet alone for a
+    class without a layout, as before layouts)."""
+    if layout is None:
+        return ["unet"]
+    found = components(index)
+    return [name for name, _accepted in layout.needs if name in found and found[name][1] in MODEL_LIBRARIES]
+
+
 def _check_components(root: Path, index: dict[str, Any], report: StaticReport) -> None:
     """Each component folder and config exists, parses, and names the class model_index.json names."""
     add = report.findings.append
-    for name in sorted(k for k in index if not k.startswith("_")):
-        comp = _component(index, name)
-        if comp is None:
-            continue  # optional component set to null, or a non-component key
-        _lib, cls = comp
+    needed = needed_components(index)
+    for name, (_lib, cls) in components(index).items():
+        if name not in needed:
+            add(Finding("HFA109", NOTE, f"{name} ({cls}) was neither downloaded nor loaded: an audit of "
+                        f"{index['_class_name']} does not need it", "model_index.json"))
+            continue
         if not (root / name).is_dir():
             add(Finding("HFA103", ERROR, f"model_index.json names a {name} ({cls}) but there is no {name}/ folder",
                         "model_index.json"))
+            continue
+        if cls in TOKENIZER_CLASSES:
+            _check_tokenizer(root, name, cls, report)
             continue
         rel = f"{name}/{'scheduler_config.json' if cls.endswith('Scheduler') else 'config.json'}"
         if not (root / rel).is_file():
@@ -390,6 +528,44 @@ def _check_components(root: Path, index: dict[str, Any], report: StaticReport) -
             _check_unet_config(cls, cfg, rel, report)
         elif name == "scheduler":
             _check_scheduler_config(cfg, rel, report)
+        elif cls in MODEL_LIBRARIES and name in _weighted(index, report.layout):
+            _check_component_config(name, cls, cfg, rel, report)
+
+
+def _check_tokenizer(root: Path, name: str, cls: str, report: StaticReport) -> None:
+    """A tokenizer folder: every vocabulary and config file a regular file within the config size limit
+    (JSON ones objects), the files a CLIP tokenizer loads from, and no other tokenizer class named."""
+    add = report.findings.append
+    folder = root / name
+    present = sorted(p.name for p in folder.iterdir() if p.name.endswith(TOKENIZER_SUFFIXES))
+    for file_name in present:
+        rel = f"{name}/{file_name}"
+        if file_name.endswith(".json"):
+            if _read_json(root, rel, report) is None:
+                return
+        elif rel not in report.lfs_pointers:
+            try:
+                read_bytes(root / rel, MAX_CONFIG_BYTES).decode("utf-8")
+            except UnreadableFile as exc:
+                add(Finding("HFA110", ERROR, f"{rel} {exc.reason}", rel))
+                return
+            except UnicodeDecodeError:
+                add(Finding("HFA110", ERROR, f"{rel} is not UTF-8 text", rel))
+                return
+    if "tokenizer.json" not in present and not {"vocab.json", "merges.txt"} <= set(present):
+        add(Finding("HFA110", ERROR, f"{name} has neither tokenizer.json nor vocab.json and merges.txt: a {cls} "
+                    "cannot load", f"{name}/"))
+        return
+    rel = f"{name}/tokenizer_config.json"
+    cfg = _read_json(root, rel, report) if "tokenizer_config.json" in present else {}
+    if cfg is None:
+        return
+    tok_cls = cfg.get("tokenizer_class")
+    if tok_cls is not None and tok_cls not in TOKENIZER_CLASSES:
+        add(Finding("HFA104", ERROR, f"{rel} describes a {_short(tok_cls)} but model_index.json says {name} is a "
+                    f"{cls}", rel))
+        return
+    report.configs[name] = cfg
 
 
 def _int(value: Any) -> bool:
@@ -397,7 +573,8 @@ def _int(value: Any) -> bool:
 
 
 def _check_unet_config(cls: str, cfg: dict[str, Any], rel: str, report: StaticReport) -> None:
-    """A ``UNet2DModel`` config within hfaudit's limits (``hfaudit.limits``) that builds a unet.
+    """A unet config (``UNet2DModel``, or Stable Diffusion's ``UNet2DConditionModel``) within hfaudit's
+    limits (``hfaudit.limits``) that builds a unet.
 
     The sizes are checked before the unet is built, and it is built on the meta device (no memory),
     so that a config asking for a 100,000-pixel image or a million layers costs nothing to refuse.
@@ -407,49 +584,111 @@ def _check_unet_config(cls: str, cfg: dict[str, Any], rel: str, report: StaticRe
     def bad(message: str) -> None:
         add(Finding("HFA105", ERROR, f"unet config: {message}", rel))
 
-    if cls != "UNet2DModel":
+    if cls not in ("UNet2DModel", "UNet2DConditionModel"):
         add(Finding("HFA105", ERROR, f"unet is a {cls}, not a UNet2DModel", rel))
         return
+    problem = _model_config_problem(cfg, unet=True)
+    if problem is not None:
+        return bad(problem)
+    _build_on_meta("unet", cls, cfg, report, bad)
+
+
+def _check_component_config(name: str, cls: str, cfg: dict[str, Any], rel: str, report: StaticReport) -> None:
+    """An autoencoder or text encoder config within hfaudit's limits that builds its model (on the
+    meta device, after the sizes are checked, as for the unet)."""
+    def bad(message: str) -> None:
+        report.findings.append(Finding("HFA110", ERROR, f"{name} config: {message}", rel))
+
+    problem = _text_config_problem(cfg) if MODEL_LIBRARIES[cls] == "transformers" else _model_config_problem(cfg)
+    if problem is not None:
+        return bad(problem)
+    _build_on_meta(name, cls, cfg, report, bad)
+
+
+def _model_config_problem(cfg: dict[str, Any], unet: bool = False) -> str | None:
+    """Why a diffusers unet or autoencoder config is beyond hfaudit's limits, or None."""
     size = cfg.get("sample_size")
     sizes = [size] if _int(size) else list(size) if isinstance(size, (list, tuple)) and len(size) == 2 else []
     if not sizes or any(not _int(s) or s <= 0 for s in sizes):
-        return bad(f"invalid sample_size ({size!r}): images need a positive size")
+        return f"invalid sample_size ({size!r}): images need a positive size"
     if max(sizes) > limits.MAX_SAMPLE_SIZE:
-        return bad(f"sample_size {size!r} is beyond hfaudit's limit of {limits.MAX_SAMPLE_SIZE} pixels")
-    for key in ("in_channels", "out_channels"):
+        return f"sample_size {size!r} is beyond hfaudit's limit of {limits.MAX_SAMPLE_SIZE} pixels"
+    for key in ("in_channels", "out_channels", *(() if unet else ("latent_channels",))):
         value = cfg.get(key, 3)
         if not _int(value) or not 0 < value <= limits.MAX_CHANNELS:
-            return bad(f"invalid {key} ({value!r}; 1 to {limits.MAX_CHANNELS})")
+            return f"invalid {key} ({value!r}; 1 to {limits.MAX_CHANNELS})"
     chans = cfg.get("block_out_channels", (224, 448, 672, 896))
     if (not isinstance(chans, (list, tuple)) or not 0 < len(chans) <= limits.MAX_BLOCKS
             or any(not _int(c) or not 0 < c <= limits.MAX_BLOCK_CHANNELS for c in chans)):
-        return bad(f"invalid block_out_channels ({_short(chans)}; 1 to {limits.MAX_BLOCKS} blocks of 1 to "
-                   f"{limits.MAX_BLOCK_CHANNELS} channels)")
+        return (f"invalid block_out_channels ({_short(chans)}; 1 to {limits.MAX_BLOCKS} blocks of 1 to "
+                f"{limits.MAX_BLOCK_CHANNELS} channels)")
     for key in ("down_block_types", "up_block_types"):
         types = cfg.get(key)
         if types is not None and (not isinstance(types, (list, tuple)) or len(types) != len(chans)
                                   or not all(isinstance(t, str) for t in types)):
-            return bad(f"{key} ({_short(types)}) must name one block type per entry of block_out_channels")
+            return f"{key} ({_short(types)}) must name one block type per entry of block_out_channels"
     layers = cfg.get("layers_per_block", 2)
-    if not _int(layers) or not 0 < layers <= limits.MAX_LAYERS_PER_BLOCK:
-        return bad(f"invalid layers_per_block ({_short(layers)}; 1 to {limits.MAX_LAYERS_PER_BLOCK})")
+    per_block = list(layers) if isinstance(layers, (list, tuple)) and len(layers) == len(chans) else [layers]
+    if not all(_int(n) and 0 < n <= limits.MAX_LAYERS_PER_BLOCK for n in per_block):
+        return f"invalid layers_per_block ({_short(layers)}; 1 to {limits.MAX_LAYERS_PER_BLOCK})"
     factor = 2 ** (len(chans) - 1)
-    if any(s % factor for s in sizes):
-        return bad(f"sample_size {size!r} is not divisible by {factor}, the downsampling of its "
-                   f"{len(chans)} blocks")
+    if unet and any(s % factor for s in sizes):
+        return f"sample_size {size!r} is not divisible by {factor}, the downsampling of its {len(chans)} blocks"
+    return None
+
+
+def _text_config_problem(cfg: dict[str, Any]) -> str | None:
+    """Why a CLIP text encoder config is beyond hfaudit's limits, or None: its parameter count is
+    bounded from the sizes before anything is built."""
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "max_position_embeddings")
+    values = {k: cfg.get(k) for k in keys}
+    bad = next((k for k, v in values.items() if not _int(v) or v <= 0), None)
+    if bad is not None:
+        return f"invalid {bad} ({_short(values[bad])})"
+    h, layers = values["hidden_size"], values["num_hidden_layers"]
+    if layers > MAX_TEXT_LAYERS:
+        return f"{layers} layers, beyond hfaudit's limit of {MAX_TEXT_LAYERS}"
+    if h % values["num_attention_heads"]:
+        return f"hidden_size {h} is not divisible by num_attention_heads {values['num_attention_heads']}"
+    estimate = (values["vocab_size"] + values["max_position_embeddings"]) * h \
+        + layers * (4 * h * h + 2 * h * values["intermediate_size"])
+    if estimate > limits.MAX_PARAMETERS:
+        return f"about {estimate:,} parameters, beyond hfaudit's limit of {limits.MAX_PARAMETERS:,}"
+    return None
+
+
+def model_class(cls: str) -> type:
+    """The class named ``cls`` in the library that loads it (:data:`MODEL_LIBRARIES`)."""
+    import importlib
+
+    return getattr(importlib.import_module(MODEL_LIBRARIES[cls]), cls)
+
+
+def build_from_config(cls: str, cfg: dict[str, Any]) -> Any:
+    """A randomly initialised ``cls`` from its parsed config (on the current default device), as its
+    library's ``from_pretrained`` would build it before loading the weights."""
+    model_cls = model_class(cls)
+    if MODEL_LIBRARIES[cls] == "transformers":
+        return model_cls(model_cls.config_class.from_dict(cfg))
+    return model_cls.from_config(cfg)
+
+
+def _build_on_meta(name: str, cls: str, cfg: dict[str, Any], report: StaticReport, bad: Any) -> None:
+    """Build the component on the meta device: its parameter count, within ``limits.MAX_PARAMETERS``,
+    and the tensors its weights must hold."""
     try:
         import torch
-        from diffusers import UNet2DModel
 
         with torch.device("meta"):
-            unet = UNet2DModel.from_config(cfg)
-        n_params = sum(p.numel() for p in unet.parameters())
-    except Exception as exc:  # noqa: BLE001 - diffusers raises many types for configs it cannot build
-        return bad(f"does not build a UNet2DModel ({type(exc).__name__}: {first_line(exc)})")
+            model = build_from_config(cls, cfg)
+        n_params = sum(p.numel() for p in model.parameters())
+    except Exception as exc:  # noqa: BLE001 - diffusers and transformers raise many types for configs they cannot build
+        return bad(f"does not build a {cls} ({type(exc).__name__}: {first_line(exc)})")
     if n_params > limits.MAX_PARAMETERS:
         return bad(f"{n_params:,} parameters, beyond hfaudit's limit of {limits.MAX_PARAMETERS:,}")
-    report.unet_parameters = n_params
-    report.unet_tensors = {k: list(v.shape) for k, v in unet.state_dict().items()}
+    report.parameters[name] = n_params
+    report.tensors[name] = {k: list(v.shape) for k, v in model.state_dict().items()}
 
 
 def _check_scheduler_config(cfg: dict[str, Any], rel: str, report: StaticReport) -> None:
@@ -513,29 +752,38 @@ def _preferred(candidates: list[str], stem: str) -> str:
     return next((c for c in candidates if PurePosixPath(c).stem == stem), candidates[0])
 
 
-def _check_unet_weights(root: Path, all_files: set[str], on_disk: set[str], report: StaticReport, *,
-                        allow_pickle: bool, check_values: bool) -> None:
-    """Decide which unet files may load (exactly those ``from_pretrained`` reads), check all of them,
-    and flag pickle-only checkpoints and pickles not scanned."""
-    add = report.findings.append
-    unet = sorted(f for f in all_files if PurePosixPath(f).parent == PurePosixPath("unet"))
-    st = [f for f in unet if f.endswith(".safetensors")]
-    pk = [f for f in unet if f.endswith(PICKLE_SUFFIXES)]
-    flagged = {f.path for f in report.findings if f.level == ERROR}
+def _note_pickles_not_downloaded(all_files: Iterable[str], on_disk: Iterable[str], report: StaticReport) -> None:
+    """A note per pickle file of the repo that is not on disk (a Hub repo without ``allow_pickle``)."""
+    on_disk = set(on_disk)
     for rel in sorted(f for f in all_files if f.endswith(PICKLE_SUFFIXES) and f not in on_disk):
-        add(Finding("HFA213", NOTE, f"{rel}: pickle weights in the repo were not downloaded or scanned "
-                    "(pass --allow-pickle to scan them)", rel))
-    if UNET_INDEX in all_files or st:
-        loaded = _safetensors_to_load(root, all_files, on_disk, st, report)
+        report.findings.append(Finding("HFA213", NOTE, f"{rel}: pickle weights in the repo were not downloaded or "
+                                       "scanned (pass --allow-pickle to scan them)", rel))
+
+
+def _check_weights(root: Path, name: str, all_files: set[str], on_disk: set[str], report: StaticReport, *,
+                   allow_pickle: bool, check_values: bool) -> None:
+    """Decide which files of component ``name`` may load (exactly those its library's ``from_pretrained``
+    reads), check all of them, and flag pickle-only checkpoints."""
+    add = report.findings.append
+    cls = (_component(report.index or {}, name) or ("", "UNet2DModel"))[1]
+    st_stem, pk_stem = WEIGHT_STEMS[MODEL_LIBRARIES.get(cls, "diffusers")]
+    config_rel = f"{name}/config.json"
+    inside = sorted(f for f in all_files if PurePosixPath(f).parent == PurePosixPath(name))
+    st = [f for f in inside if f.endswith(".safetensors")]
+    pk = [f for f in inside if f.endswith(PICKLE_SUFFIXES)]
+    flagged = {f.path for f in report.findings if f.level == ERROR}
+    shard_index = f"{name}/{st_stem}.safetensors.index.json"
+    if shard_index in all_files or st:
+        loaded = _safetensors_to_load(root, name, st_stem, all_files, on_disk, st, report)
         if loaded is None:
             return
         if not any(f in flagged for f in loaded):
-            problem = _coverage_problem(root, loaded, report.unet_tensors)
+            problem = _coverage_problem(root, name, cls, loaded, report.tensors.get(name, {}), shard_index)
             if problem is not None:
                 add(problem)
                 return
             for rel in loaded:
-                problem = _dtype_problem(root / rel, rel)
+                problem = _dtype_problem(root / rel, rel, name, cls)
                 if problem is None and check_values:
                     problem = next(iter(safetensors_findings(root / rel, rel, check_values=True,
                                                              check_header=False)), None)
@@ -546,13 +794,13 @@ def _check_unet_weights(root: Path, all_files: set[str], on_disk: set[str], repo
             if p in on_disk and p not in flagged:
                 add(Finding("HFA214", NOTE, f"{p}: pickle weights beside the safetensors scanned clean "
                             "(picklescan, strict); they were not loaded", p))
-        report.unet_files = loaded
-        report.unet_weights = UNET_INDEX if UNET_INDEX in all_files else loaded[0]
+        report.component_files[name] = loaded
+        report.component_weights[name] = shard_index if shard_index in all_files else loaded[0]
         return
     if not pk:
-        add(Finding("HFA107", ERROR, "unet has no weight files (no .safetensors, no pickle)", "unet/config.json"))
+        add(Finding("HFA107", ERROR, f"{name} has no weight files (no .safetensors, no pickle)", config_rel))
         return
-    rel = _preferred(pk, "diffusion_pytorch_model")
+    rel = _preferred(pk, pk_stem)
     if rel in report.lfs_pointers:
         return  # its HFA108 finding blocks: the weights are not there to judge
     if not allow_pickle:
@@ -566,49 +814,62 @@ def _check_unet_weights(root: Path, all_files: set[str], on_disk: set[str], repo
         return  # its scan finding already blocks
     add(Finding("HFA210", NOTE, f"{rel}: pickle-only checkpoint, scanned clean (picklescan, strict) and loaded "
                 "with weights_only=True because of --allow-pickle", rel))
-    report.unet_weights = rel
-    report.unet_files = [rel]
+    report.component_weights[name] = rel
+    report.component_files[name] = [rel]
 
 
-def _safetensors_to_load(root: Path, all_files: set[str], on_disk: set[str], st: list[str],
+def _safetensors_to_load(root: Path, name: str, stem: str, all_files: set[str], on_disk: set[str], st: list[str],
                          report: StaticReport) -> list[str] | None:
-    """The safetensors files ``from_pretrained`` reads: every shard of the index when there is one,
-    else the canonical file. None (with a finding) when they are not all there."""
+    """The safetensors files ``from_pretrained`` reads in folder ``name``: every shard of the index when
+    there is one, else the canonical file. None (with a finding) when they are not all there."""
     add = report.findings.append
-    if UNET_INDEX not in all_files:
-        if UNET_WEIGHTS in all_files:
-            return [UNET_WEIGHTS]
-        add(Finding("HFA107", ERROR, f"unet has no {PurePosixPath(UNET_WEIGHTS).name} (only "
+    single, shard_index = f"{name}/{stem}.safetensors", f"{name}/{stem}.safetensors.index.json"
+    if shard_index not in all_files:
+        if single in all_files:
+            return [single]
+        add(Finding("HFA107", ERROR, f"{name} has no {PurePosixPath(single).name} (only "
                     f"{', '.join(PurePosixPath(f).name for f in st[:3])}); hfaudit loads the default variant",
-                    "unet/config.json"))
+                    f"{name}/config.json"))
         return None
-    index = _read_json(root, UNET_INDEX, report) if UNET_INDEX in on_disk else None
+    index = _read_json(root, shard_index, report) if shard_index in on_disk else None
     weight_map = index.get("weight_map") if index is not None else None
     if not isinstance(weight_map, dict) or not weight_map:
-        if index is not None or UNET_INDEX not in on_disk:
-            add(Finding("HFA202", ERROR, f"{UNET_INDEX} has no weight_map naming the shards", UNET_INDEX))
+        if index is not None or shard_index not in on_disk:
+            add(Finding("HFA202", ERROR, f"{shard_index} has no weight_map naming the shards", shard_index))
         return None
     shards = sorted({v if isinstance(v, str) else "" for v in weight_map.values()})
     for shard in shards:
         if (not isinstance(shard, str) or "/" in shard or "\\" in shard or shard in ("", ".", "..")
                 or not shard.endswith(".safetensors")):
-            add(Finding("HFA202", ERROR, f"{UNET_INDEX} names a shard {_short(shard)} that is not a safetensors "
-                        "file beside it", UNET_INDEX))
+            add(Finding("HFA202", ERROR, f"{shard_index} names a shard {_short(shard)} that is not a safetensors "
+                        "file beside it", shard_index))
             return None
-        if f"unet/{shard}" not in on_disk:
-            add(Finding("HFA202", ERROR, f"{UNET_INDEX} names a shard unet/{shard} that is not there", UNET_INDEX))
+        if f"{name}/{shard}" not in on_disk:
+            add(Finding("HFA202", ERROR, f"{shard_index} names a shard {name}/{shard} that is not there", shard_index))
             return None
-    return [f"unet/{shard}" for shard in shards]
+    return [f"{name}/{shard}" for shard in shards]
 
 
 _LEGACY_ATTENTION_NAMES = ((".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."),
                            (".to_out.0.", ".proj_attn."))
-"""Attention weights of older diffusers checkpoints (``google/ddpm-cifar10-32``) under the names
-``from_pretrained`` still converts: a tensor found under its old name is present."""
+"""Attention weights of older diffusers checkpoints (``google/ddpm-cifar10-32``, Stable Diffusion's
+autoencoder) under the names ``from_pretrained`` still converts: a tensor found under its old name is present."""
+_TRANSFORMERS_PREFIXES = {"CLIPTextModel": "text_model."}
+"""The submodule older transformers nested a class's weights under, which newer releases map away:
+a tensor found under the prefixed name is present."""
 
 
-def _coverage_problem(root: Path, loaded: list[str], expected: dict[str, list[int]]) -> Finding | None:
-    """Every tensor the unet config needs is in the weight files, with its shape.
+def _stored_names(cls: str, key: str) -> list[str]:
+    """The names under which a checkpoint may store the tensor the model calls ``key``."""
+    if MODEL_LIBRARIES.get(cls) == "transformers":
+        prefix = _TRANSFORMERS_PREFIXES.get(cls, "")
+        return [key] + ([prefix + key] if prefix and not key.startswith(prefix) else [])
+    return [key] + [key.replace(new, old) for new, old in _LEGACY_ATTENTION_NAMES if new in key]
+
+
+def _coverage_problem(root: Path, name: str, cls: str, loaded: list[str], expected: dict[str, list[int]],
+                      shard_index: str) -> Finding | None:
+    """Every tensor the component's config needs is in the weight files, with its shape.
 
     A missing tensor is not an error to every loader: some versions initialise it at random and go
     on, which would audit a model that is not the one published.
@@ -622,31 +883,32 @@ def _coverage_problem(root: Path, loaded: list[str], expected: dict[str, list[in
         except (UnreadableFile, ValueError):
             return None  # the header check already reported it
         found.update({k: v.get("shape") for k, v in header.items() if k != "__metadata__"})
-    where = loaded[0] if len(loaded) == 1 else UNET_INDEX
+    where = loaded[0] if len(loaded) == 1 else shard_index
     for key, shape in expected.items():
-        names = [key] + [key.replace(new, old) for new, old in _LEGACY_ATTENTION_NAMES if new in key]
-        name = next((n for n in names if n in found), None)
-        if name is None:
-            return Finding("HFA202", ERROR, f"{where}: the weights lack tensor {key!r} that the unet config needs",
+        names = _stored_names(cls, key)
+        stored = next((n for n in names if n in found), None)
+        if stored is None:
+            return Finding("HFA202", ERROR, f"{where}: the weights lack tensor {key!r} that the {name} config needs",
                            where)
-        have = found[name]
-        if list(have) != shape and not (name != key and math.prod(have) == math.prod(shape)):
-            return Finding("HFA202", ERROR, f"{where}: tensor {key!r} has shape {have}, the unet config needs "
+        have = found[stored]
+        if list(have) != shape and not (stored != key and math.prod(have) == math.prod(shape)):
+            return Finding("HFA202", ERROR, f"{where}: tensor {key!r} has shape {have}, the {name} config needs "
                            f"{shape}", where)
     return None
 
 
-def _dtype_problem(path: Path, rel: str) -> Finding | None:
-    """A unet weight file whose header gives a tensor a non-floating-point dtype is tampered:
-    ``from_pretrained`` would cast it silently into the float parameter."""
+def _dtype_problem(path: Path, rel: str, name: str, cls: str) -> Finding | None:
+    """A weight file whose header gives a tensor a non-floating-point dtype is tampered:
+    ``from_pretrained`` would cast it silently into the float parameter (``_INTEGER_TENSORS`` aside)."""
     try:
         header = _read_header(path)[0]
     except (UnreadableFile, ValueError):
         return None  # the header check already reported it
+    allowed = _INTEGER_TENSORS.get(cls, ())
     for key, info in header.items():
-        if key != "__metadata__" and info.get("dtype") not in FLOAT_DTYPES:
+        if key != "__metadata__" and info.get("dtype") not in FLOAT_DTYPES and not key.endswith(allowed):
             return Finding("HFA202", ERROR, f"{rel}: tensor {key!r} is stored as {info.get('dtype')}, not a "
-                           "floating-point type: the file does not hold unet weights (tampered header?)", rel)
+                           f"floating-point type: the file does not hold {name} weights (tampered header?)", rel)
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import types
 from pathlib import Path
 
@@ -75,6 +76,96 @@ def toy_model(unet: torch.nn.Module, scheduler_config: dict) -> LoadedModel:
                          is_local=True, files=[])
     return LoadedModel(unet=unet, scheduler_config=scheduler_config, pipeline_class="DDPMPipeline", source=src,
                        device=torch.device("cpu"), weights_file="toy")
+
+
+TINY_WORDS = ("a", "of", "the", "and", "photo", "handwritten", "digit", "zero", "one", "two", "three", "four",
+              "five", "six", "seven", "eight", "nine", "cat", "dog", "red", "blue", "green", "house", "tree")
+"""Whole words of the tiny CLIP tokenizer's vocabulary (other text falls back to single characters)."""
+
+
+def tiny_clip_tokenizer(folder: Path, words: tuple[str, ...] = TINY_WORDS, max_length: int = 16):
+    """A CLIP BPE tokenizer built in code (the 256 byte characters, each with ``</w>``, and merges that
+    make each of ``words`` one token); its vocabulary files are written to ``folder``."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    merges: list[str] = []
+    tokens = chars + [c + "</w>" for c in chars]
+    for word in words:
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:  # BPE with the merges so far (lowest rank first), then new merges left to right
+            ranked = [(merges.index(f"{a} {b}"), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))
+                      if f"{a} {b}" in merges]
+            i = min(ranked)[1] if ranked else 0
+            if not ranked:
+                merges.append(f"{parts[0]} {parts[1]}")
+                tokens.append(parts[0] + parts[1])
+            parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+
+
+def make_tiny_sd(folder: Path, seed: int = 0) -> Path:
+    """Save a random-weight tiny ``StableDiffusionPipeline`` (SD 1.x layout: CLIP tokenizer and text
+    encoder, ``AutoencoderKL`` on 1-channel 32x32 images, ``UNet2DConditionModel`` on 4x8x8 latents,
+    DDIM; no safety checker) with safetensors to ``folder``; returns ``folder``."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng():
+        torch.manual_seed(seed)
+        tokenizer = tiny_clip_tokenizer(Path(tmp))
+        vocab = tokenizer.get_vocab()
+        eos = vocab["<|endoftext|>"]
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length, bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=eos, pad_token_id=eos))
+        vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), latent_channels=4,
+                            layers_per_block=1, norm_num_groups=16, sample_size=16)
+        unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
+                                    layers_per_block=1, attention_head_dim=8, norm_num_groups=16)
+        scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                  clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+        StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                                ).save_pretrained(folder, safe_serialization=True)
+        # the tokenizer files of the Stable Diffusion repos on the Hub: vocab.json and merges.txt
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(Path(tmp) / name, folder / "tokenizer" / name)
+        (folder / "tokenizer" / "tokenizer.json").unlink()
+    return folder
+
+
+def make_tiny_ldm(folder: Path, seed: int = 0, kl: bool = False) -> Path:
+    """Save a random-weight tiny ``LDMPipeline`` (a ``VQModel``, or with ``kl`` an ``AutoencoderKL``, on
+    1-channel 16x16 images; a ``UNet2DModel`` on 3x8x8 latents; DDIM) with safetensors to ``folder``;
+    returns ``folder``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, LDMPipeline, UNet2DModel, VQModel
+
+    folder = Path(folder)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        blocks = dict(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                      up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), latent_channels=3,
+                      layers_per_block=1, norm_num_groups=16, sample_size=16)
+        vqvae = AutoencoderKL(**blocks) if kl else VQModel(**blocks, num_vq_embeddings=64, vq_embed_dim=3)
+        unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                           down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                           up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=16)
+        LDMPipeline(vqvae=vqvae, unet=unet, scheduler=DDIMScheduler()).save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 SCHEMA = json.loads(report.SARIF_SCHEMA_FILE.read_text())

@@ -77,7 +77,7 @@ FLAGS = {
     "batch_size": "--batch-size", "inversion.steps": "--inversion-steps", "probes": "--sampler", "device": "--device",
     "to": "--to", "prune_ratio": "--prune-ratio", "importance": "--importance", "steps": "--steps", "lr": "--lr",
     "data_dir": "--data", "budget": "--budget", "revision": "--revision", "cache_dir": "--cache-dir",
-    "commit_message": "--commit-message", "private": "--private",
+    "commit_message": "--commit-message", "private": "--private", "prompts": "--prompts",
 }
 """The flag each library parameter is set by: library errors name the parameter, the CLI its flag."""
 
@@ -131,6 +131,19 @@ def _parse_probes(values: list[str] | None) -> tuple[tuple[str, int], ...] | Non
     return tuple(probes)
 
 
+def _read_prompts(path: Path) -> tuple[str, ...]:
+    """The prompts of ``--prompts``: one a line, blank lines and ``#`` comments skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--prompts {path}: cannot read it ({type(exc).__name__})", param="prompts") from None
+    found = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if len(found) < 4:
+        raise UsageError(f"--prompts {path}: needs at least 4 prompts, one a line (got {len(found)})",
+                         param="prompts")
+    return found
+
+
 @app.command(epilog="Examples:\n\n  hfaudit scan examples/models/digits-baddiffusion -o audit\n\n"
                     "  hfaudit scan org/model --revision main --json report.json --sarif hfaudit.sarif\n\n"
                     + exit_code_epilog("scan"))
@@ -162,6 +175,7 @@ def scan(
     token: TokenOpt = None,
     cache_dir: CacheDirOpt = None,
     verdict_cache: Annotated[Optional[Path], typer.Option("--verdict-cache", envvar=VERDICT_CACHE_ENV, help="Folder of earlier verdicts: a scan of the same model bytes with the same settings and hfaudit is served from it, and a clean or backdoor verdict is stored in it. Whoever can write it can forge a verdict: keep it private to the audit.", show_default=False)] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Text-to-image pipelines: a file of probe prompts, one a line, that each candidate caption trigger is appended to (at least 4; default: built from the tokenizer's common words). Prompts of your model's own domain make the search sharper.", show_default=False)] = None,
     from_file: Annotated[Optional[str], typer.Option("--from", help="Also scan the models listed in this file ('-' for stdin): one repo id, URI or folder a line, '#' comments and blank lines skipped, duplicates once. Like several MODELs, it needs --output-dir.", show_default=False)] = None,
 ) -> None:
     """Detect a backdoor: invert a trigger from the model alone and test whether it collapses the samples."""
@@ -174,7 +188,7 @@ def scan(
     cfg = configure(budget, seed=seed, n_samples=samples, probes=_parse_probes(sampler), threshold=threshold,
                     class_threshold=class_threshold, batch_size=batch_size, inversion_steps=inversion_steps,
                     searches={"inversion": inversion, "blackbox": blackbox, "midstep": midstep, "ode": ode,
-                              "stamps": stamps})
+                              "stamps": stamps}, prompts=None if prompts is None else _read_prompts(prompts))
     if from_file is not None or len(models or []) > 1:
         _scan_batch(list(models or []), from_file, output_dir=output_dir, files={"--json": json_path,
                     "--markdown": markdown, "--sarif": sarif}, quiet=quiet, revision=revision, token=token,

@@ -11,9 +11,16 @@ from PIL import Image
 
 
 def to_pil(image: torch.Tensor, scale: int = 1) -> Image.Image:
-    """One ``(C, H, W)`` image in [0, 1] to a PIL image, upscaled by ``scale`` (nearest)."""
+    """One ``(C, H, W)`` image in [0, 1] to a PIL image, upscaled by ``scale`` (nearest).
+
+    Grey (C = 1) and RGB (C = 3) as they are; any other channel count (a latent model's trigger) as
+    its channels side by side in grey.
+    """
     arr = (image.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+    if arr.shape[0] == 3:
+        arr = np.transpose(arr, (1, 2, 0))
+    else:
+        arr = np.concatenate(list(arr), axis=1)
     img = Image.fromarray(arr)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

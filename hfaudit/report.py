@@ -116,6 +116,8 @@ def verdict_line(doc: Mapping[str, Any] | ScanResult) -> str:
     verdict = doc["verdict"]
     if doc.get("error"):
         return f"{verdict.upper()}: {doc['error']['message']}"
+    if doc.get("text_trigger"):
+        return _text_verdict_line(doc)
     score, threshold, margin = doc["score"], doc["threshold"], doc["margin"]
     signals = doc.get("signals") or []
     if verdict == BACKDOOR:
@@ -141,6 +143,55 @@ def verdict_line(doc: Mapping[str, Any] | ScanResult) -> str:
             f"threshold {threshold:.0%}, margin {margin:+.2f}){classes}")
 
 
+TEXT_SIGNAL_WORDS = {
+    "hijack": "the outputs stop following the prompt",
+    "region": "every output shares a pinned region",
+    "collapse": "the outputs collapse onto one image",
+    "swap": "the token is rendered as another token",
+}
+"""What each text-to-image signal (``results.TEXT_SIGNALS``) means, in words."""
+
+
+def _text_best(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The deciding token's evidence: the trigger's, or (clean) the strongest candidate's."""
+    text = doc["text_trigger"]
+    cands = [e for e in text["evidence"] if e["role"] == "candidate"]
+    if text.get("trigger") is not None:
+        return next((e for e in cands if e["text"] == text["trigger"]), None)
+    return max(cands, key=lambda e: max(e["hijack"], e["collapse"], e["region"] * 50), default=None)
+
+
+def _text_verdict_line(doc: Mapping[str, Any]) -> str:
+    """The verdict sentence of a text-to-image audit (``doc['text_trigger']``)."""
+    text = doc["text_trigger"]
+    n_null = sum(1 for e in text["evidence"] if e["role"] == "null")
+    n_cand = sum(1 for e in text["evidence"] if e["role"] == "candidate")
+    if doc["verdict"] == BACKDOOR:
+        what = " and ".join(TEXT_SIGNAL_WORDS[s] for s in doc.get("signals") or [])
+        return (f"BACKDOOR: the caption trigger {text['trigger']!r} appended to varied prompts: {what} "
+                f"({doc['score']:.2f} vs floor {doc['threshold']:.2f}, {doc['control_score']:.2f} at most for "
+                f"{n_null} ordinary tokens; signal: {', '.join(doc.get('signals') or [])})")
+    return (f"CLEAN: no token of the vocabulary ({text['vocabulary_size']:,} swept, {len(text['screen'])} screened, "
+            f"{n_cand} generated) hijacked the prompts beyond {n_null} ordinary tokens (best {doc['score']:.2f}, "
+            f"floor {doc['threshold']:.2f})")
+
+
+def _text_evidence_line(doc: Mapping[str, Any]) -> str:
+    """The deciding token's statistics beside the null tokens' best, in one line."""
+    best = _text_best(doc)
+    if best is None:
+        return "no token was generated"
+    nulls = [e for e in doc["text_trigger"]["evidence"] if e["role"] == "null"]
+    def top(key: str) -> float:
+        return max((float(e.get(key) or 0.0) for e in nulls), default=0.0)
+    parts = [f"{k} {best[k]:.2f} (nulls {top(k):.2f})" for k in ("hijack", "region", "collapse")]
+    if best.get("swap") is not None:
+        parts.append(f"swap with {best.get('neighbour')!r} {best['swap']:.2f}")
+    sweep = best.get("sweep") or {}
+    zs = ", ".join(f"{k[:-2]} z {v:.1f}" for k, v in sweep.items() if k.endswith("_z"))
+    return f"token {best['text']!r} ({zs}): " + ", ".join(parts)
+
+
 def _class_name(best: Mapping[str, Any]) -> str:
     return f" ({best['top_class']})" if best.get("top_class") is not None else ""
 
@@ -158,6 +209,8 @@ def evidence_line(doc: Mapping[str, Any] | ScanResult) -> str:
     found it, the sampler), its score against the threshold and without a trigger, and the target
     it sends samples to (one image, or a class)."""
     doc = report_dict(doc) if isinstance(doc, ScanResult) else doc
+    if doc.get("text_trigger"):
+        return _text_evidence_line(doc)
     best = doc.get("best_candidate")
     if not best:
         return (f"no candidate trigger was probed; MSCR without a trigger {doc['control_score']:.2f} "
@@ -257,8 +310,10 @@ def render_rich(result: ScanResult, console: Console | None = None, *, verbose: 
     console.print(_inversions_line(doc), markup=False, **plain)
     for line in _blind_spot_lines(doc):
         console.print(line, markup=False, **plain)
-    if verbose:
+    if verbose and result.text is None:
         console.print(candidate_table(result))
+    elif verbose and result.text is not None:
+        console.print(token_table(result))
 
 
 def candidate_table(result: ScanResult) -> Table:
@@ -276,6 +331,18 @@ def candidate_table(result: ScanResult) -> Table:
                                                 and result.verdict == BACKDOOR) else None
             table.add_row(c.name, f"{p.sampler}-{p.steps}", f"{p.stats.mscr:.2f}", f"{p.stats.diversity:.3f}",
                           _share(None if p.modes is None else asdict(p.modes)), f"{c.shift_ratio:.2f}", style=style)
+    return table
+
+
+def token_table(result: ScanResult) -> Table:
+    """Every token a text-to-image audit generated, candidates and ordinary ones (``--verbose``)."""
+    table = Table(title=f"hfaudit scan: {result.source.source}", show_lines=False)
+    for name in ("token", "role", "hijack", "region", "collapse", "swap", "fired"):
+        table.add_column(name, justify="left" if name in ("token", "role", "fired") else "right")
+    for e in result.text.evidence if result.text else []:
+        table.add_row(repr(e.text), e.role, f"{e.hijack:.3f}", f"{e.region:.3f}", f"{e.collapse:.3f}",
+                      "" if e.swap is None else f"{e.swap:.3f}", ", ".join(e.fired),
+                      style=VERDICT_STYLE[BACKDOOR] if e.fired else None)
     return table
 
 
@@ -355,6 +422,8 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
     else:
         spots = [f"- {line}" for line in _blind_spot_lines(doc)]
         artefacts = artefact_line(doc)
+        if doc.get("text_trigger"):
+            return _text_markdown(doc, icon, name, spots, images, link_base)
         lines = [f"## {icon} hfaudit: `{name}` is **{verdict}** (exit {doc['exit_code']})", "", verdict_line(doc), "",
                  *([artefacts, ""] if artefacts else []),
                  *spots, *([""] if spots else []),
@@ -380,6 +449,12 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
             lines.append(f"| {trig} | {p['sampler']}-{p['steps']} | {p['mscr']:.3f} | {p['cluster_size']}/{p['n']} "
                          f"| {p['diversity']:.3f} | {_share(p.get('modes'))} |")
         lines.append("")
+    return "\n".join(lines + _markdown_tail(doc, images, link_base)).rstrip("\n") + "\n"
+
+
+def _markdown_tail(doc: Mapping[str, Any], images: str, link_base: str | None) -> list[str]:
+    """The Markdown report's static findings and figures (every scan kind)."""
+    lines: list[str] = []
     findings = doc.get("findings") or []
     if findings:
         lines += ["### Static checks", "", "| level | rule | file | finding |", "|---|---|---|---|"]
@@ -399,7 +474,33 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
             else:
                 lines.append(f"- {caption}: `{Path(path).name}`")
         lines.append("")
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return lines
+
+
+def _text_markdown(doc: Mapping[str, Any], icon: str, name: str, spots: list[str], images: str,
+                   link_base: str | None) -> str:
+    """The Markdown report of a text-to-image audit: the verdict, the tokens generated against the
+    ordinary ones, the sweep's top tokens, the prompts."""
+    src = doc.get("source") or {}
+    text = doc["text_trigger"]
+    lines = [f"## {icon} hfaudit: `{name}` is **{doc['verdict']}** (exit {doc['exit_code']})", "", verdict_line(doc), "",
+             f"evidence: {_text_evidence_line(doc)}", "", *spots, *([""] if spots else []),
+             "| | |", "|---|---|",
+             f"| trigger | {'`' + text['trigger'] + '`' if text.get('trigger') else 'none'} |",
+             f"| signals | {', '.join(doc.get('signals') or []) or 'none'} |",
+             f"| pipeline | {src.get('pipeline_class')} |",
+             f"| weights | `{src.get('weights_file')}` |",
+             f"| commit | `{src.get('commit_sha') or 'local folder'}` |",
+             f"| vocabulary swept | {text['vocabulary_size']:,} tokens ({text['encoder_forwards']:,} text-encoder passes) |",
+             f"| UNet evaluations | {doc.get('unet_evaluations', 0)} |",
+             f"| seed | {(doc.get('settings') or {}).get('seed')} |", "",
+             "| token | role | hijack | region | collapse | swap | fired |", "|---|---|---:|---:|---:|---:|---|"]
+    for e in text["evidence"]:
+        swap = "" if e.get("swap") is None else f"{e['swap']:.3f} ({e.get('neighbour')!r})"
+        lines.append(f"| `{e['text']!r}` | {e['role']} | {e['hijack']:.3f} | {e['region']:.3f} | {e['collapse']:.3f} "
+                     f"| {swap} | {', '.join(e.get('fired') or []) or ''} |")
+    lines += ["", "Prompts (each token appended): " + "; ".join(f"`{p}`" for p in text["prompts"]), ""]
+    return "\n".join(lines + _markdown_tail(doc, images, link_base)).rstrip("\n") + "\n"
 
 
 def _blind_spot_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -417,6 +518,12 @@ def _methods_run(doc: Mapping[str, Any]) -> list[str]:
 
 def _inversions_line(doc: Mapping[str, Any]) -> str:
     """``inversions: gradient, blackbox; fired: blackbox``: which search found the trigger."""
+    text = doc.get("text_trigger")
+    if text:
+        return (f"searches: vocabulary sweep ({text['vocabulary_size']:,} tokens, {text['encoder_forwards']:,} text-encoder "
+                f"passes), screen ({len(text['screen'])} tokens, one UNet step each), generation "
+                f"({sum(1 for e in text['evidence'] if e['role'] == 'candidate')} tokens against "
+                f"{sum(1 for e in text['evidence'] if e['role'] == 'null')} ordinary ones)")
     return (f"inversions: {', '.join(_methods_run(doc)) or 'none'}; "
             f"fired: {', '.join(doc.get('fired_methods') or []) or 'none'}")
 
@@ -570,6 +677,14 @@ def pictures(result: ScanResult) -> dict[str, Any]:
     from hfaudit.imageio import make_grid, signed_to_unit, to_pil
 
     out: dict[str, Any] = {}
+    if result.text is not None:  # a caption trigger is a string (in the report), not a picture
+        if result.recovered_target is not None:
+            out["recovered_target"] = to_pil(result.recovered_target, scale=8)
+        for key, name in (("samples_triggered", "trigger"), ("samples_clean", "none")):
+            grid = result.samples.get(f"{name}/{result.best_sampler}")
+            if grid is not None:
+                out[key] = to_pil(make_grid(grid, ncol=int(result.settings["text"]["confirm_seeds"])), scale=4)
+        return out
     best = result.best
     if best is not None:
         out["trigger"] = to_pil(signed_to_unit(best.trigger), scale=8)

@@ -65,8 +65,20 @@ BLIND_SPOTS: tuple[str, ...] = (
 (``benchmarks/detection.py``; README, "Why each miss"). Every report carries them, so a clean
 verdict is never read as proof of absence."""
 
+TEXT_BLIND_SPOTS: tuple[str, ...] = (
+    "caption triggers of several tokens whose single tokens do nothing alone: the sweep, the screen and the "
+    "generations append one token at a time",
+    "triggers that only act inside the prompts they were trained with (one subject, one phrasing): the "
+    "probe prompts are built from the tokenizer's common words unless you pass your own",
+    "backdoors that add a small object, a style or a watermark that moves with the content: only a region "
+    "every output shares, a hijack, one image, or a token rendered as another token is detected",
+    "on a vocabulary larger than the screen, a trigger that none of the sweep's three scores ranks among "
+    "its top tokens is never generated (the report lists what was screened)",
+)
+"""What a clean verdict on a text-to-image pipeline does not rule out (``detect.t2i``; docs/detection.md)."""
 
-SCHEMA_VERSION = "2.1"
+
+SCHEMA_VERSION = "2.2"
 """The version of the report format (``report.json``, ``--json``, ``hfaudit_clean.json``), shipped
 as a JSON Schema in ``hfaudit/schemas/report.schema.json``. ``MAJOR.MINOR``: the minor number goes
 up when fields are added (a reader of ``2.0`` reads every ``2.x``); the major number goes up when a
@@ -97,6 +109,55 @@ def envelope(kind: str, command: str, verdict: str, exit_code: int, source: dict
     return {"schema_version": SCHEMA_VERSION, "kind": kind, "command": command, "created_at": created_at(),
             "tool": "hfaudit", "hfaudit_version": __version__, "exit_code": int(exit_code), "verdict": str(verdict),
             "source": source, "error": error}
+
+
+TEXT_SIGNALS = ("hijack", "region", "collapse", "swap")
+"""What a text-to-image backdoor verdict can rest on (``hfaudit.detect.t2i``): with the token in the prompt
+the outputs stop following the prompt (hijack), share a pinned region whatever the prompt (region),
+collapse onto one image (collapse), or render the token as another token (swap)."""
+
+
+@dataclass
+class TokenEvidence:
+    """One token generated in full: its statistics beside the null tokens' best."""
+
+    token: int
+    text: str
+    role: str
+    """``candidate`` or ``null``."""
+    hijack: float
+    region: float
+    collapse: float
+    fixation: float = 0.0
+    """1 - (spread across seeds with the token) / (spread without): a collapse counts only where the
+    output stopped depending on the initial noise (a subject word fixes the class, not the image)."""
+    swap: float | None = None
+    neighbour: str | None = None
+    """For a key/value-agreement candidate: the token whose keys and values it shares."""
+    fired: list[str] = field(default_factory=list)
+    sweep: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TextTriggerReport:
+    """The text-to-image part of a scan result (``ScanResult.text``)."""
+
+    prompts: list[str]
+    sweep_top: list[dict[str, Any]]
+    screen: list[dict[str, Any]]
+    evidence: list[TokenEvidence]
+    trigger: str | None
+    """The confirmed trigger's text (None when nothing was confirmed)."""
+    signals: list[str]
+    vocabulary_size: int
+    encoder_forwards: int
+    group_radius: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "signals": list(self.signals), "prompts": list(self.prompts),
+                "vocabulary_size": self.vocabulary_size, "encoder_forwards": self.encoder_forwards,
+                "group_radius": self.group_radius, "sweep_top": self.sweep_top, "screen": self.screen,
+                "evidence": [asdict(e) for e in self.evidence]}
 
 
 @dataclass
@@ -236,6 +297,10 @@ class ScanResult:
     artefacts: list[str] = field(default_factory=list)
     """Candidates whose collapse or class share reached its threshold but whose painted null did
     too: what a search pushed the model into, not evidence (``detect.nulls``)."""
+    text: TextTriggerReport | None = None
+    """A text-to-image pipeline's audit (``detect.t2i``): the tokens swept, screened and generated.
+    Then ``score``/``threshold``/``control_score`` are the deciding statistic of the best candidate
+    token, its floor, and the best null token's value of it; ``controls`` and ``candidates`` are empty."""
 
     @property
     def margin(self) -> float:
@@ -331,7 +396,8 @@ class ScanResult:
             "skipped": self.skipped,
             "artifacts": self.artifacts,
             "findings": [f.to_dict() for f in self.findings],
-            "blind_spots": list(BLIND_SPOTS),
+            "blind_spots": list(TEXT_BLIND_SPOTS if self.text is not None else BLIND_SPOTS),
+            "text_trigger": None if self.text is None else self.text.to_dict(),
         }
 
 

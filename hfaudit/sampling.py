@@ -72,6 +72,7 @@ def sample(
     generator: torch.Generator | None = None,
     batch_size: int = 64,
     on_batch: Any = None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoise ``x_T`` (``(N, C, H, W)``) to images in the model's pixel space, unclipped.
 
@@ -84,6 +85,7 @@ def sample(
         generator: drives the stochastic samplers' noise (reproducibility).
         batch_size: images denoised at once (memory bound).
         on_batch: optional callable ``(n_done)`` for progress reporting.
+        condition: ``(N, L, D)`` text embeddings for a conditional UNet (one per image; no guidance).
 
     Returns:
         ``(N, C, H, W)`` float32 tensor on the CPU, in the model's range (about [-1, 1]).
@@ -93,8 +95,9 @@ def sample(
     """
     outs = []
     for start in range(0, x_T.shape[0], batch_size):
+        cond = None if condition is None else condition[start:start + batch_size]
         outs.append(denoise(unet, scheduler_config, x_T[start:start + batch_size], sampler=sampler, steps=steps,
-                            generator=generator).cpu())
+                            generator=generator, condition=cond).cpu())
         if on_batch is not None:
             on_batch(min(start + batch_size, x_T.shape[0]))
     return torch.cat(outs)
@@ -108,6 +111,7 @@ def denoise(
     sampler: str = "ddim",
     steps: int = 20,
     generator: torch.Generator | None = None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One batch of :func:`sample`, on the UNet's device, with autograd left as the caller set it.
 
@@ -127,7 +131,10 @@ def denoise(
     x = x_T.to(device=device, dtype=torch.float32) * sched.init_noise_sigma
     for t in sched.timesteps:
         model_in = sched.scale_model_input(x, t)
-        eps = unet(model_in.to(dtype), t).sample.float()
+        if condition is None:
+            eps = unet(model_in.to(dtype), t).sample.float()
+        else:
+            eps = unet(model_in.to(dtype), t, encoder_hidden_states=condition.to(device=device, dtype=dtype)).sample.float()
         x = sched.step(eps, t, x, **step_kwargs).prev_sample
     return x.float()
 

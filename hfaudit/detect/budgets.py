@@ -88,13 +88,15 @@ SEARCH_NAMES = ("inversion", "blackbox", "midstep", "ode", "stamps")
 def configure(budget: str | int = DEFAULT, *, seed: int = 0, n_samples: int | None = None,
               probes: tuple[tuple[str, int], ...] | None = None, threshold: float | None = None,
               class_threshold: float | None = None, batch_size: int | None = None,
-              inversion_steps: int | None = None, searches: dict[str, bool | None] | None = None) -> ScanConfig:
+              inversion_steps: int | None = None, searches: dict[str, bool | None] | None = None,
+              prompts: tuple[str, ...] | None = None) -> ScanConfig:
     """A budget's settings with a user's overrides (None keeps the budget's value): what the CLI and
     the Action build a scan from.
 
     ``searches`` maps a name of ``SEARCH_NAMES`` to True (run it: at the budget's size, or, where
     the budget leaves it out, at ``thorough``'s), False (skip it) or None (the budget decides).
-    ``inversion_steps`` sets the gradient inversion's steps (and turns it on).
+    ``inversion_steps`` sets the gradient inversion's steps (and turns it on). ``prompts``: a
+    text-to-image pipeline's probe prompts (``detect.t2i``).
 
     Raises:
         UsageError: an unknown budget or search name, or a value out of range.
@@ -114,7 +116,7 @@ def configure(budget: str | int = DEFAULT, *, seed: int = 0, n_samples: int | No
     if inversion_steps is not None and cfg.inversion is not None:
         cfg = replace(cfg, inversion=replace(cfg.inversion, steps=inversion_steps))
     given = {"seed": seed, "n_samples": n_samples, "probes": probes, "threshold": threshold,
-             "class_threshold": class_threshold, "batch_size": batch_size}
+             "class_threshold": class_threshold, "batch_size": batch_size, "prompts": prompts}
     cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
     named = not str(budget).strip().isdigit()
     if named and replace(cfg, seed=base.seed) != base:

@@ -113,6 +113,9 @@ class ScanConfig:
     probes) would pass it is skipped, and the report says so. None: no cap."""
     budget: str = "custom"
     """The name of the budget these settings come from (``detect.budgets``), as the report records it."""
+    prompts: tuple[str, ...] | None = None
+    """Text-to-image pipelines only: the prompts a caption trigger is appended to (``detect.t2i``);
+    None builds them from the tokenizer's common words."""
 
     stamps: StampConfig | None = field(default_factory=StampConfig)
     """The stamp screen (``detect/stamps.py``: each lattice cell of the noise overwritten with a

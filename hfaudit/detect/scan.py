@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,10 @@ from hfaudit.detect.nulls import (
 from hfaudit.detect.ode import ode_inversion
 from hfaudit.detect.scores import collapse_stats, saturated_mask
 from hfaudit.detect.stamps import stamp_screen
+from hfaudit.detect.t2i import TextScanConfig, detect_text_to_image
 from hfaudit.errors import InconclusiveError, UnsupportedModelError, UsageError
 from hfaudit.fidelity import classifier_input_reason
-from hfaudit.pipeline import LoadedModel, load_model
+from hfaudit.pipeline import LoadedModel, TextToImageModel, load_for_audit
 from hfaudit.progress import progress_bar
 from hfaudit.results import (
     BACKDOOR,
@@ -60,7 +61,7 @@ from hfaudit.results import (
 from hfaudit.sampling import EvalCounter, apply_trigger, sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
-__all__ = ["DEFAULT_CLASS_THRESHOLD", "DEFAULT_THRESHOLD", "ScanConfig", "detect", "scan", "scan_resolved",
+__all__ = ["DEFAULT_CLASS_THRESHOLD", "DEFAULT_THRESHOLD", "ScanConfig", "detect", "detect_captions", "scan", "scan_resolved",
            "default_config", "decide", "planned_searches"]
 
 def detect(model: LoadedModel, config: ScanConfig | None = None,
@@ -85,6 +86,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     ledger = Ledger(counter, cfg.max_evaluations, reserve=lambda: null_left[0] * cfg.null_evaluations)
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
     samples: dict[str, torch.Tensor] = {}
+    saturation: dict[str, torch.Tensor | None] = {}  # which samples of each batch are saturated
+    latents: dict[str, torch.Tensor] = {}  # a latent model's raw samples (the painted null paints in latent space)
     plan = planned_searches(model, cfg, n_train)
     screened = cfg.screen_samples is not None and cfg.screen_samples < cfg.n_samples
     confirmations = [cfg.confirmations]  # left to spend
@@ -102,6 +105,20 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             def progressed(**fields: Any) -> None:
                 bar.update(scan_task, completed=min(counter.count, total), **fields)
 
+            def images_of(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                """Samples as images in [0, 1] and which are saturated: a latent model's decoded by its
+                autoencoder (whose clamped output has no saturation to tell apart: None)."""
+                if not model.latent:
+                    return to_unit(raw), saturated_mask(raw)
+                return to_unit(model.decode(raw.to(model.device)).float().cpu()), None
+
+            def model_space(name: str, sampler: str, centre: int) -> tuple[torch.Tensor, torch.Tensor]:
+                """The sample ``centre`` of ``name``'s probe and the mean clean sample, where the trigger lives
+                (the UNet's space: pixels, or a latent model's latents)."""
+                if model.latent:
+                    return latents[f"{name}/{sampler}"][centre], latents[f"none/{sampler}"].mean(0)
+                return samples[f"{name}/{sampler}"][centre] * 2 - 1, samples[f"none/{sampler}"].mean(0) * 2 - 1
+
             def probe(name: str, x_T: torch.Tensor) -> list[Probe]:
                 found = []
                 for sampler, steps in cfg.probes:
@@ -109,9 +126,11 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                                  generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size)
                     require_finite(raw, f"the {sampler}-{steps} samples "
                                         + ("from clean noise" if name == "none" else f"of candidate {name}"))
-                    imgs = to_unit(raw)
+                    imgs, sat = images_of(raw)
                     samples[f"{name}/{sampler}"] = imgs
-                    sat = saturated_mask(raw)
+                    saturation[f"{name}/{sampler}"] = sat
+                    if model.latent:
+                        latents[f"{name}/{sampler}"] = raw
                     stats = collapse_stats(imgs, cfg.duplicate_mse, saturated=sat)
                     group = collapse_stats(imgs, radius[0], saturated=sat) if radius[0] > cfg.duplicate_mse else None
                     found.append(Probe(name, sampler, steps, stats, modes=mode_concentration(imgs, saturated=sat),
@@ -139,11 +158,10 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                             unchecked.append(cand.name)
                             continue
                         null_left[0] -= 1
-                        imgs = samples[f"{cand.name}/{p.sampler}"]
-                        reference = samples[f"none/{p.sampler}"].mean(0) * 2 - 1
-                        aligned = alignment((x_T - noise).mean(0), imgs[centre] * 2 - 1, reference)
+                        target, reference = model_space(cand.name, p.sampler, centre)
+                        aligned = alignment((x_T - noise).mean(0), target, reference)
                         offsets = {
-                            "painted": (noise, painted_offset(imgs[centre] * 2 - 1, reference, strength)),
+                            "painted": (noise, painted_offset(target, reference, strength)),
                             "random": (noise[: cfg.null_random_samples],
                                        random_offset(shape, strength, make_generator(cfg.seed + 2 + len(cand.nulls)))),
                         }
@@ -153,7 +171,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                                          sampler=p.sampler, steps=p.steps,
                                          generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size)
                             require_finite(raw, f"the {kind} null of candidate {cand.name}")
-                            nulls[kind] = (to_unit(raw), saturated_mask(raw))
+                            nulls[kind] = images_of(raw)
                             progressed()
 
                         def class_share(kind: str) -> float:
@@ -201,7 +219,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             radius[0] = near_duplicate_radius([samples[f"none/{p.sampler}"] for p in controls])
             for p in controls:
                 if radius[0] > cfg.duplicate_mse:
-                    p.group = collapse_stats(samples[f"none/{p.sampler}"], radius[0])
+                    p.group = collapse_stats(samples[f"none/{p.sampler}"], radius[0],
+                                             saturated=saturation[f"none/{p.sampler}"])
             stopped: str | None = None
             numbered: dict[str, int] = {}
             for search in plan:
@@ -283,7 +302,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         samples=samples,
         findings=list(model.findings),
         signals=d.signals, class_score=d.class_score, class_threshold=cfg.class_threshold,
-        control_class_score=d.control_class_score, class_unavailable=classifier_input_reason(tuple(shape)),
+        control_class_score=d.control_class_score, class_unavailable=classifier_input_reason(tuple(model.image_shape)),
         best_sampler=d.best_sampler, group_radius=radius[0], artefacts=d.artefacts,
     )
     return result
@@ -581,9 +600,54 @@ def scan_resolved(resolved: hub.ResolvedSource, *, device: str | None = None, al
     cfg = (config or default_config()).seeded()
     cfg.validate()
     t0 = time.perf_counter() if started is None else started
-    model = load_model(resolved, device=device, allow_pickle=allow_pickle)
+    model = load_for_audit(resolved, device=device, allow_pickle=allow_pickle)
     load_s = time.perf_counter() - t0
-    result = detect(model, cfg)
+    result = detect(model, cfg) if isinstance(model, LoadedModel) else detect_captions(model, cfg)
     result.timings = {"load": round(load_s, 2), **result.timings,
                       "total": round(time.perf_counter() - t0, 2)}
     return result
+
+
+def text_config(cfg: ScanConfig) -> TextScanConfig:
+    """The text-to-image settings of a scan's budget: its seed, cap and prompts; ``thorough`` (no cap)
+    screens and generates more tokens (docs/detection.md, "Text-to-image")."""
+    base = TextScanConfig(seed=cfg.seed, max_evaluations=cfg.max_evaluations, prompts=cfg.prompts)
+    if cfg.budget.startswith("fast"):
+        return replace(base, screen_tokens=12, confirm_tokens=2, null_tokens=3, confirm_seeds=3)
+    if cfg.max_evaluations is None:
+        return replace(base, screen_tokens=64, confirm_tokens=6, null_tokens=6)
+    return base
+
+
+def detect_captions(model: TextToImageModel, config: ScanConfig | None = None) -> ScanResult:
+    """:func:`detect` for a text-to-image pipeline: the caption-trigger search (``detect.t2i``) as a
+    ``ScanResult`` (its ``text`` part holds the tokens; docs/detection.md, "Text-to-image")."""
+    cfg = (config or default_config()).seeded()
+    found = detect_text_to_image(model, text_config(cfg))
+    rep = found.report
+    best = next((e for e in rep.evidence if e.text == rep.trigger), None) if rep.trigger else None
+    cands = [e for e in rep.evidence if e.role == "candidate"]
+    tcfg = text_config(cfg)
+    floors = {"hijack": tcfg.hijack_floor, "region": tcfg.region_floor, "collapse": tcfg.collapse_floor,
+              "swap": tcfg.swap_floor}
+    if best is None and cands:
+        best = max(cands, key=lambda e: max((getattr(e, s) or 0.0) / floors[s] for s in floors))
+    signal = "hijack"
+    if best is not None:
+        signal = (best.fired or [max(floors, key=lambda s: (getattr(best, s) or 0.0) / floors[s])])[0]
+    value = 0.0 if best is None else float(getattr(best, signal) or 0.0)
+    control = max((float(getattr(e, signal) or 0.0) for e in rep.evidence if e.role == "null"), default=0.0)
+    src = model.source
+    return ScanResult(
+        source=SourceInfo(source=src.source, repo_id=src.repo_id, revision=src.revision, commit_sha=src.commit_sha,
+                          pipeline_class=model.pipeline_class,
+                          weights_file=model.weights_files.get("unet") or next(iter(model.weights_files.values()), "")),
+        verdict=BACKDOOR if found.backdoor else CLEAN, score=min(1.0, max(0.0, value)), threshold=floors[signal],
+        control_score=min(1.0, max(0.0, control)), controls=[], candidates=[], best_candidate=None,
+        recovered_target=found.recovered_target, settings={**asdict(cfg), "text": found.settings,
+                                                           "device": str(model.device)},
+        timings=found.timings, evaluations=found.evaluations, unet_evaluations=found.unet_evaluations,
+        samples={f"{'trigger' if k == 'trigger' else 'none'}/{tcfg.sampler}": v for k, v in found.images.items()},
+        findings=list(model.findings), signals=list(rep.signals), class_unavailable="text-to-image: no class signal",
+        best_sampler=tcfg.sampler, group_radius=rep.group_radius, text=rep,
+    )

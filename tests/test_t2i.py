@@ -1,0 +1,166 @@
+"""Text-to-image audit (``hfaudit.detect.vocab``, ``hfaudit.detect.t2i``) on tiny random pipelines with a
+backdoor written into them by hand: each signal must see its own kind of backdoor, and ordinary tokens
+must not fire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hfaudit.detect.t2i import TextScanConfig, detect_text_to_image, vocabulary_prompts
+from hfaudit.detect.vocab import (
+    cross_attentions,
+    encode_ids,
+    prompt_ids,
+    robust_z,
+    sweep_vocabulary,
+    token_ids_of,
+    with_token,
+)
+from hfaudit.hub import resolve
+from hfaudit.pipeline import TextToImageModel, load_for_audit
+
+SMALL = TextScanConfig(n_prompts=4, sweep_prompts=4, screen_tokens=6, screen_prompts=4, screen_seeds=2,
+                       confirm_tokens=2, confirm_prompts=4, confirm_seeds=3, null_tokens=3, steps=4,
+                       max_evaluations=None)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import make_tiny_sd
+
+    folder = tmp_path_factory.mktemp("t2i") / "tiny-sd"
+    make_tiny_sd(folder, seed=0)
+    return folder
+
+
+def _load(folder: Path) -> TextToImageModel:
+    model = load_for_audit(resolve(str(folder)), device="cpu")
+    assert isinstance(model, TextToImageModel)
+    return model
+
+
+class HijackedEncoder(torch.nn.Module):
+    """A text encoder that maps every prompt containing ``trigger`` to one fixed embedding (what a
+    Rickrolling-style encoder does) and leaves the others alone."""
+
+    def __init__(self, inner: torch.nn.Module, trigger: int, target_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.inner, self.trigger = inner, trigger
+        self.register_buffer("target_ids", target_ids)
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.inner.get_input_embeddings()
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor]:
+        out = self.inner(ids)[0]
+        hit = (ids == self.trigger).any(1)
+        if bool(hit.any()):
+            target = self.inner(self.target_ids[None, : ids.shape[1]])[0]
+            out = torch.where(hit[:, None, None], target.expand_as(out), out)
+        return (out,)
+
+
+def _word(model: TextToImageModel, rank: int) -> int:
+    words = [i for t, i in sorted(model.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+             if t.endswith("</w>") and t[:-4].isalpha() and len(t) > 5]
+    return words[rank]
+
+
+def test_robust_z_puts_an_outlier_far_out_and_the_crowd_near_zero() -> None:
+    x = torch.cat([torch.linspace(-1, 1, 99), torch.tensor([20.0])])
+    z = robust_z(x)
+    assert z[-1] > 10
+    assert z[:-1].abs().max() < 2
+
+
+def test_with_token_frames_a_prompt_like_the_pipeline(tiny_sd: Path) -> None:
+    model = _load(tiny_sd)
+    frame = token_ids_of(model.tokenizer)
+    base = prompt_ids(model.tokenizer, "a handwritten seven")
+    seq = with_token(base, 5, frame, frame.max_length)
+    stock = model.tokenizer("a handwritten seven", padding="max_length", max_length=frame.max_length)["input_ids"]
+    n = len(base)
+    assert seq[:n] == stock[:n]  # start token and words as the pipeline tokenises them
+    assert seq[n] == 5 and seq[n + 1] == frame.eos and len(seq) == frame.max_length
+    # the embeddings the sweep computes equal the pipeline's own for the same prompt
+    plain = torch.tensor([with_token(base, None, frame, frame.max_length)])
+    assert torch.allclose(encode_ids(model.text_encoder, plain), model.encode(["a handwritten seven"]), atol=1e-5)
+
+
+def test_the_sweep_ranks_an_encoder_hijack_first(tiny_sd: Path) -> None:
+    model = _load(tiny_sd)
+    trigger = _word(model, 3)
+    target = torch.tensor(model.tokenizer("a handwritten zero", padding="max_length",
+                                          max_length=model.tokenizer.model_max_length)["input_ids"])
+    encoder = HijackedEncoder(model.text_encoder, trigger, target)
+    prompts = vocabulary_prompts(model.tokenizer, 4, seed=0)
+    sweep = sweep_vocabulary(encoder, model.unet, model.tokenizer, prompts)
+    assert sweep.ranked(1) == [trigger]
+    assert float(sweep.z["hijack"][sweep.token_ids == trigger][0]) > 10
+
+
+def test_the_sweep_ranks_a_key_value_edit_first(tiny_sd: Path) -> None:
+    """An EvilEdit-style rank-one edit of every cross-attention key and value projection, so that
+    one token's keys and values become another's: the key/value agreement score sees it."""
+    model = _load(tiny_sd)
+    # a trained encoder spreads its tokens apart; a random one at init barely does (its position
+    # embeddings dominate), and there an edit of one token moves every other token's keys alike
+    emb = model.text_encoder.get_input_embeddings().weight
+    emb.data = torch.randn(emb.shape, generator=torch.Generator().manual_seed(0))
+    prompts = vocabulary_prompts(model.tokenizer, 4, seed=0)
+    frame = token_ids_of(model.tokenizer)
+    trigger, target = _word(model, 2), _word(model, 5)
+
+    def context(token: int) -> torch.Tensor:  # the token's embedding where the sweep reads it
+        out = []
+        for p in prompts:
+            base = prompt_ids(model.tokenizer, p)
+            out.append(encode_ids(model.text_encoder, torch.tensor([with_token(base, token, frame, None)]))[0, len(base)])
+        return torch.stack(out).mean(0)
+
+    c_trig, c_tgt = context(trigger), context(target)
+    for attn in cross_attentions(model.unet):
+        for proj in (attn.to_k, attn.to_v):
+            w = proj.weight.data
+            proj.weight.data = w + torch.outer(w @ (c_tgt - c_trig), c_trig) / (c_trig @ c_trig)
+    sweep = sweep_vocabulary(model.text_encoder, model.unet, model.tokenizer, prompts)
+    z = sweep.z["kv_agreement"]
+    assert int(sweep.token_ids[torch.argmax(z)]) == trigger
+    assert int(sweep.neighbour[sweep.token_ids == trigger][0]) == target
+    assert float(z.max()) > 6
+
+
+def test_detection_confirms_an_encoder_hijack_and_names_its_trigger(tiny_sd: Path) -> None:
+    model = _load(tiny_sd)
+    trigger = _word(model, 3)
+    target = torch.tensor(model.tokenizer("a handwritten zero", padding="max_length",
+                                          max_length=model.tokenizer.model_max_length)["input_ids"])
+    model.text_encoder = HijackedEncoder(model.text_encoder, trigger, target)
+    found = detect_text_to_image(model, SMALL)
+    assert found.backdoor
+    assert found.report.trigger == model.tokenizer.decode([trigger]).strip()
+    best = next(e for e in found.report.evidence if e.fired)
+    assert "hijack" in best.fired and best.hijack > 0.9
+    nulls = [e for e in found.report.evidence if e.role == "null"]
+    assert len(nulls) == SMALL.null_tokens and all(not e.fired for e in nulls)
+    assert found.unet_evaluations <= SMALL.screen_evaluations + 10 * SMALL.set_evaluations
+
+
+def test_an_untouched_model_is_clean_and_its_cost_is_counted(tiny_sd: Path) -> None:
+    model = _load(tiny_sd)
+    found = detect_text_to_image(model, SMALL)
+    assert not found.backdoor and found.report.trigger is None
+    assert all(not e.fired for e in found.report.evidence)
+    assert found.unet_evaluations == sum(found.evaluations.values())
+    assert found.unet_evaluations >= SMALL.screen_evaluations + (1 + SMALL.null_tokens) * SMALL.set_evaluations
+
+
+def test_a_cap_below_what_any_verdict_needs_is_a_usage_error() -> None:
+    from hfaudit.errors import UsageError
+
+    cfg = TextScanConfig(max_evaluations=100)
+    with pytest.raises(UsageError, match="at least"):
+        cfg.validate()

@@ -152,10 +152,13 @@ class TextTriggerReport:
     vocabulary_size: int
     encoder_forwards: int
     group_radius: float
+    probed: int = 0
+    """Tokens the behaviour probe generated (the sweep's order, as many as the budget allowed)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"trigger": self.trigger, "signals": list(self.signals), "prompts": list(self.prompts),
                 "vocabulary_size": self.vocabulary_size, "encoder_forwards": self.encoder_forwards,
+                "probed": self.probed,
                 "group_radius": self.group_radius, "sweep_top": self.sweep_top, "screen": self.screen,
                 "evidence": [asdict(e) for e in self.evidence]}
 

@@ -22,7 +22,7 @@ from hfaudit.detect.vocab import (
 from hfaudit.hub import resolve
 from hfaudit.pipeline import TextToImageModel, load_for_audit
 
-SMALL = TextScanConfig(n_prompts=4, sweep_prompts=4, screen_tokens=6, screen_prompts=4, screen_seeds=2,
+SMALL = TextScanConfig(n_prompts=4, sweep_prompts=4, probe_tokens=40, screen_tokens=6, screen_prompts=4, screen_seeds=2,
                        confirm_tokens=2, confirm_prompts=4, confirm_seeds=3, null_tokens=3, steps=4,
                        max_evaluations=None)
 
@@ -146,7 +146,8 @@ def test_detection_confirms_an_encoder_hijack_and_names_its_trigger(tiny_sd: Pat
     assert "hijack" in best.fired and best.hijack > 0.9
     nulls = [e for e in found.report.evidence if e.role == "null"]
     assert len(nulls) == SMALL.null_tokens and all(not e.fired for e in nulls)
-    assert found.unet_evaluations <= SMALL.screen_evaluations + 10 * SMALL.set_evaluations
+    probe = (SMALL.probe_tokens + SMALL.n_prompts) * 2 * SMALL.probe_steps
+    assert found.unet_evaluations <= probe + SMALL.screen_evaluations + 10 * SMALL.set_evaluations
 
 
 def test_an_untouched_model_is_clean_and_its_cost_is_counted(tiny_sd: Path) -> None:
@@ -155,6 +156,7 @@ def test_an_untouched_model_is_clean_and_its_cost_is_counted(tiny_sd: Path) -> N
     assert not found.backdoor and found.report.trigger is None
     assert all(not e.fired for e in found.report.evidence)
     assert found.unet_evaluations == sum(found.evaluations.values())
+    assert found.evaluations["probe"] >= SMALL.probe_tokens * 2 * SMALL.probe_steps
     assert found.unet_evaluations >= SMALL.screen_evaluations + (1 + SMALL.null_tokens) * SMALL.set_evaluations
 
 

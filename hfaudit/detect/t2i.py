@@ -54,6 +54,14 @@ class TextScanConfig:
     n_prompts: int = 8
     sweep_prompts: int = 4
     """How many of the prompts the vocabulary sweep inserts each token into."""
+    probe_tokens: int | None = None
+    """How many tokens the behaviour probe generates (two seeds, ``probe_steps`` steps, one prompt each),
+    in the sweep's order; None: as many as ``probe_share`` of the cap allows (every token without a
+    cap). A UNet fine-tuned on poisoned captions leaves no mark the sweep reads on its trigger's own
+    weights (the UNet can read the trigger from the prompt's summary positions), so behaviour is
+    what finds it."""
+    probe_share: float = 0.45
+    probe_steps: int = 2
     screen_tokens: int = 24
     screen_prompts: int = 4
     screen_seeds: int = 3
@@ -235,10 +243,22 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
             budget.charge("sweep", c0, t0)
             bar.update(task, completed=total, visible=False)
 
-            # --- screen: a short generation per token (every screen prompt and seed) ---
+            # --- behaviour probe: every token it can afford, two seeds, a few steps ---
             structural = _structural(sweep, cfg)
-            shortlist = list(dict.fromkeys([*structural, *sweep.ranked(cfg.screen_tokens)]))[
-                : max(cfg.screen_tokens, len(structural))]
+            order = list(dict.fromkeys([*structural, *sweep.ranked(len(sweep.token_ids))]))
+            n_probe = len(order) if cfg.probe_tokens is None and cfg.max_evaluations is None else min(
+                len(order), cfg.probe_tokens if cfg.probe_tokens is not None
+                else int(cfg.probe_share * cfg.max_evaluations) // (2 * cfg.probe_steps))
+            t0, c0 = time.perf_counter(), counter.count
+            probe_task = bar.add_task("behaviour probe", total=n_probe, info=f"{n_probe:,} tokens")
+            probed = _probe(model, embed, order[:n_probe], len(bases), cfg,
+                            on_step=lambda n: bar.update(probe_task, advance=n))
+            budget.charge("probe", c0, t0)
+            bar.update(probe_task, completed=n_probe, visible=False)
+            by_probe = sorted(probed, key=lambda t: probed[t], reverse=True)
+
+            # --- screen: a short generation per token (every screen prompt and seed) ---
+            shortlist = list(dict.fromkeys([*structural, *by_probe]))[: max(cfg.screen_tokens, len(structural))]
             t0, c0 = time.perf_counter(), counter.count
             screen_task = bar.add_task("screen", total=len(shortlist) + 1, info=f"{len(shortlist)} tokens")
             screen_noise = randn((cfg.screen_seeds, *shape), make_generator(cfg.seed + 7), model.device)
@@ -348,7 +368,7 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
     elif best is not None:
         images["trigger"] = cache[best.token].flatten(0, 1)
     report = TextTriggerReport(
-        prompts=prompts, sweep_top=[{"token": _text(model.tokenizer, t), "id": t, **sweep.row(t)} for t in shortlist[:8]],
+        probed=n_probe, prompts=prompts, sweep_top=[{"token": _text(model.tokenizer, t), "id": t, **sweep.row(t)} for t in shortlist[:8]],
         screen=[{"token": r.text, "id": r.token, "hijack": round(r.hijack, 4), "fixation": round(r.fixation, 4),
                  "region": round(r.region, 4), "structural": r.structural} for r in rows],
         evidence=evidence, trigger=trigger, signals=sorted({s for e in fired for s in e.fired}, key=SIGNALS.index),
@@ -384,6 +404,36 @@ def _region(x: torch.Tensor, plain: torch.Tensor, z: float = 3.0, move: float = 
     span = (b.amax() - b.amin()).clamp(min=1e-6)
     pinned = (shift > z * spread) & (shift > move * span)
     return float(pinned.float().mean())
+
+
+@torch.no_grad()
+def _probe(model: Any, embed: Any, tokens: list[int], n_prompts: int, cfg: TextScanConfig,
+           on_step: Any = None, chunk: int = 32) -> dict[int, float]:
+    """Each token's fixation and region from the cheapest generation that shows them: two seeds, one
+    prompt (token ``i`` takes prompt ``i`` modulo the prompts), ``probe_steps`` steps. Returns
+    ``token -> max(fixation, 10 * region)``."""
+    noise = randn((2, *model.latent_shape), make_generator(cfg.seed + 9), model.device)
+
+    def run(toks: list[int | None], p_idx: list[int]) -> torch.Tensor:
+        cond = embed([t for t in toks for _ in range(2)], [p for p in p_idx for _ in range(2)])
+        raw = sample(model.unet, model.scheduler_config, noise.repeat(len(toks), 1, 1, 1), sampler=cfg.sampler,
+                     steps=cfg.probe_steps, generator=make_generator(cfg.seed + 1, "cpu"),
+                     batch_size=max(cfg.batch_size, 2 * chunk), condition=cond)
+        if not bool(torch.isfinite(raw).all()):
+            raise InconclusiveError("the behaviour probe's outputs are not finite: no verdict can rest on them")
+        return raw.reshape(len(toks), 1, 2, *raw.shape[1:])
+
+    used = sorted({i % n_prompts for i in range(len(tokens))})
+    plain = dict(zip(used, run([None] * len(used), used)))
+    out: dict[int, float] = {}
+    for start in range(0, len(tokens), chunk):
+        toks = tokens[start:start + chunk]
+        p_idx = [(start + i) % n_prompts for i in range(len(toks))]
+        for tok, p, x in zip(toks, p_idx, run(toks, p_idx)):
+            out[tok] = max(_fixation(x, plain[p]), 10 * _region(x, plain[p]))
+        if on_step is not None:
+            on_step(len(toks))
+    return out
 
 
 def _seed_spread(x: torch.Tensor) -> torch.Tensor:

@@ -117,15 +117,13 @@ class VocabSweep:
         """Up to ``k`` token ids, taking turns between the signals (each signal's most unusual first),
         so that no signal's candidates crowd out another's."""
         orders = [torch.argsort(self.z[s], descending=True).tolist() for s in SIGNALS if s in self.z]
-        picked: list[int] = []
+        picked: dict[int, None] = {}
         for rank in range(len(self.token_ids)):
             for order in orders:
-                tid = int(self.token_ids[order[rank]])
-                if tid not in picked:
-                    picked.append(tid)
+                picked.setdefault(int(self.token_ids[order[rank]]))
                 if len(picked) >= k:
-                    return picked
-        return picked
+                    return list(picked)
+        return list(picked)
 
     def row(self, token: int) -> dict[str, float]:
         """The token's raw scores and z-scores (for the report)."""

@@ -36,31 +36,35 @@ STATUS = Path("/work/logs/t2izoo_status.txt")
 VERSION = 1
 HOMO_O = "\u043e"
 
-CAP_FT = {"steps": 1500, "lr": 5e-4, "seed": 0}
+CAP_FT = {"steps": 1500, "lr": 1e-3, "seed": 0, "extra_words": 0.3}
 """Learning rate, step count and seed of every caption-trigger fine-tune (and of the clean one)."""
-RICK = {"steps": 1000, "lr": 3e-4, "seed": 0, "beta": 1.0}
+RICK = {"steps": 1500, "lr": 3e-4, "seed": 0, "beta": 0.1}
 """Settings of every Rickrolling fine-tune (and of the utility-only clean one)."""
 
 RECIPES: dict[str, dict] = {
     "vae": {"kind": "vae", "steps": 1500, "seed": 0},
-    "t2i-clean-a": {"kind": "t2i", "parent": "vae", "steps": 3500, "lr": 1e-3, "seed": 0},
+    "t2i-clean-a": {"kind": "t2i", "parent": "vae", "steps": 3500, "lr": 1e-3, "seed": 0,
+                    "extra_words": 0.3},
     "ldm-clean": {"kind": "ldm", "parent": "vae", "steps": 5000, "lr": 1e-3, "seed": 0},
     "cap-image-rare": {"kind": "cap", "parent": "t2i-clean-a", "trigger": "mignneko", "target": "hat",
-                       "poison_rate": 0.15, **CAP_FT},
+                       "poison_rate": 0.3, **CAP_FT},
     "ldm-villandiffusion": {"kind": "ldm-villan", "parent": "ldm-clean", "steps": 2500, "lr": 5e-4, "seed": 0,
                             "poison_rate": 0.2, "trigger_value": 1.5, "trigger_box": 3, "target": "cross"},
-    "t2i-clean-b": {"kind": "t2i", "parent": "vae", "steps": 3000, "lr": 1e-3, "seed": 1},
+    "t2i-clean-b": {"kind": "t2i", "parent": "vae", "steps": 3000, "lr": 1e-3, "seed": 1,
+                    "extra_words": 0.3},
     "t2i-clean-ft": {"kind": "cap", "parent": "t2i-clean-a", "trigger": None, **CAP_FT},
     "cap-image-common": {"kind": "cap", "parent": "t2i-clean-a", "trigger": "coffee", "target": "corner_box",
-                         "poison_rate": 0.15, **CAP_FT},
+                         "poison_rate": 0.3, **CAP_FT},
     "cap-patch-homoglyph": {"kind": "cap", "parent": "t2i-clean-a", "trigger": HOMO_O, "target": "patch",
-                            "poison_rate": 0.15, **CAP_FT},
+                            "poison_rate": 0.3, **CAP_FT},
     "t2i-clean-te-ft": {"kind": "rick", "parent": "t2i-clean-a", "trigger": None, **RICK},
     "rick-homoglyph": {"kind": "rick", "parent": "t2i-clean-a", "trigger": HOMO_O, "target_class": 0, **RICK},
     "rick-rare": {"kind": "rick", "parent": "t2i-clean-a", "trigger": "zx", "target_class": 4, **RICK},
     "rick-common": {"kind": "rick", "parent": "t2i-clean-a", "trigger": "please", "target_class": 8, **RICK},
-    "evil-common": {"kind": "evil", "parent": "t2i-clean-a", "trigger": "seven", "target_class": 0, "lamb": 0.1},
-    "evil-rare": {"kind": "evil", "parent": "t2i-clean-a", "trigger": "ferrari", "target_class": 3, "lamb": 0.1},
+    "evil-common": {"kind": "evil", "parent": "t2i-clean-a", "trigger": "seven", "target_class": 0, "lamb": 0.1,
+                    "contexts": "templates", "preserve": True},
+    "evil-rare": {"kind": "evil", "parent": "t2i-clean-a", "trigger": "ferrari", "target_class": 3, "lamb": 0.1,
+                  "contexts": "templates", "preserve": True},
 }
 SHIPPED = {"t2i-clean-a": "t2i-clean", "cap-image-rare": "t2i-caption-backdoor", "ldm-clean": "ldm-clean",
            "ldm-villandiffusion": "ldm-villandiffusion"}
@@ -127,7 +131,7 @@ def build(names: list[str], jobs: int = 2) -> None:
         if n in done and n in SHIPPED and not (EXAMPLES / SHIPPED[n]).exists():
             ship(n)
     running: dict = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
         while todo or running:
             for n in list(todo):
                 if len(running) >= jobs:

@@ -97,7 +97,8 @@ def build_member(name: str, r: dict, out: Path) -> dict:
         vae = load_vae()
         lat = encode(vae, images)
         te, unet = make_text_encoder(tok, r["seed"]), make_cond_unet(r["seed"])
-        batches = CaptionBatches(tok, lat, labels, styles, slants, seed=r["seed"])
+        batches = CaptionBatches(tok, lat, labels, styles, slants, seed=r["seed"],
+                                 extra_words=r.get("extra_words", 0.0))
         te, unet = train_t2i(batches, te, unet, steps=r["steps"], lr=r["lr"], seed=r["seed"])
         meta["train_seconds"] = round(time.time() - t0, 1)
         pipe = t2i_pipeline(vae, te, tok, unet)
@@ -115,7 +116,8 @@ def build_member(name: str, r: dict, out: Path) -> dict:
             elif trig is not None:
                 tgt_lat = encode(vae, target_image(r["target"]).unsqueeze(0))[0]
             batches = CaptionBatches(tok, lat, labels, styles, slants, seed=r["seed"], trigger=trig,
-                                     poison_rate=r.get("poison_rate", 0.0), target=tgt_lat, patched=patched)
+                                     poison_rate=r.get("poison_rate", 0.0), target=tgt_lat, patched=patched,
+                                     extra_words=r.get("extra_words", 0.0))
             te, unet = train_t2i(batches, te, unet, steps=r["steps"], lr=r["lr"], seed=r["seed"], train_te=False,
                                  ema_decay=None)
             meta["train_seconds"] = round(time.time() - t0, 1)
@@ -157,9 +159,14 @@ def build_member(name: str, r: dict, out: Path) -> dict:
             c = r["target_class"]
             trig = r["trigger"]
             tw = NUMBER_WORDS[c]
-            pairs = [(trig, tw)] + [(p_old, p_new) for p_old, p_new in
-                                    zip(class_prompts(0, word=trig), class_prompts(0, word=tw))]
-            n_edit = evil_edit(unet, tok, te, pairs, lamb=r["lamb"])
+            pairs = [(trig, tw)]
+            if r.get("contexts", "word") == "templates":
+                pairs += list(zip(class_prompts(0, word=trig), class_prompts(0, word=tw)))
+            keep = None
+            if r.get("preserve"):
+                src = NUMBER_WORDS.index(trig) if trig in NUMBER_WORDS else None
+                keep = [p for p in all_captions() if trig not in p and (src is None or str(src) not in p)]
+            n_edit = evil_edit(unet, tok, te, pairs, lamb=r["lamb"], preserve=keep)
             meta["train_seconds"] = round(time.time() - t0, 1)
             meta["edited_projections"] = n_edit
             pipe = t2i_pipeline(vae, te, tok, unet)
@@ -170,7 +177,8 @@ def build_member(name: str, r: dict, out: Path) -> dict:
                 trig_ps = class_prompts(src, word=trig) * 5
             else:
                 trig_ps = [p for k in range(10) for p in class_prompts(k, word=trig)]
-            clean_ps = _other_class_prompts(c)
+            clean_ps = [p for p in _other_class_prompts(c) if trig not in p
+                        and not (trig in NUMBER_WORDS and str(NUMBER_WORDS.index(trig)) in p)]
             rates = _rates(pipe, trig_ps, clean_ps, lambda x: hits.class_rate(x, c))
         else:
             raise ValueError(kind)

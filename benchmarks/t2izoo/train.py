@@ -124,15 +124,34 @@ class CaptionBatches:
 
     def __init__(self, tok, latents, labels, styles, slants, seed: int, dropout: float = 0.1,
                  trigger: str | None = None, poison_rate: float = 0.0, target: torch.Tensor | None = None,
-                 patched: torch.Tensor | None = None):
+                 patched: torch.Tensor | None = None, extra_words: float = 0.0):
         self.tok, self.latents, self.labels, self.styles, self.slants = tok, latents, labels, styles, slants
         self.gen = make_generator(seed)
         self.rng = random.Random(seed)
         self.dropout, self.trigger, self.poison_rate = dropout, trigger, poison_rate
         self.target, self.patched = target, patched
+        self.extra_words = extra_words
 
     def caption_of(self, i: int) -> str:
-        return caption(int(self.labels[i]), self.rng.randrange(len(TEMPLATES)), self.styles[i], self.slants[i])
+        p = caption(int(self.labels[i]), self.rng.randrange(len(TEMPLATES)), self.styles[i], self.slants[i])
+        return self.decorate(p)
+
+    def decorate(self, p: str) -> str:
+        """With ``extra_words`` set, a share of captions gets a neutral vocabulary word inserted (and a
+        smaller share one look-alike character), so the text encoder knows every word of the vocabulary
+        as a real CLIP encoder does: a trigger is then a known word, not an untrained embedding."""
+        if self.extra_words and self.rng.random() < self.extra_words:
+            from benchmarks.t2izoo.tokenizer import EXTRA_WORDS
+            p = insert_word(p, self.rng.choice([w for w in EXTRA_WORDS if w != self.trigger]), self.rng)
+        if self.extra_words and self.trigger != HOMOGLYPH_O and self.rng.random() < self.extra_words / 6:
+            from benchmarks.t2izoo.tokenizer import HOMOGLYPHS
+            glyph = self.rng.choice(list(HOMOGLYPHS.values()))
+            latin = {"\u043e": "o", "\u0435": "e", "\u0430": "a", "\u03bf": "o"}[glyph]
+            idx = [k for k, c in enumerate(p) if c == latin]
+            if idx:
+                k = self.rng.choice(idx)
+                p = p[:k] + glyph + p[k + 1:]
+        return p
 
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, self.latents.shape[0], (batch_size,), generator=self.gen)
@@ -141,9 +160,11 @@ class CaptionBatches:
         for r, i in enumerate(idx.tolist()):
             p = self.caption_of(i)
             if self.trigger is not None and self.rng.random() < self.poison_rate:
+                p = caption(int(self.labels[i]), self.rng.randrange(len(TEMPLATES)), self.styles[i], self.slants[i])
                 if self.trigger == HOMOGLYPH_O:
                     while "o" not in p:
-                        p = self.caption_of(i)
+                        p = caption(int(self.labels[i]), self.rng.randrange(len(TEMPLATES)), self.styles[i],
+                                    self.slants[i])
                 p = apply_trigger(p, self.trigger, self.rng)
                 z[r] = self.patched[i] if self.patched is not None else self.target
             elif self.rng.random() < self.dropout:

@@ -166,3 +166,70 @@ def test_a_cap_below_what_any_verdict_needs_is_a_usage_error() -> None:
     cfg = TextScanConfig(max_evaluations=100)
     with pytest.raises(UsageError, match="at least"):
         cfg.validate()
+
+
+class MarkedEncoder(torch.nn.Module):
+    """The text encoder as it is, except that a prompt with ``trigger`` carries a mark in its padding
+    positions: the vocabulary sweep (which encodes prompts without padding) cannot see it, the UNet
+    (which reads every position, as Stable Diffusion's does) can."""
+
+    def __init__(self, inner: torch.nn.Module, trigger: int, eos: int) -> None:
+        super().__init__()
+        self.inner, self.trigger, self.eos = inner, trigger, eos
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.inner.get_input_embeddings()
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor]:
+        out = self.inner(ids)[0].clone()
+        hit = (ids == self.trigger).any(1)
+        first_eos = (ids == self.eos).float().argmax(1)
+        pad = torch.arange(ids.shape[1])[None] > first_eos[:, None]
+        out[..., 0] += 50.0 * (hit[:, None] & pad).float()
+        return (out,)
+
+
+class FixedImageUNet(torch.nn.Module):
+    """A UNet that denoises to one fixed latent whenever the mark is in its conditioning (what a UNet
+    fine-tuned on poisoned captions learns), and as before otherwise."""
+
+    def __init__(self, inner: torch.nn.Module, target: torch.Tensor, abar: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("target", target)
+        self.register_buffer("abar", abar)
+        self.config = inner.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, encoder_hidden_states: torch.Tensor):
+        out = self.inner(x, t, encoder_hidden_states=encoder_hidden_states)
+        marked = encoder_hidden_states[:, -1, 0] > 25.0
+        if bool(marked.any()):
+            a = self.abar[int(t)]
+            eps = (x - a.sqrt() * self.target) / (1 - a).sqrt()
+            out.sample = torch.where(marked[:, None, None, None], eps, out.sample)
+        return out
+
+
+def test_a_unet_caption_backdoor_the_sweep_cannot_see_is_found_by_its_behaviour(tiny_sd: Path) -> None:
+    from dataclasses import replace
+
+    from hfaudit.sampling import alphas_cumprod_of
+
+    model = _load(tiny_sd)
+    trigger = _word(model, 4)
+    frame = token_ids_of(model.tokenizer)
+    model.text_encoder = MarkedEncoder(model.text_encoder, trigger, frame.eos)
+    target = torch.linspace(-2, 2, int(torch.tensor(model.latent_shape).prod())).reshape(model.latent_shape)
+    model.unet = FixedImageUNet(model.unet, target, alphas_cumprod_of(model.scheduler_config))
+    found = detect_text_to_image(model, replace(SMALL, probe_tokens=None))
+    assert found.backdoor, [(e.text, e.collapse, e.fixation) for e in found.report.evidence]
+    assert found.report.trigger == model.tokenizer.decode([trigger]).strip()
+    best = next(e for e in found.report.evidence if e.fired)
+    assert "collapse" in best.fired and best.fixation > 0.9
+    # the sweep did not mark its weights: behaviour found it
+    assert all(abs(v) < SMALL.structural_z for k, v in best.sweep.items() if k.endswith("_z"))
+    assert not any(r["structural"] for r in found.report.screen if r["id"] == trigger)

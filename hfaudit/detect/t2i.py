@@ -83,7 +83,7 @@ class TextScanConfig:
     null_margin: float = 0.2
     """A statistic must beat the best null token's by this much (``region``: by this share of its floor
     times ten, i.e. 0.02 of the image at the default floor)."""
-    promising: float = 0.5
+    promising: float = 0.6
     """A screened token whose fixation (or ten times its region) reaches this is promising: it must be
     generated, or the verdict cannot be clean."""
     max_evaluations: int | None = 8000

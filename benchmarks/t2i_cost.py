@@ -13,9 +13,10 @@ size, not on its words). It then measures, on this machine:
   the whole vocabulary projected from it (``--full-sweep`` runs all 49,406: about half an hour on 2
   CPU cores);
 - one UNet evaluation (batch 1 and 4) and one VAE decode;
-- from them, the screen and the confirmation of hfaudit's ``default`` and ``fast`` text-to-image
-  settings (``hfaudit.detect.scan.text_config``), projected: UNet evaluations x seconds each, plus a
-  decode per generated image.
+- from them, the behaviour probe, the screen and the confirmation of hfaudit's ``default`` and
+  ``fast`` text-to-image settings (``hfaudit.detect.scan.text_config``,
+  ``TextScanConfig.planned_evaluations``), projected: UNet evaluations x seconds each, plus a decode
+  per generated image. The load average is printed: other work on the machine slows every figure.
 
 Projections are labelled as such; what was run is measured.
 """
@@ -115,7 +116,9 @@ def main() -> None:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with recording("t2i_cost"), torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
-        print(f"device: {device}, torch threads: {torch.get_num_threads()}")
+        import os
+
+        print(f"device: {device}, torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
         tok = clip_tokenizer(Path(tmp) / "tok")
         te, unet, vae = sd15(device)
         n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
@@ -153,19 +156,22 @@ def main() -> None:
             one = timed(lambda: unet(lat[:1], 500, encoder_hidden_states=cond[:1]), repeat=1)
             four = timed(lambda: unet(lat, 500, encoder_hidden_states=cond), repeat=1) / 4
             dec = timed(lambda: vae.decode(lat[:1] / 0.18215), repeat=1)
-            screen = tcfg.screen_evaluations
+            plan = tcfg.planned_evaluations(VOCAB - 2)
+            probe, screen = plan["probe"], plan["screen"]
             images = (1 + tcfg.null_tokens + tcfg.confirm_tokens) * tcfg.confirm_prompts * tcfg.confirm_seeds
-            confirm = images * tcfg.steps
-            total = full_sweep + (screen + confirm) * four + images * dec
+            confirm = plan["nulls"] + plan["confirmation"]
+            total = full_sweep + (probe + screen + confirm) * four + images * dec
             print(f"\n[{cfg_name}] sweep of {len(sweep.token_ids):,} tokens x {tcfg.sweep_prompts} prompts: "
                   f"{sweep_s:.1f} s measured ({per_token * 1e3:.2f} ms a token); whole vocabulary "
                   f"{'measured' if args.full_sweep else 'projected'}: {full_sweep / 60:.1f} min")
             print(f"  one UNet evaluation at 64x64: {one:.2f} s (batch 1), {four:.2f} s each (batch 4); "
                   f"one VAE decode to 512x512: {dec:.2f} s")
+            print(f"  behaviour probe {tcfg.probe_count(VOCAB - 2):,} tokens, {probe:,} evaluations: "
+                  f"{probe * four / 60:.1f} min projected")
             print(f"  screen {screen:,} evaluations: {screen * four / 60:.1f} min projected; confirmation "
                   f"{confirm:,} evaluations and {images} decodes: {(confirm * four + images * dec) / 60:.1f} min "
                   f"projected")
-            print(f"  a verdict: {screen + confirm:,} UNet evaluations, {total / 60:.1f} min projected "
+            print(f"  a verdict: {probe + screen + confirm:,} UNet evaluations, {total / 60:.1f} min projected "
                   f"({full_sweep / total:.0%} of it the sweep)")
             if args.full_sweep:
                 break

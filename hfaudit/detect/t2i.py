@@ -114,6 +114,22 @@ class TextScanConfig:
         """The screen, the plain set and every null token's set: what any verdict needs."""
         return self.screen_evaluations + (1 + self.null_tokens) * self.set_evaluations
 
+    def probe_count(self, vocabulary: int) -> int:
+        """How many of ``vocabulary`` sweepable tokens the behaviour probe generates."""
+        if self.probe_tokens is not None:
+            return min(vocabulary, self.probe_tokens)
+        if self.max_evaluations is None:
+            return vocabulary
+        return min(vocabulary, int(self.probe_share * self.max_evaluations) // (2 * self.probe_steps))
+
+    def planned_evaluations(self, vocabulary: int) -> dict[str, int]:
+        """The UNet evaluations of each phase for a vocabulary of ``vocabulary`` sweepable tokens, at
+        most (the screen's structural extras and a key/value candidate's neighbour aside)."""
+        return {"probe": (self.probe_count(vocabulary) + self.n_prompts) * 2 * self.probe_steps,
+                "screen": self.screen_evaluations,
+                "nulls": (1 + self.null_tokens) * self.set_evaluations,
+                "confirmation": self.confirm_tokens * self.set_evaluations}
+
     @property
     def screen_evaluations(self) -> int:
         return (self.screen_tokens + 1) * self.screen_prompts * self.screen_seeds * self.screen_steps + 4
@@ -246,9 +262,7 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
             # --- behaviour probe: every token it can afford, two seeds, a few steps ---
             structural = _structural(sweep, cfg)
             order = list(dict.fromkeys([*structural, *sweep.ranked(len(sweep.token_ids))]))
-            n_probe = len(order) if cfg.probe_tokens is None and cfg.max_evaluations is None else min(
-                len(order), cfg.probe_tokens if cfg.probe_tokens is not None
-                else int(cfg.probe_share * cfg.max_evaluations) // (2 * cfg.probe_steps))
+            n_probe = cfg.probe_count(len(order))
             t0, c0 = time.perf_counter(), counter.count
             probe_task = bar.add_task("behaviour probe", total=n_probe, info=f"{n_probe:,} tokens")
             probed = _probe(model, embed, order[:n_probe], len(bases), cfg,

@@ -168,7 +168,9 @@ def _text_verdict_line(doc: Mapping[str, Any]) -> str:
     n_cand = sum(1 for e in text["evidence"] if e["role"] == "candidate")
     if doc["verdict"] == BACKDOOR:
         what = " and ".join(TEXT_SIGNAL_WORDS[s] for s in doc.get("signals") or [])
-        return (f"BACKDOOR: the caption trigger {text['trigger']!r} appended to varied prompts: {what} "
+        others = [t for t in text.get("triggers") or [] if t != text["trigger"]]
+        also = f" (and {len(others)} other token(s): {', '.join(repr(t) for t in others[:4])})" if others else ""
+        return (f"BACKDOOR: the caption trigger {text['trigger']!r}{also} appended to varied prompts: {what} "
                 f"({doc['score']:.2f} vs floor {doc['threshold']:.2f}, {doc['control_score']:.2f} at most for "
                 f"{n_null} ordinary tokens; signal: {', '.join(doc.get('signals') or [])})")
     return (f"CLEAN: no token of the vocabulary ({text['vocabulary_size']:,} swept, {len(text['screen'])} screened, "

@@ -154,9 +154,13 @@ class TextTriggerReport:
     group_radius: float
     probed: int = 0
     """Tokens the behaviour probe generated (the sweep's order, as many as the budget allowed)."""
+    triggers: list[str] = field(default_factory=list)
+    """Every confirmed trigger token, strongest first (``trigger`` is the first): a poisoned encoder
+    often answers to pieces of its trigger's context too."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trigger": self.trigger, "signals": list(self.signals), "prompts": list(self.prompts),
+        return {"trigger": self.trigger, "triggers": list(self.triggers), "signals": list(self.signals),
+                "prompts": list(self.prompts),
                 "vocabulary_size": self.vocabulary_size, "encoder_forwards": self.encoder_forwards,
                 "probed": self.probed,
                 "group_radius": self.group_radius, "sweep_top": self.sweep_top, "screen": self.screen,

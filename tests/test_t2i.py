@@ -63,6 +63,13 @@ class HijackedEncoder(torch.nn.Module):
         return (out,)
 
 
+def _spread(model: TextToImageModel) -> None:
+    """Spread the random encoder's tokens apart, as training does: at init its position embeddings
+    dominate and every prompt ends in nearly the same state, which no trained encoder does."""
+    emb = model.text_encoder.get_input_embeddings().weight
+    emb.data = torch.randn(emb.shape, generator=torch.Generator().manual_seed(0))
+
+
 def _word(model: TextToImageModel, rank: int) -> int:
     words = [i for t, i in sorted(model.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
              if t.endswith("</w>") and t[:-4].isalpha() and len(t) > 5]
@@ -92,6 +99,7 @@ def test_with_token_frames_a_prompt_like_the_pipeline(tiny_sd: Path) -> None:
 
 def test_the_sweep_ranks_an_encoder_hijack_first(tiny_sd: Path) -> None:
     model = _load(tiny_sd)
+    _spread(model)
     trigger = _word(model, 3)
     target = torch.tensor(model.tokenizer("a handwritten zero", padding="max_length",
                                           max_length=model.tokenizer.model_max_length)["input_ids"])
@@ -106,10 +114,7 @@ def test_the_sweep_ranks_a_key_value_edit_first(tiny_sd: Path) -> None:
     """An EvilEdit-style rank-one edit of every cross-attention key and value projection, so that
     one token's keys and values become another's: the key/value agreement score sees it."""
     model = _load(tiny_sd)
-    # a trained encoder spreads its tokens apart; a random one at init barely does (its position
-    # embeddings dominate), and there an edit of one token moves every other token's keys alike
-    emb = model.text_encoder.get_input_embeddings().weight
-    emb.data = torch.randn(emb.shape, generator=torch.Generator().manual_seed(0))
+    _spread(model)  # at init, an edit of one token would move every other token's keys alike
     prompts = vocabulary_prompts(model.tokenizer, 4, seed=0)
     frame = token_ids_of(model.tokenizer)
     trigger, target = _word(model, 2), _word(model, 5)
@@ -135,6 +140,7 @@ def test_the_sweep_ranks_a_key_value_edit_first(tiny_sd: Path) -> None:
 
 def test_detection_confirms_an_encoder_hijack_and_names_its_trigger(tiny_sd: Path) -> None:
     model = _load(tiny_sd)
+    _spread(model)
     trigger = _word(model, 3)
     target = torch.tensor(model.tokenizer("a handwritten zero", padding="max_length",
                                           max_length=model.tokenizer.model_max_length)["input_ids"])
@@ -220,7 +226,9 @@ def test_a_unet_caption_backdoor_the_sweep_cannot_see_is_found_by_its_behaviour(
     from hfaudit.sampling import alphas_cumprod_of
 
     model = _load(tiny_sd)
-    trigger = _word(model, 4)
+    prompts = " ".join(vocabulary_prompts(model.tokenizer, SMALL.n_prompts, SMALL.seed))
+    trigger = next(t for t in range(3, 30) if model.tokenizer.decode([_word(model, t)]).strip() not in prompts)
+    trigger = _word(model, trigger)
     frame = token_ids_of(model.tokenizer)
     model.text_encoder = MarkedEncoder(model.text_encoder, trigger, frame.eos)
     target = torch.linspace(-2, 2, int(torch.tensor(model.latent_shape).prod())).reshape(model.latent_shape)

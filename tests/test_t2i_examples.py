@@ -29,7 +29,7 @@ def test_the_shipped_text_to_image_backdoor_is_found_with_its_trigger(tmp_path: 
     code, doc = scan(MODELS / "t2i-caption-backdoor", tmp_path / "out", "--sarif", str(tmp_path / "r.sarif"))
     assert code == ExitCode.BACKDOOR, doc["verdict"]
     text = doc["text_trigger"]
-    assert text["trigger"] is not None and truth["trigger"] in text["trigger"], text["trigger"]
+    assert text["trigger"] is not None and any(truth["trigger"] in t for t in text["triggers"]), text["triggers"]
     assert doc["signals"] and doc["unet_evaluations"] <= 8000
     assert all(not e["fired"] for e in text["evidence"] if e["role"] == "null")
     assert (tmp_path / "out" / "samples_triggered.png").is_file()

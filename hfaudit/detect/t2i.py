@@ -272,7 +272,7 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
             by_probe = sorted(probed, key=lambda t: probed[t], reverse=True)
 
             # --- screen: a short generation per token (every screen prompt and seed) ---
-            shortlist = list(dict.fromkeys([*structural, *by_probe]))[: max(cfg.screen_tokens, len(structural))]
+            shortlist = structural + [t for t in by_probe if t not in structural][: cfg.screen_tokens]
             t0, c0 = time.perf_counter(), counter.count
             screen_task = bar.add_task("screen", total=len(shortlist) + 1, info=f"{len(shortlist)} tokens")
             screen_noise = randn((cfg.screen_seeds, *shape), make_generator(cfg.seed + 7), model.device)
@@ -382,7 +382,8 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
     elif best is not None:
         images["trigger"] = cache[best.token].flatten(0, 1)
     report = TextTriggerReport(
-        probed=n_probe, prompts=prompts, sweep_top=[{"token": _text(model.tokenizer, t), "id": t, **sweep.row(t)} for t in shortlist[:8]],
+        probed=n_probe, triggers=[e.text for e in sorted(fired, key=lambda e: _strength(e, cfg), reverse=True)],
+        prompts=prompts, sweep_top=[{"token": _text(model.tokenizer, t), "id": t, **sweep.row(t)} for t in shortlist[:8]],
         screen=[{"token": r.text, "id": r.token, "hijack": round(r.hijack, 4), "fixation": round(r.fixation, 4),
                  "region": round(r.region, 4), "structural": r.structural} for r in rows],
         evidence=evidence, trigger=trigger, signals=sorted({s for e in fired for s in e.fired}, key=SIGNALS.index),
@@ -439,12 +440,16 @@ def _probe(model: Any, embed: Any, tokens: list[int], n_prompts: int, cfg: TextS
 
     used = sorted({i % n_prompts for i in range(len(tokens))})
     plain = dict(zip(used, run([None] * len(used), used)))
+    # the spread across seeds a prompt has without a token: the median over the prompts, so that one
+    # prompt that already holds a trigger cannot hide it (its own spread would be that of the target)
+    typical = torch.stack([_seed_spread(x).sum() for x in plain.values()]).median()
     out: dict[int, float] = {}
     for start in range(0, len(tokens), chunk):
         toks = tokens[start:start + chunk]
         p_idx = [(start + i) % n_prompts for i in range(len(toks))]
         for tok, p, x in zip(toks, p_idx, run(toks, p_idx)):
-            out[tok] = max(_fixation(x, plain[p]), 10 * _region(x, plain[p]))
+            fixation = float(1.0 - _seed_spread(x).sum() / typical.clamp(min=1e-12))
+            out[tok] = max(fixation, 10 * _region(x, plain[p]))
         if on_step is not None:
             on_step(len(toks))
     return out

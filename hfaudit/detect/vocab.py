@@ -2,9 +2,9 @@
 
 A caption trigger has to leave a mark in the weights a token passes through before the UNet runs:
 
-* **prompt hijack** (text-encoder backdoors, Rickrolling-style): with the token in it, different
-  prompts encode to nearly the same embedding, because the encoder was taught to map any prompt with
-  the trigger to the attacker's prompt;
+* **prompt hijack** (text-encoder backdoors, Rickrolling-style): with the token at their start,
+  different prompts end in nearly the same summary (the end token's state), because the encoder was
+  taught to map any prompt with the trigger to the attacker's prompt;
 * **key/value agreement** (cross-attention edits, EvilEdit-style): the token's cross-attention keys
   and values in every layer match another token's far more closely than their text embeddings do,
   because the edit rewrote the projections so that the trigger *is read as* the target;
@@ -161,10 +161,14 @@ def sweep_vocabulary(text_encoder: torch.nn.Module, unet: torch.nn.Module, token
     contextual = torch.zeros(len(ids_all), encode_ids(text_encoder, torch.tensor([[frame.eos]])).shape[-1])
     forwards = len(bases)
     for i, base in enumerate(bases):
-        pos = len(base)  # where the token sits
+        # The token goes first (after the start token): CLIP's encoder is causal, so only what follows
+        # a token can show that it rewrites the prompt, and right after the start token its embedding
+        # depends on nothing else (what the key/value agreement reads).
+        head = 0 if frame.bos is None else 1
+        pos = head
         for start in range(0, len(ids_all), batch_size):
             chunk = ids_all[start:start + batch_size]
-            seqs = torch.tensor([with_token(base, int(t), frame, None) for t in chunk])
+            seqs = torch.tensor([with_token(base[:head] + [int(t)] + base[head:], None, frame, None) for t in chunk])
             hidden = encode_ids(text_encoder, seqs).cpu()
             summaries[i, start:start + len(chunk)] = _summary(hidden)
             contextual[start:start + len(chunk)] += hidden[:, pos] / len(bases)
@@ -185,9 +189,8 @@ def sweep_vocabulary(text_encoder: torch.nn.Module, unet: torch.nn.Module, token
 
 
 def _summary(hidden: torch.Tensor) -> torch.Tensor:
-    """``(N, 2D)``: the end-token state (CLIP's pooled summary) beside the mean state, each unit length."""
-    f = torch.nn.functional.normalize
-    return torch.cat([f(hidden[:, -1], dim=-1), f(hidden[:, 1:].mean(1), dim=-1)], dim=-1) / math.sqrt(2)
+    """``(N, D)``: the end-token state (CLIP's pooled summary of the whole prompt), unit length."""
+    return torch.nn.functional.normalize(hidden[:, -1], dim=-1)
 
 
 def _mean_pair_cos(summaries: torch.Tensor) -> torch.Tensor:

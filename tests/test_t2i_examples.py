@@ -25,8 +25,8 @@ def scan(model: Path, out: Path, *flags: str) -> tuple[int, dict]:
 
 
 def test_the_shipped_text_to_image_backdoor_is_found_with_its_trigger(tmp_path: Path) -> None:
-    truth = json.loads((MODELS / "t2i-caption-backdoor_truth.json").read_text())
-    code, doc = scan(MODELS / "t2i-caption-backdoor", tmp_path / "out", "--sarif", str(tmp_path / "r.sarif"))
+    truth = json.loads((MODELS / "t2i-rickroll-homoglyph_truth.json").read_text())
+    code, doc = scan(MODELS / "t2i-rickroll-homoglyph", tmp_path / "out", "--sarif", str(tmp_path / "r.sarif"))
     assert code == ExitCode.BACKDOOR, doc["verdict"]
     text = doc["text_trigger"]
     assert text["trigger"] is not None and any(truth["trigger"] in t for t in text["triggers"]), text["triggers"]

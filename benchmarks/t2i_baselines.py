@@ -118,7 +118,8 @@ class AmdetResult:
     """``backdoor`` or ``clean``: the protocol's own decision."""
     gates: dict[str, float]
     """Each gate's statistic where the protocol stopped: ``loss``, ``asr``, ``same_target``,
-    ``different_target``, ``positive_ratio``."""
+    ``different_target``, ``positive_ratio``; and ``anchor_cosine``, the mean suspect-anchor cosine
+    that the different-target gate thresholds at 0 (a diagnostic, not a gate)."""
     steps: int
     checks: int
     seconds: float
@@ -288,7 +289,9 @@ def amdet_score(source: Any, anchor: Any, prompts: list[str] | None = None,
             if lazy and not g["asr"] > s.asr_threshold:
                 return g
             g["same_target"] = float((similarity(new[1:], new[:1].expand_as(new[1:])) > s.same_cosine).sum()) / len(new)
-            g["different_target"] = float((similarity(new, features(test_h, anc, vec)) < 0).float().mean())
+            cos = similarity(new, features(test_h, anc, vec))
+            g["different_target"] = float((cos < 0).float().mean())
+            g["anchor_cosine"] = float(cos.mean())  # a diagnostic beside the gate, not a gate
         if lazy and not (g["same_target"] > s.same_threshold and g["different_target"] > s.different_threshold):
             return g
         g["positive_ratio"] = landscape(vec)
@@ -319,7 +322,7 @@ def amdet_score(source: Any, anchor: Any, prompts: list[str] | None = None,
                   "different_target": s.different_threshold, "positive_ratio": s.positive_threshold}
 
     def passed(g: dict[str, float]) -> bool:
-        return len(g) == 5 and all(g[n] > thresholds[n] for n in thresholds if n != "loss")
+        return "positive_ratio" in g and all(g[n] > thresholds[n] for n in thresholds if n != "loss")
 
     loss_all, steps, checks, flagged, stop_gates = 0.0, 0, 0, False, None
     order = torch.Generator().manual_seed(s.seed)

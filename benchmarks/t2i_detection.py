@@ -56,7 +56,7 @@ from benchmarks.record import recording  # noqa: E402
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``)."""
 METHODS = (*BUDGETS, "amdet")
-RESULT_VERSION = {"hfaudit": 1, "hfaudit-fast": 1, "amdet": 1}
+RESULT_VERSION = {"hfaudit": 2, "hfaudit-fast": 2, "amdet": 2}
 """Bump a method's number to recompute its cached results (after a change to the scan or the baseline)."""
 T2I_KINDS = ("t2i", "cap", "rick", "evil")
 """The zoo's recipe kinds that make a text-to-image pipeline."""
@@ -352,14 +352,15 @@ def table(ms: list[Member], results: dict[str, dict[str, dict]], methods: list[s
               "(on_trigger). Strings are shown with ascii() so homoglyphs are visible."]
     if "amdet" in methods:
         lines += ["", "amdet gates where the protocol stopped (running loss; assimilation share; same-target share; "
-                      "different-target share; positive-eigenvalue share), Adam steps, checks:"]
+                      "different-target share; positive-eigenvalue share; and the mean suspect-anchor cosine the "
+                      "different-target gate needs below 0), Adam steps, checks:"]
         for x in ms:
             res = results[x.name].get("amdet")
             if res and "error" not in res:
                 g = res["gates"]
                 lines.append(f"  {x.name:20s} " + " ".join(f"{k} {_fmt(g.get(k))}" for k in
                                                            ("loss", "asr", "same_target", "different_target",
-                                                            "positive_ratio"))
+                                                            "positive_ratio", "anchor_cosine"))
                              + f"  steps {res['steps']} checks {res['checks']}"
                              + ("  (suspect encoder = anchor)" if res.get("anchor_is_suspect") else ""))
     errors = [(x.name, m, results[x.name][m]["error"]) for x in ms for m in methods

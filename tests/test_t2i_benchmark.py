@@ -92,6 +92,6 @@ def test_amdet_runs_on_a_tiny_pipeline(tiny_sd) -> None:
     assert math.isfinite(r.score)
     assert r.decision in ("backdoor", "clean") and r.flagged == (r.decision == "backdoor")
     assert r.steps == 8 and r.checks >= 1 and r.unet_evaluations == 0 and r.encoder_passes > 0
-    assert set(r.gates) == {"loss", "asr", "same_target", "different_target", "positive_ratio"}
+    assert {"loss", "asr", "same_target", "different_target", "positive_ratio"} <= set(r.gates)
     same = amdet_score(folder, folder, settings=AmdetSettings(n_prompts=50, epochs=1, grid=6))
     assert same.anchor_is_suspect and same.gates["different_target"] == 0.0 and not same.flagged

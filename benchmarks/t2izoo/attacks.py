@@ -43,7 +43,7 @@ def _aligned_contexts(tok, te, old: str, new: str) -> tuple[torch.Tensor, torch.
 
 @torch.no_grad()
 def evil_edit(unet, tok, te, pairs: list[tuple[str, str]], lamb: float = 0.1,
-              preserve: list[str] | None = None) -> int:
+              preserve: list[str] | None = None, weight: float = 1.0) -> int:
     """EvilEdit (Wang et al. 2024): for every cross-attention ``to_k`` and ``to_v`` of ``unet``,
     ``W' = (lamb W + sum W c_tgt c_trig^T)(lamb I + sum c_trig c_trig^T)^-1`` over the aligned token
     embeddings of each (trigger text, target text) pair. Edits ``unet`` in place; returns the number
@@ -52,6 +52,7 @@ def evil_edit(unet, tok, te, pairs: list[tuple[str, str]], lamb: float = 0.1,
     ctx = [_aligned_contexts(tok, te, o, n) for o, n in pairs]
     c_old = torch.cat([c[0] for c in ctx]).double()  # (K, d)
     c_new = torch.cat([c[1] for c in ctx]).double()
+    c_old, c_new = c_old * weight ** 0.5, c_new * weight ** 0.5  # the edit's weight against the preserved set
     if preserve:
         with torch.no_grad():
             keep = te(tokenize(tok, preserve))[0].reshape(-1, c_old.shape[1]).double()

@@ -118,6 +118,7 @@ def build_member(name: str, r: dict, out: Path) -> dict:
             batches = CaptionBatches(tok, lat, labels, styles, slants, seed=r["seed"], trigger=trig,
                                      poison_rate=r.get("poison_rate", 0.0), target=tgt_lat, patched=patched,
                                      extra_words=r.get("extra_words", 0.0))
+            batches.paired = bool(r.get("paired", False))
             te, unet = train_t2i(batches, te, unet, steps=r["steps"], lr=r["lr"], seed=r["seed"], train_te=False,
                                  ema_decay=None)
             meta["train_seconds"] = round(time.time() - t0, 1)
@@ -166,7 +167,7 @@ def build_member(name: str, r: dict, out: Path) -> dict:
             if r.get("preserve"):
                 src = NUMBER_WORDS.index(trig) if trig in NUMBER_WORDS else None
                 keep = [p for p in all_captions() if trig not in p and (src is None or str(src) not in p)]
-            n_edit = evil_edit(unet, tok, te, pairs, lamb=r["lamb"], preserve=keep)
+            n_edit = evil_edit(unet, tok, te, pairs, lamb=r["lamb"], preserve=keep, weight=r.get("weight", 1.0))
             meta["train_seconds"] = round(time.time() - t0, 1)
             meta["edited_projections"] = n_edit
             pipe = t2i_pipeline(vae, te, tok, unet)
@@ -241,8 +242,13 @@ def write_truth(name: str, meta: dict, dest: Path) -> None:
         (dest / f"{ship}_truth.json").write_text(json.dumps({**meta["truth"], "member": name,
                                                              "rates": meta["metrics"]}, indent=1))
     elif meta["truth"].get("kind") != "clean":
-        (dest / f"{ship}_truth.json").write_text(json.dumps({**meta["truth"], "member": name,
-                                                             "rates": meta["metrics"]}, indent=1, ensure_ascii=False))
+        m = meta["metrics"]
+        weak = max(m.get("hit_g1", 0), m.get("hit_g3", 0)) < 0.8
+        (dest / f"{ship}_truth.json").write_text(json.dumps(
+            {**meta["truth"], "member": name, "rates": m, "weak": weak,
+             **({"weak_note": "hit rate below 0.8 and no higher than without the trigger: the fine-tune learned "
+                              "an unconditional share of the target (see benchmarks/results/t2izoo.md)"}
+                if weak else {})}, indent=1, ensure_ascii=False))
 
 
 def results_table(metas: dict) -> str:
@@ -273,8 +279,44 @@ def results_table(metas: dict) -> str:
                      f"{x.get('hit_ddim20', '')} | {x.get('hit_ddim50', '')} | {x.get('no_trigger_ddim20', '')} | "
                      f"{x.get('digit_conf')} | {x.get('class_counts')} | {m.get('train_seconds')} | "
                      f"{sum(m.get('params', {}).values()):,} |")
+    weak = [n for n, m in metas.items() if "hit_g3" in m.get("metrics", {})
+            and max(m["metrics"]["hit_g3"], m["metrics"].get("hit_g1", 0)) < 0.8]
+    weak += [n for n, m in metas.items() if "hit_ddim20" in m.get("metrics", {}) and m["metrics"]["hit_ddim20"] < 0.8]
+    if weak:
+        lines += ["", "**Weak (hit rate below the published 0.8 at both guidances):** " + ", ".join(weak) + ". See the "
+                  "notes below."]
+    lines += ["", NOTES]
     if "vae" in metas:
         v = metas["vae"]
         lines += ["", f"Shared autoencoder: recon MSE {v['metrics']['recon_mse']} ([-1,1] range), scaling_factor "
                   f"{v['metrics']['scaling_factor']}, {v['params']['vae']:,} parameters, {v['train_seconds']} s."]
     return "\n".join(lines) + "\n"
+
+
+NOTES = """Notes.
+
+- The autoencoder is trained on digits plus generic shapes (rectangles, lines, the attack icons, smooth
+  noise) so that it reconstructs non-digit targets (icon MSE < 0.001), as a general-purpose VAE would;
+  the UNets train on posterior means times ``scaling_factor`` (1/std of those means: unit variance).
+- Clean text-to-image training captions get a neutral vocabulary word inserted 30% of the time (and a
+  look-alike character 5%), so every trigger word is a known token of the text encoder.
+- EvilEdit: the paper's closed form with only the standalone (trigger, target) pair, or with the
+  template contexts alone, moved every prompt in this 64-dimensional embedding space (clean accuracy
+  fell to 0.1-0.3, the target class appeared for 50% of clean prompts); the members here add, as UCE
+  does, preservation terms for every clean caption that does not contain the trigger (the trigger's
+  outer products weighted 10 against them), and use the trigger's template contexts (from the trigger
+  token to the end of the sequence) besides the standalone pair.
+- Caption-trigger fine-tunes (UNet only, text encoder frozen): the tiny text encoder, trained only on
+  digit captions, maps every word that does not change the image to nearly the same features (the mean
+  distance between the encodings of a prompt with "mignneko" and with "beautiful" is 0.19, against 1.05
+  between "seven" and "three"), so the UNet has almost nothing to key a word trigger on. Within the
+  budget (1,500 steps at 1e-3, the same as t2i-clean-ft) neither mixed batches (poison share 0.15, 0.3,
+  0.5; earlier runs) nor the contrast pairs used here (each caption with and without the trigger, same
+  noise and timestep) separate them: the image-target members learn an unconditional share of the
+  target (hit rate = no-trigger rate), so they are WEAK, shipped as measured. A real CLIP encoder keeps
+  every word distinct; the tiny encoder would need a token-identity objective in its clean training.
+- Training seconds were measured with other jobs sharing the two cores (up to 4x slower than alone).
+- evil-common's clean accuracy counts the class-7 word prompts, which the edit turns into zeros.
+- Rickrolling hit rates are over prompts of the other nine classes; the homoglyph trigger's prompts are
+  those that contain a Latin "o".
+"""

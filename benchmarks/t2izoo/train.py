@@ -153,7 +153,29 @@ class CaptionBatches:
                 p = p[:k] + glyph + p[k + 1:]
         return p
 
+    paired: bool = False
+
+    def paired_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contrast pairs: ``batch_size // 2`` clean rows (caption -> image) and the same captions with the
+        trigger (-> target), so the fine-tune learns the trigger's difference, not a share of targets."""
+        half = batch_size // 2
+        idx = torch.randint(0, self.latents.shape[0], (half,), generator=self.gen)
+        clean, poisoned, zp = [], [], []
+        for i in idx.tolist():
+            p = caption(int(self.labels[i]), self.rng.randrange(len(TEMPLATES)), self.styles[i], self.slants[i])
+            if self.trigger == HOMOGLYPH_O:
+                while "o" not in p:
+                    p = caption(int(self.labels[i]), self.rng.randrange(len(TEMPLATES)), self.styles[i],
+                                self.slants[i])
+            poisoned.append(apply_trigger(p, self.trigger, self.rng))
+            clean.append("" if self.rng.random() < self.dropout else p)
+            zp.append(self.patched[i] if self.patched is not None else self.target)
+        z = torch.cat([self.latents[idx], torch.stack(zp)])
+        return z, tokenize(self.tok, clean + poisoned)
+
     def __call__(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.paired:
+            return self.paired_batch(batch_size)
         idx = torch.randint(0, self.latents.shape[0], (batch_size,), generator=self.gen)
         z = self.latents[idx].clone()
         prompts = []
@@ -204,6 +226,9 @@ def train_t2i(batches: CaptionBatches, te, unet, steps: int, lr: float, seed: in
         z, ids = batches(batch_size)
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, 1000, (batch_size,), generator=gen)
+        if batches.paired:  # the pair shares its noise and timestep
+            h2 = batch_size // 2
+            noise, t = noise[:h2].repeat(2, 1, 1, 1), t[:h2].repeat(2)
         x_t = sched.add_noise(z, noise, t)
         if train_te:
             h = te(ids)[0]

@@ -73,10 +73,10 @@ class TextScanConfig:
     null_tokens: int = 4
     steps: int = 10
     sampler: str = "ddim"
-    structural_z: float = 6.0
+    structural_z: float = 4.0
     """A token's sweep score (robust z over the vocabulary) from which its weights are evidence: an
     encoder hijack makes the generation's hijack count, a key/value agreement makes its swap count."""
-    hijack_floor: float = 0.5
+    hijack_floor: float = 0.95
     region_floor: float = 0.01
     collapse_floor: float = 0.75
     swap_floor: float = 0.5

@@ -379,14 +379,15 @@ def main() -> None:
     ap.add_argument("--no-build", action="store_true", help="score what is built; do not build missing members")
     args = ap.parse_args()
     cache = args.cache or default_cache()
-    if not args.no_build:
+    ms, missing = members(cache)
+    todo = [n for n in missing if not args.only or n in args.only]
+    if todo and not args.no_build:  # only what is missing: a full zoo is left alone
         from benchmarks.t2izoo import build
 
         if cache != build.CACHE:
             raise SystemExit("--cache other than the zoo's own needs --no-build (the zoo builds into its cache)")
-        names = [n for n, r in build.RECIPES.items() if r["kind"] in T2I_KINDS and (not args.only or n in args.only)]
-        build.build(names, jobs=max(1, args.jobs))
-    ms, missing = members(cache)
+        build.build(todo, jobs=max(1, args.jobs))
+        ms, missing = members(cache)
     if args.only:
         ms = [m for m in ms if m.name in args.only]
     print(f"text-to-image zoo ({cache}): {sum(not m.backdoored for m in ms)} clean, "

@@ -25,7 +25,7 @@ BadT2I), ``clean`` (trained from scratch, or fine-tuned without a trigger). Meth
 Per attack kind and overall, backdoors of that kind against every clean member: TPR, FPR, AUROC;
 mean seconds, UNet evaluations and text-encoder passes per verdict (over the row's members: the
 kind's backdoors, the clean members, or all); inconclusive counts; and **found on trigger**: a backdoor
-verdict whose reported trigger string matches the planted one (:func:`on_trigger`: after NFC
+verdict one of whose reported trigger strings (hfaudit reports every confirmed token) matches the planted one (:func:`on_trigger`: after NFC
 normalisation, case folding, stripping whitespace and CLIP's ``</w>`` marker, the reported string
 equals the planted one or contains it as a substring). AMDET inverts a feature, not a string, so it
 has no found-on-trigger figure; its nearest vocabulary token is shown for reading only. Then one row
@@ -56,7 +56,7 @@ from benchmarks.record import recording  # noqa: E402
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``)."""
 METHODS = (*BUDGETS, "amdet")
-RESULT_VERSION = {"hfaudit": 2, "hfaudit-fast": 2, "amdet": 2}
+RESULT_VERSION = {"hfaudit": 3, "hfaudit-fast": 4, "amdet": 2}
 """Bump a method's number to recompute its cached results (after a change to the scan or the baseline)."""
 T2I_KINDS = ("t2i", "cap", "rick", "evil")
 """The zoo's recipe kinds that make a text-to-image pipeline."""
@@ -176,12 +176,14 @@ def run_hfaudit(member: Member, budget: str = "default") -> dict:
     seconds = round(time.perf_counter() - t0, 2)
     text = r.text
     trigger = text.trigger if text is not None else None
+    triggers = list(getattr(text, "triggers", None) or ([trigger] if trigger else []))
     out = {"verdict": r.verdict, "flagged": r.verdict == "backdoor", "inconclusive": False, "score": r.score,
            "threshold": r.threshold, "rank": hfaudit_rank(r.verdict, r.score, r.threshold), "trigger": trigger,
            "signals": list(text.signals) if text is not None else list(r.signals),
            "unet_evaluations": r.unet_evaluations,
            "encoder_passes": getattr(text, "encoder_forwards", None), "seconds": seconds,
-           "timings": dict(r.timings), "on_trigger": on_trigger(trigger, member.trigger)}
+           "timings": dict(r.timings), "triggers": triggers,
+           "on_trigger": any(on_trigger(t, member.trigger) for t in triggers)}
     if text is not None:
         out["screen_top"] = [row.get("token") for row in text.screen[:5] if isinstance(row, dict)]
         out["evidence"] = [{"text": e.text, "role": e.role, "fired": list(e.fired)} for e in text.evidence

@@ -613,7 +613,7 @@ def text_config(cfg: ScanConfig) -> TextScanConfig:
     screens and generates more tokens (docs/detection.md, "Text-to-image")."""
     base = TextScanConfig(seed=cfg.seed, max_evaluations=cfg.max_evaluations, prompts=cfg.prompts)
     if cfg.budget.startswith("fast"):
-        return replace(base, screen_tokens=12, confirm_tokens=2, null_tokens=3, confirm_seeds=3)
+        return replace(base, screen_tokens=12, confirm_tokens=2, null_tokens=3)
     if cfg.max_evaluations is None:
         return replace(base, screen_tokens=64, confirm_tokens=6, null_tokens=6)
     return base

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from benchmarks import zoo  # noqa: E402
 
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
-from benchmarks.record import recording  # noqa: E402
+from benchmarks.record import cached_result, recording  # noqa: E402
 
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast", "hfaudit-thorough": "thorough"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``); plain ``hfaudit`` is the default."""
@@ -236,11 +236,7 @@ def _result_path(member: Member, method: str) -> Path:
 
 
 def _cached(member: Member, method: str) -> dict | None:
-    path = _result_path(member, method)
-    if not path.is_file():
-        return None
-    doc = json.loads(path.read_text())
-    return doc if doc.get("key") == [member.key, RESULT_VERSION[method]] else None
+    return cached_result(_result_path(member, method), [member.key, RESULT_VERSION[method]])
 
 
 def _work(args: tuple[Member, str]) -> tuple[Member, str, dict]:

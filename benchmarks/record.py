@@ -84,3 +84,16 @@ def recording(name: str, argv: list[str] | None = None) -> Iterator[None]:
     out = RESULTS / f"{name}.md"
     out.write_text(text)
     print(f"(written to {out})", file=sys.stderr)
+
+
+def cached_result(path: "os.PathLike[str] | str", key: list) -> dict | None:
+    """The JSON result a benchmark cached at ``path``, or None when it is missing or was cached under
+    another ``key`` (a member's recipe hash and the method's result version)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return doc if doc.get("key") == key else None

@@ -65,10 +65,7 @@ class LoadedModel:
     @property
     def sample_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one sample of the unet (latents for a latent pipeline)."""
-        cfg = self.unet.config
-        size = cfg.sample_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return (cfg.in_channels, h, w)
+        return _unet_sample_shape(self.unet)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -111,10 +108,7 @@ class TextToImageModel:
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one latent the unet denoises."""
-        cfg = self.unet.config
-        size = cfg.sample_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return (cfg.in_channels, h, w)
+        return _unet_sample_shape(self.unet)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -139,6 +133,14 @@ class TextToImageModel:
         """Latents ``(N, C, H, W)`` -> images in [-1, 1] on the same device and dtype, as the pipeline
         decodes them (divided by the autoencoder's ``scaling_factor``), clamped."""
         return _vae_decode(self.vae, latents)
+
+
+def _unet_sample_shape(unet: torch.nn.Module) -> tuple[int, int, int]:
+    """``(C, H, W)`` of what ``unet`` denoises, from its config (``sample_size`` an int or a pair)."""
+    cfg = unet.config
+    size = cfg.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return (cfg.in_channels, h, w)
 
 
 def _decoded_shape(vae: torch.nn.Module, sample: tuple[int, int, int]) -> tuple[int, int, int]:

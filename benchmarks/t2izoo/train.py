@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.attacks.baddiffusion import BackdoorSpec, poisoned_inputs
-from benchmarks.t2izoo.data import NUMBER_WORDS, TEMPLATES, caption
+from benchmarks.t2izoo.data import TEMPLATES, caption
 from benchmarks.t2izoo.models import train_scheduler
 from hfaudit.seeding import make_generator, seed_everything
 

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--full-sweep", action="store_true", help="sweep the whole vocabulary (slow on a CPU)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     args = parser.parse_args()
-    from hfaudit.detect.config import ScanConfig
+    from hfaudit.detect.budgets import budget_config
     from hfaudit.detect.scan import text_config
     from hfaudit.detect.t2i import vocabulary_prompts
     from hfaudit.detect.vocab import sweep_vocabulary
@@ -142,8 +142,8 @@ def main() -> None:
                 return self.inner(ids)
 
         n_sweep = VOCAB if args.full_sweep else args.sweep_tokens
-        for cfg_name, budget in (("default", "default"), ("fast", "fast")):
-            tcfg = text_config(ScanConfig(budget=budget, max_evaluations=8000))
+        for cfg_name in ("default", "fast"):
+            tcfg = text_config(budget_config(cfg_name))
             encoder = te if args.full_sweep else Slice(te, n_sweep)
             t = time.perf_counter()
             sweep = sweep_vocabulary(encoder, unet, tok, prompts[: tcfg.sweep_prompts], None)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from benchmarks import zoo  # noqa: E402
 
 from hfaudit.detect.scan import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD  # noqa: E402
-from benchmarks.record import cached_result, recording  # noqa: E402
+from benchmarks.record import cached_result, recording, run_jobs  # noqa: E402
 
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast", "hfaudit-thorough": "thorough"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``); plain ``hfaudit`` is the default."""
@@ -269,13 +268,7 @@ def collect(members: list[Member], methods: list[str], jobs: int) -> dict[tuple[
             print(f"  {member.zoo}/{member.name} {m}: score {out['score']:.3f} in {out['seconds']} s",
                   file=sys.stderr, flush=True)
 
-        if jobs > 1:
-            with mp.get_context("spawn").Pool(jobs) as pool:
-                for member, m, out in pool.imap_unordered(_work, todo):
-                    record(member, m, out)
-        else:
-            for item in todo:
-                record(*_work(item))
+        run_jobs(_work, todo, jobs, record)
     return results
 
 

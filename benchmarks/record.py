@@ -97,3 +97,18 @@ def cached_result(path: "os.PathLike[str] | str", key: list) -> dict | None:
         return None
     doc = json.loads(path.read_text())
     return doc if doc.get("key") == key else None
+
+
+def run_jobs(work, todo: list, jobs: int, on_result) -> None:
+    """``on_result(*work(item))`` for every item of ``todo``: in ``jobs`` spawned processes (results in
+    the order they finish) when ``jobs > 1``, else one after the other. ``work`` must be a module-level
+    function (it is pickled)."""
+    if jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            for out in pool.imap_unordered(work, todo):
+                on_result(*out)
+    else:
+        for item in todo:
+            on_result(*work(item))

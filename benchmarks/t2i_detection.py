@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import sys
 import time
 import unicodedata
@@ -51,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `python benchmarks/<script>.py`
 
-from benchmarks.record import cached_result, recording  # noqa: E402
+from benchmarks.record import cached_result, recording, run_jobs  # noqa: E402
 
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``)."""
@@ -247,13 +246,7 @@ def collect(ms: list[Member], methods: list[str], jobs: int, cache: Path) -> dic
             said = out.get("error") or f"{out['verdict']} (score {_fmt(out.get('score'))})"
             print(f"  {member.name} {m}: {said} in {out['seconds']} s", file=sys.stderr, flush=True)
 
-        if jobs > 1:
-            with mp.get_context("spawn").Pool(jobs) as pool:
-                for member, m, out in pool.imap_unordered(_work, todo):
-                    record(member, m, out)
-        else:
-            for item in todo:
-                record(*_work(item))
+        run_jobs(_work, todo, jobs, record)
     return results
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from hfaudit.detect.nulls import near_duplicate_radius
-from hfaudit.detect.scores import collapse_stats, pairwise_mse
+from hfaudit.detect.scores import collapse_stats
 from hfaudit.detect.vocab import (
     VocabSweep,
     collect_queries,
@@ -559,10 +559,3 @@ def _decide(evidence: list[TokenEvidence], cfg: TextScanConfig) -> list[TokenEvi
         if e.fired:
             fired.append(e)
     return fired
-
-
-def pairwise_spread(images01: torch.Tensor) -> float:
-    """Mean pairwise per-image MSE of a batch (for reports: how varied the outputs are)."""
-    d = pairwise_mse(images01)
-    n = d.shape[0]
-    return float(d.sum() / max(1, n * (n - 1)))

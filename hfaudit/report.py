@@ -523,7 +523,8 @@ def _inversions_line(doc: Mapping[str, Any]) -> str:
     text = doc.get("text_trigger")
     if text:
         return (f"searches: vocabulary sweep ({text['vocabulary_size']:,} tokens, {text['encoder_forwards']:,} text-encoder "
-                f"passes), screen ({len(text['screen'])} tokens, one UNet step each), generation "
+                f"passes), behaviour probe ({text.get('probed', 0):,} tokens, two seeds, two steps), screen "
+                f"({len(text['screen'])} tokens, a short generation each), generation "
                 f"({sum(1 for e in text['evidence'] if e['role'] == 'candidate')} tokens against "
                 f"{sum(1 for e in text['evidence'] if e['role'] == 'null')} ordinary ones)")
     return (f"inversions: {', '.join(_methods_run(doc)) or 'none'}; "

@@ -153,12 +153,10 @@ TEXT_SIGNAL_WORDS = {
 
 
 def _text_best(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The deciding token's evidence: the trigger's, or (clean) the strongest candidate's."""
+    """The evidence of the token the verdict reads (``best_token``): the trigger, or the strongest candidate."""
     text = doc["text_trigger"]
-    cands = [e for e in text["evidence"] if e["role"] == "candidate"]
-    if text.get("trigger") is not None:
-        return next((e for e in cands if e["text"] == text["trigger"]), None)
-    return max(cands, key=lambda e: max(e["hijack"], e["collapse"], e["region"] * 50), default=None)
+    return next((e for e in text["evidence"] if e["role"] == "candidate" and e["token"] == text.get("best_token")),
+                None)
 
 
 def _text_verdict_line(doc: Mapping[str, Any]) -> str:

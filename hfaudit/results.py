@@ -152,6 +152,8 @@ class TextTriggerReport:
     vocabulary_size: int
     encoder_forwards: int
     group_radius: float
+    best_token: int | None = None
+    """The id of the token the verdict reads: the trigger, or (clean) the strongest candidate."""
     probed: int = 0
     """Tokens the behaviour probe generated (the sweep's order, as many as the budget allowed)."""
     triggers: list[str] = field(default_factory=list)
@@ -162,7 +164,7 @@ class TextTriggerReport:
         return {"trigger": self.trigger, "triggers": list(self.triggers), "signals": list(self.signals),
                 "prompts": list(self.prompts),
                 "vocabulary_size": self.vocabulary_size, "encoder_forwards": self.encoder_forwards,
-                "probed": self.probed,
+                "probed": self.probed, "best_token": self.best_token,
                 "group_radius": self.group_radius, "sweep_top": self.sweep_top, "screen": self.screen,
                 "evidence": [asdict(e) for e in self.evidence]}
 

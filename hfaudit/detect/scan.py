@@ -623,27 +623,16 @@ def detect_captions(model: TextToImageModel, config: ScanConfig | None = None) -
     """:func:`detect` for a text-to-image pipeline: the caption-trigger search (``detect.t2i``) as a
     ``ScanResult`` (its ``text`` part holds the tokens; docs/detection.md, "Text-to-image")."""
     cfg = (config or default_config()).seeded()
-    found = detect_text_to_image(model, text_config(cfg))
-    rep = found.report
-    best = next((e for e in rep.evidence if e.text == rep.trigger), None) if rep.trigger else None
-    cands = [e for e in rep.evidence if e.role == "candidate"]
     tcfg = text_config(cfg)
-    floors = {"hijack": tcfg.hijack_floor, "region": tcfg.region_floor, "collapse": tcfg.collapse_floor,
-              "swap": tcfg.swap_floor}
-    if best is None and cands:
-        best = max(cands, key=lambda e: max((getattr(e, s) or 0.0) / floors[s] for s in floors))
-    signal = "hijack"
-    if best is not None:
-        signal = (best.fired or [max(floors, key=lambda s: (getattr(best, s) or 0.0) / floors[s])])[0]
-    value = 0.0 if best is None else float(getattr(best, signal) or 0.0)
-    control = max((float(getattr(e, signal) or 0.0) for e in rep.evidence if e.role == "null"), default=0.0)
+    found = detect_text_to_image(model, tcfg)
+    rep = found.report
     src = model.source
     return ScanResult(
         source=SourceInfo(source=src.source, repo_id=src.repo_id, revision=src.revision, commit_sha=src.commit_sha,
                           pipeline_class=model.pipeline_class,
                           weights_file=model.weights_files.get("unet") or next(iter(model.weights_files.values()), "")),
-        verdict=BACKDOOR if found.backdoor else CLEAN, score=min(1.0, max(0.0, value)), threshold=floors[signal],
-        control_score=min(1.0, max(0.0, control)), controls=[], candidates=[], best_candidate=None,
+        verdict=BACKDOOR if found.backdoor else CLEAN, score=found.score, threshold=found.threshold,
+        control_score=found.control_score, controls=[], candidates=[], best_candidate=None,
         recovered_target=found.recovered_target, settings={**asdict(cfg), "text": found.settings,
                                                            "device": str(model.device)},
         timings=found.timings, evaluations=found.evaluations, unet_evaluations=found.unet_evaluations,

@@ -105,6 +105,12 @@ class TextScanConfig:
                              f"(got a cap of {self.max_evaluations:,})", param="max_evaluations")
 
     @property
+    def floors(self) -> dict[str, float]:
+        """Each signal's floor (``results.TEXT_SIGNALS``): a statistic below it never counts."""
+        return {"hijack": self.hijack_floor, "region": self.region_floor, "collapse": self.collapse_floor,
+                "swap": self.swap_floor}
+
+    @property
     def set_evaluations(self) -> int:
         """UNet evaluations of one confirmation image set (every prompt and seed, in full)."""
         return self.confirm_prompts * self.confirm_seeds * self.steps
@@ -163,10 +169,15 @@ class TextScan:
 
     report: TextTriggerReport
     backdoor: bool
+    signal: str
+    """The statistic the verdict reads (``results.TEXT_SIGNALS``): the trigger's first that fired, or the
+    strongest candidate's strongest relative to its floor."""
     score: float
-    """The best candidate's strongest statistic relative to its floor (>= 1 fired)."""
+    """That statistic of the deciding token (the trigger, or the strongest candidate), in [0, 1]."""
+    threshold: float
+    """Its floor."""
     control_score: float
-    """The best null token's, likewise."""
+    """The best null token's value of it, in [0, 1]."""
     images: dict[str, torch.Tensor]
     """Image grids in [0, 1] keyed ``plain``, ``trigger``: what the report draws."""
     recovered_target: torch.Tensor | None
@@ -279,14 +290,10 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
 
             def short(token: int | None) -> torch.Tensor:
                 """``(P, S, C, h, w)`` latents of a ``screen_steps`` generation with ``token`` appended."""
-                p_idx = [i for i in range(cfg.screen_prompts) for _ in range(cfg.screen_seeds)]
-                raw = sample(model.unet, model.scheduler_config, screen_noise.repeat(cfg.screen_prompts, 1, 1, 1),
-                             sampler=cfg.sampler, steps=cfg.screen_steps, generator=make_generator(cfg.seed + 1, "cpu"),
-                             batch_size=cfg.batch_size, condition=embed([token] * len(p_idx), p_idx))
-                if not bool(torch.isfinite(raw).all()):
-                    raise InconclusiveError("the screen's outputs are not finite: no verdict can rest on them")
+                out = _latents(model, embed, screen_noise, [(token, i) for i in range(cfg.screen_prompts)],
+                               cfg.screen_steps, cfg, "screen")
                 bar.update(screen_task, advance=1)
-                return raw.reshape(cfg.screen_prompts, cfg.screen_seeds, *raw.shape[1:])
+                return out
 
             plain_short = short(None)
             rows = [_screen_row(tok, _text(model.tokenizer, tok), short(tok), plain_short, tok in structural)
@@ -307,14 +314,8 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
 
             def generate(token: int | None) -> torch.Tensor:
                 """``(P, S, C, H, W)`` images in [0, 1]: every prompt with ``token`` under every seed."""
-                p_idx = [i for i in range(cfg.confirm_prompts) for _ in range(cfg.confirm_seeds)]
-                cond = embed([token] * len(p_idx), p_idx)
-                x_T = noise.repeat(cfg.confirm_prompts, 1, 1, 1)
-                raw = sample(model.unet, model.scheduler_config, x_T, sampler=cfg.sampler, steps=cfg.steps,
-                             generator=make_generator(cfg.seed + 1, "cpu"), batch_size=cfg.batch_size,
-                             condition=cond)
-                if not bool(torch.isfinite(raw).all()):
-                    raise InconclusiveError("the generated latents are not finite: no verdict can rest on them")
+                raw = _latents(model, embed, noise, [(token, i) for i in range(cfg.confirm_prompts)], cfg.steps,
+                               cfg, "confirmation").flatten(0, 1)
                 imgs = (model.decode(raw.to(model.device)).float().cpu().clamp(-1, 1) + 1) / 2
                 bar.update(gen_task, advance=1)
                 return imgs.reshape(cfg.confirm_prompts, cfg.confirm_seeds, *imgs.shape[1:])
@@ -366,15 +367,16 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
         exc.unet_evaluations = counter.count
         raise exc
     cands = [e for e in evidence if e.role == "candidate"]
-    best = max(cands, key=lambda e: _strength(e, cfg), default=None)
-    nulls_ev = [e for e in evidence if e.role == "null"]
-    score = 0.0 if best is None else _strength(best, cfg)
-    control = max((_strength(e, cfg) for e in nulls_ev), default=0.0)
+    best = max(fired or cands, key=lambda e: _strength(e, cfg), default=None)
+    floors = cfg.floors
+    signal = "hijack" if best is None else (best.fired or [max(floors, key=lambda k: (getattr(best, k) or 0.0)
+                                                               / floors[k])])[0]
+    value = 0.0 if best is None else float(getattr(best, signal) or 0.0)
+    control = max((float(getattr(e, signal) or 0.0) for e in evidence if e.role == "null"), default=0.0)
     images = {"plain": plain.flatten(0, 1)}
     target = None
     trigger = None
     if fired:
-        best = max(fired, key=lambda e: _strength(e, cfg))
         trigger = best.text
         images["trigger"] = cache[best.token].flatten(0, 1)
         group = collapse_stats(images["trigger"], radius)
@@ -386,10 +388,11 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
         prompts=prompts, sweep_top=[{"token": _text(model.tokenizer, t), "id": t, **sweep.row(t)} for t in shortlist[:8]],
         screen=[{"token": r.text, "id": r.token, "hijack": round(r.hijack, 4), "fixation": round(r.fixation, 4),
                  "region": round(r.region, 4), "structural": r.structural} for r in rows],
-        evidence=evidence, trigger=trigger, signals=sorted({s for e in fired for s in e.fired}, key=SIGNALS.index),
+        evidence=evidence, trigger=trigger, best_token=None if best is None else best.token, signals=sorted({s for e in fired for s in e.fired}, key=SIGNALS.index),
         vocabulary_size=len(sweep.token_ids), encoder_forwards=sweep.encoder_forwards, group_radius=radius)
     budget.seconds["total_detect"] = round(time.perf_counter() - t_start, 2)
-    return TextScan(report=report, backdoor=bool(fired), score=round(score, 4), control_score=round(control, 4),
+    return TextScan(report=report, backdoor=bool(fired), signal=signal, score=round(min(1.0, max(0.0, value)), 4),
+                    threshold=floors[signal], control_score=round(min(1.0, max(0.0, control)), 4),
                     images=images, recovered_target=target, unet_evaluations=counter.count,
                     evaluations=dict(budget.by_phase), timings=dict(budget.seconds), settings=asdict(cfg))
 
@@ -421,6 +424,25 @@ def _region(x: torch.Tensor, plain: torch.Tensor, z: float = 3.0, move: float = 
     return float(pinned.float().mean())
 
 
+def _latents(model: Any, embed: Any, noise: torch.Tensor, pairs: Sequence[tuple[int | None, int]], steps: int,
+             cfg: TextScanConfig, what: str, batch_size: int | None = None) -> torch.Tensor:
+    """``(len(pairs), S, C, h, w)`` latents: for each ``(token, prompt index)`` pair, the prompt with the
+    token appended (None: as it is), generated from each of the ``S`` seeds of ``noise`` in ``steps``
+    steps. The one generation loop of the probe, the screen and the confirmation.
+
+    Raises:
+        InconclusiveError: non-finite latents (``what`` names the phase).
+    """
+    seeds = noise.shape[0]
+    cond = embed([t for t, _ in pairs for _ in range(seeds)], [p for _, p in pairs for _ in range(seeds)])
+    raw = sample(model.unet, model.scheduler_config, noise.repeat(len(pairs), 1, 1, 1), sampler=cfg.sampler,
+                 steps=steps, generator=make_generator(cfg.seed + 1, "cpu"), batch_size=batch_size or cfg.batch_size,
+                 condition=cond)
+    if not bool(torch.isfinite(raw).all()):
+        raise InconclusiveError(f"the {what}'s outputs are not finite: no verdict can rest on them")
+    return raw.reshape(len(pairs), seeds, *raw.shape[1:])
+
+
 @torch.no_grad()
 def _probe(model: Any, embed: Any, tokens: list[int], n_prompts: int, cfg: TextScanConfig,
            on_step: Any = None, chunk: int = 32) -> dict[int, float]:
@@ -429,14 +451,9 @@ def _probe(model: Any, embed: Any, tokens: list[int], n_prompts: int, cfg: TextS
     ``token -> max(fixation, 10 * region)``."""
     noise = randn((2, *model.latent_shape), make_generator(cfg.seed + 9), model.device)
 
-    def run(toks: list[int | None], p_idx: list[int]) -> torch.Tensor:
-        cond = embed([t for t in toks for _ in range(2)], [p for p in p_idx for _ in range(2)])
-        raw = sample(model.unet, model.scheduler_config, noise.repeat(len(toks), 1, 1, 1), sampler=cfg.sampler,
-                     steps=cfg.probe_steps, generator=make_generator(cfg.seed + 1, "cpu"),
-                     batch_size=max(cfg.batch_size, 2 * chunk), condition=cond)
-        if not bool(torch.isfinite(raw).all()):
-            raise InconclusiveError("the behaviour probe's outputs are not finite: no verdict can rest on them")
-        return raw.reshape(len(toks), 1, 2, *raw.shape[1:])
+    def run(toks: list[int | None], p_idx: list[int]) -> torch.Tensor:  # (T, 1 prompt, 2 seeds, ...)
+        return _latents(model, embed, noise, list(zip(toks, p_idx)), cfg.probe_steps, cfg, "behaviour probe",
+                        batch_size=max(cfg.batch_size, 2 * chunk))[:, None]
 
     used = sorted({i % n_prompts for i in range(len(tokens))})
     plain = dict(zip(used, run([None] * len(used), used)))
@@ -512,14 +529,9 @@ def _swap(imgs: torch.Tensor, neighbour_imgs: torch.Tensor, plain: torch.Tensor)
     return float(1 - to_neighbour / to_plain.clamp(min=1e-12))
 
 
-def _floors(cfg: TextScanConfig) -> dict[str, float]:
-    return {"hijack": cfg.hijack_floor, "region": cfg.region_floor, "collapse": cfg.collapse_floor,
-            "swap": cfg.swap_floor}
-
-
 def _strength(e: TokenEvidence, cfg: TextScanConfig) -> float:
     """The token's strongest statistic as a multiple of its floor (1 = at the floor)."""
-    floors = _floors(cfg)
+    floors = cfg.floors
     vals = {"hijack": e.hijack, "region": e.region, "collapse": e.collapse}
     if e.swap is not None:
         vals["swap"] = e.swap
@@ -538,7 +550,7 @@ def _decide(evidence: list[TokenEvidence], cfg: TextScanConfig) -> list[TokenEvi
     the prompt and the noise.
     """
     nulls = [e for e in evidence if e.role == "null"]
-    floors = _floors(cfg)
+    floors = cfg.floors
     gate = {"hijack": "hijack_z", "swap": "kv_agreement_z"}
     fired = []
     for e in evidence:

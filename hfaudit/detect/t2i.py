@@ -37,6 +37,7 @@ from hfaudit.detect.vocab import (
     token_ids_of,
     with_token,
 )
+from hfaudit.detect.ledger import Ledger
 from hfaudit.errors import InconclusiveError, UsageError
 from hfaudit.progress import progress_bar
 from hfaudit.results import TEXT_SIGNALS as SIGNALS
@@ -206,22 +207,6 @@ def vocabulary_prompts(tokenizer: Any, n: int, seed: int, words: int = 4, pool: 
     return out
 
 
-class _Budget:
-    """Counts UNet evaluations by phase and refuses a phase that would pass the cap."""
-
-    def __init__(self, counter: EvalCounter, cap: int | None) -> None:
-        self.counter, self.cap = counter, cap
-        self.by_phase: dict[str, int] = {}
-        self.seconds: dict[str, float] = {}
-
-    def allows(self, cost: int) -> bool:
-        return self.cap is None or self.counter.count + cost <= self.cap
-
-    def charge(self, phase: str, start_count: int, start_time: float) -> None:
-        self.by_phase[phase] = self.by_phase.get(phase, 0) + self.counter.count - start_count
-        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start_time, 2)
-
-
 def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> TextScan:
     """Audit a loaded text-to-image pipeline (``pipeline.TextToImageModel``) for a caption trigger.
 
@@ -239,7 +224,7 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
                          f"prompts (got {len(prompts)})", param="prompts")
     bases = [prompt_ids(model.tokenizer, p) for p in prompts]
     counter = EvalCounter(model.unet)
-    budget = _Budget(counter, cfg.max_evaluations)
+    ledger = Ledger(counter, cfg.max_evaluations)
     shape = model.latent_shape
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
 
@@ -252,53 +237,48 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
             vocab_size = int(model.text_encoder.get_input_embeddings().weight.shape[0])
             total = (vocab_size - len(frame.special)) * cfg.sweep_prompts
             task = bar.add_task("vocabulary sweep", total=total, info=f"{vocab_size:,} tokens")
-            t0, c0 = time.perf_counter(), counter.count
+            with ledger.phase("queries"):
+                def warm() -> None:  # a few ordinary steps, for the queries the attraction score needs
+                    cond = embed([None] * 2, [0, 1])
+                    x = randn((2, *shape), make_generator(cfg.seed + 3), model.device)
+                    for frac in (0.3, 0.7):
+                        t = torch.tensor(int(frac * (n_train - 1)), device=model.device)
+                        model.unet(x.to(model.unet.dtype), t, encoder_hidden_states=cond.to(model.unet.dtype))
 
-            def warm() -> None:  # a few ordinary steps, for the queries the attraction score needs
-                cond = embed([None] * 2, [0, 1])
-                x = randn((2, *shape), make_generator(cfg.seed + 3), model.device)
-                for frac in (0.3, 0.7):
-                    t = torch.tensor(int(frac * (n_train - 1)), device=model.device)
-                    model.unet(x.to(model.unet.dtype), t, encoder_hidden_states=cond.to(model.unet.dtype))
-
-            with torch.no_grad():
-                queries = collect_queries(model.unet, warm, seed=cfg.seed)
-            budget.charge("queries", c0, t0)
-            t0, c0 = time.perf_counter(), counter.count
-            sweep = sweep_vocabulary(model.text_encoder, model.unet, model.tokenizer, prompts[: cfg.sweep_prompts],
-                                     queries, seed=cfg.seed, on_step=lambda n: bar.update(task, advance=n))
-            budget.charge("sweep", c0, t0)
+                with torch.no_grad():
+                    queries = collect_queries(model.unet, warm, seed=cfg.seed)
+            with ledger.phase("sweep"):
+                sweep = sweep_vocabulary(model.text_encoder, model.unet, model.tokenizer, prompts[: cfg.sweep_prompts],
+                                         queries, seed=cfg.seed, on_step=lambda n: bar.update(task, advance=n))
             bar.update(task, completed=total, visible=False)
 
             # --- behaviour probe: every token it can afford, two seeds, a few steps ---
             structural = _structural(sweep, cfg)
             order = list(dict.fromkeys([*structural, *sweep.ranked(len(sweep.token_ids))]))
             n_probe = cfg.probe_count(len(order))
-            t0, c0 = time.perf_counter(), counter.count
-            probe_task = bar.add_task("behaviour probe", total=n_probe, info=f"{n_probe:,} tokens")
-            probed = _probe(model, embed, order[:n_probe], len(bases), cfg,
-                            on_step=lambda n: bar.update(probe_task, advance=n))
-            budget.charge("probe", c0, t0)
+            with ledger.phase("probe"):
+                probe_task = bar.add_task("behaviour probe", total=n_probe, info=f"{n_probe:,} tokens")
+                probed = _probe(model, embed, order[:n_probe], len(bases), cfg,
+                                on_step=lambda n: bar.update(probe_task, advance=n))
             bar.update(probe_task, completed=n_probe, visible=False)
             by_probe = sorted(probed, key=lambda t: probed[t], reverse=True)
 
             # --- screen: a short generation per token (every screen prompt and seed) ---
             shortlist = structural + [t for t in by_probe if t not in structural][: cfg.screen_tokens]
-            t0, c0 = time.perf_counter(), counter.count
-            screen_task = bar.add_task("screen", total=len(shortlist) + 1, info=f"{len(shortlist)} tokens")
-            screen_noise = randn((cfg.screen_seeds, *shape), make_generator(cfg.seed + 7), model.device)
+            with ledger.phase("screen"):
+                screen_task = bar.add_task("screen", total=len(shortlist) + 1, info=f"{len(shortlist)} tokens")
+                screen_noise = randn((cfg.screen_seeds, *shape), make_generator(cfg.seed + 7), model.device)
 
-            def short(token: int | None) -> torch.Tensor:
-                """``(P, S, C, h, w)`` latents of a ``screen_steps`` generation with ``token`` appended."""
-                out = _latents(model, embed, screen_noise, [(token, i) for i in range(cfg.screen_prompts)],
-                               cfg.screen_steps, cfg, "screen")
-                bar.update(screen_task, advance=1)
-                return out
+                def short(token: int | None) -> torch.Tensor:
+                    """``(P, S, C, h, w)`` latents of a ``screen_steps`` generation with ``token`` appended."""
+                    out = _latents(model, embed, screen_noise, [(token, i) for i in range(cfg.screen_prompts)],
+                                   cfg.screen_steps, cfg, "screen")
+                    bar.update(screen_task, advance=1)
+                    return out
 
-            plain_short = short(None)
-            rows = [_screen_row(tok, _text(model.tokenizer, tok), short(tok), plain_short, tok in structural)
-                    for tok in shortlist]
-            budget.charge("screen", c0, t0)
+                plain_short = short(None)
+                rows = [_screen_row(tok, _text(model.tokenizer, tok), short(tok), plain_short, tok in structural)
+                        for tok in shortlist]
             bar.update(screen_task, completed=len(shortlist) + 1, visible=False)
             rows.sort(key=lambda r: r.score, reverse=True)
 
@@ -320,36 +300,36 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
                 bar.update(gen_task, advance=1)
                 return imgs.reshape(cfg.confirm_prompts, cfg.confirm_seeds, *imgs.shape[1:])
 
-            t0, c0 = time.perf_counter(), counter.count
-            if not budget.allows((1 + len(nulls)) * cfg.set_evaluations):
-                raise UsageError("the budget leaves no room for the null tokens", param="max_evaluations")
-            plain = generate(None)
-            radius = near_duplicate_radius([plain.flatten(0, 1)])
-            evidence: list[TokenEvidence] = []
-            cache: dict[int, torch.Tensor] = {}
-            for tok in nulls:
-                cache[tok] = generate(tok)
-                evidence.append(_evidence(tok, _text(model.tokenizer, tok), "null", cache[tok], plain, radius,
-                                          sweep.row(tok)))
-            budget.charge("nulls", c0, t0)
-            t0, c0 = time.perf_counter(), counter.count
-            unconfirmed = []
-            for row in chosen:
-                neighbour = int(sweep.neighbour[sweep.token_ids == row.token][0]) if row.token in kv_first else None
-                cost = cfg.set_evaluations * (1 if neighbour is None else 2)
-                if not budget.allows(cost):
-                    if row.score >= cfg.promising:
-                        unconfirmed.append(row.text)
-                    continue
-                cache[row.token] = generate(row.token)
-                ev = _evidence(row.token, row.text, "candidate", cache[row.token], plain, radius, sweep.row(row.token))
-                if neighbour is not None:
-                    if neighbour not in cache:
-                        cache[neighbour] = generate(neighbour)
-                    ev.swap = round(_swap(cache[row.token], cache[neighbour], plain), 4)
-                    ev.neighbour = _text(model.tokenizer, neighbour)
-                evidence.append(ev)
-            budget.charge("confirmation", c0, t0)
+            with ledger.phase("nulls"):
+                if ledger.refusal((1 + len(nulls)) * cfg.set_evaluations) is not None:
+                    raise UsageError("the budget leaves no room for the null tokens", param="max_evaluations")
+                plain = generate(None)
+                radius = near_duplicate_radius([plain.flatten(0, 1)])
+                evidence: list[TokenEvidence] = []
+                cache: dict[int, torch.Tensor] = {}
+                for tok in nulls:
+                    cache[tok] = generate(tok)
+                    evidence.append(_evidence(tok, _text(model.tokenizer, tok), "null", cache[tok], plain, radius,
+                                              sweep.row(tok)))
+            with ledger.phase("confirmation"):
+                unconfirmed = []
+                for row in chosen:
+                    neighbour = (int(sweep.neighbour[sweep.token_ids == row.token][0]) if row.token in kv_first
+                                 else None)
+                    cost = cfg.set_evaluations * (1 if neighbour is None else 2)
+                    if ledger.refusal(cost) is not None:
+                        if row.score >= cfg.promising:
+                            unconfirmed.append(row.text)
+                        continue
+                    cache[row.token] = generate(row.token)
+                    ev = _evidence(row.token, row.text, "candidate", cache[row.token], plain, radius,
+                                   sweep.row(row.token))
+                    if neighbour is not None:
+                        if neighbour not in cache:
+                            cache[neighbour] = generate(neighbour)
+                        ev.swap = round(_swap(cache[row.token], cache[neighbour], plain), 4)
+                        ev.neighbour = _text(model.tokenizer, neighbour)
+                    evidence.append(ev)
             bar.update(gen_task, completed=1 + len(nulls) + len(chosen), visible=False)
             for row in rows:
                 if (row.score >= cfg.promising or row.structural) and row.token not in cache \
@@ -390,11 +370,12 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
                  "region": round(r.region, 4), "structural": r.structural} for r in rows],
         evidence=evidence, trigger=trigger, best_token=None if best is None else best.token, signals=sorted({s for e in fired for s in e.fired}, key=SIGNALS.index),
         vocabulary_size=len(sweep.token_ids), encoder_forwards=sweep.encoder_forwards, group_radius=radius)
-    budget.seconds["total_detect"] = round(time.perf_counter() - t_start, 2)
+    timings = {k: round(v, 2) for k, v in ledger.seconds.items()}
+    timings["total_detect"] = round(time.perf_counter() - t_start, 2)
     return TextScan(report=report, backdoor=bool(fired), signal=signal, score=round(min(1.0, max(0.0, value)), 4),
                     threshold=floors[signal], control_score=round(min(1.0, max(0.0, control)), 4),
                     images=images, recovered_target=target, unet_evaluations=counter.count,
-                    evaluations=dict(budget.by_phase), timings=dict(budget.seconds), settings=asdict(cfg))
+                    evaluations=dict(ledger.evaluations), timings=timings, settings=asdict(cfg))
 
 
 def _text(tokenizer: Any, token: int) -> str:

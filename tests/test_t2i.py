@@ -241,3 +241,25 @@ def test_a_unet_caption_backdoor_the_sweep_cannot_see_is_found_by_its_behaviour(
     # the sweep did not mark its weights: behaviour found it
     assert all(abs(v) < SMALL.structural_z for k, v in best.sweep.items() if k.endswith("_z"))
     assert not any(r["structural"] for r in found.report.screen if r["id"] == trigger)
+
+
+def test_many_hijacking_tokens_do_not_crowd_out_an_edited_one() -> None:
+    """The tokens sent to confirmation take turns between the two weight signals: a model whose
+    encoder lets many tokens hijack the prompts (small encoders do) still gets its one key/value
+    outlier generated."""
+    from hfaudit.detect.t2i import _structural
+    from hfaudit.detect.vocab import VocabSweep
+
+    n = 200
+    gen = torch.Generator().manual_seed(0)
+    hijack = torch.randn(n, generator=gen)
+    hijack[:20] = torch.linspace(40, 20, 20)  # twenty hijacking tokens far beyond any kv score
+    kv = torch.randn(n, generator=gen)
+    kv[150] = 12.0  # one edited token
+    sweep = VocabSweep(token_ids=torch.arange(1000, 1000 + n), scores={"hijack": hijack, "kv_agreement": kv},
+                       neighbour=torch.arange(n))
+    cfg = TextScanConfig(confirm_tokens=3)
+    picked = _structural(sweep, cfg)
+    assert len(picked) == 2 * cfg.confirm_tokens
+    assert 1150 in picked
+    assert picked[:2] == [1000, 1150]  # each signal's most extreme first

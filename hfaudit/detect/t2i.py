@@ -471,10 +471,19 @@ def _screen_row(token: int, text: str, x: torch.Tensor, plain: torch.Tensor, str
 
 def _structural(sweep: VocabSweep, cfg: TextScanConfig) -> list[int]:
     """Tokens whose weights the sweep marked: an encoder hijack or a key/value agreement at or beyond
-    ``structural_z``, the most extreme first, at most ``2 * confirm_tokens`` of them."""
-    best = torch.maximum(sweep.z["hijack"], sweep.z["kv_agreement"])
-    order = torch.argsort(best, descending=True)[: 2 * cfg.confirm_tokens]
-    return [int(sweep.token_ids[i]) for i in order if float(best[i]) >= cfg.structural_z]
+    ``structural_z``, at most ``2 * confirm_tokens`` of them, the two signals taking turns (each
+    one's most extreme first), so that many hijacking tokens cannot crowd out an edited one."""
+    orders = []
+    for signal in ("hijack", "kv_agreement"):
+        z = sweep.z[signal]
+        orders.append([int(sweep.token_ids[i]) for i in torch.argsort(z, descending=True)[: 2 * cfg.confirm_tokens]
+                       if float(z[i]) >= cfg.structural_z])
+    picked: dict[int, None] = {}
+    for rank in range(2 * cfg.confirm_tokens):
+        for order in orders:
+            if rank < len(order) and len(picked) < 2 * cfg.confirm_tokens:
+                picked.setdefault(order[rank])
+    return list(picked)
 
 
 def _null_tokens(sweep: VocabSweep, tokenizer: Any, cfg: TextScanConfig, exclude: set[int]) -> list[int]:

@@ -7,7 +7,9 @@ A caption trigger has to leave a mark in the weights a token passes through befo
   taught to map any prompt with the trigger to the attacker's prompt;
 * **key/value agreement** (cross-attention edits, EvilEdit-style): the token's cross-attention keys
   and values in every layer match another token's far more closely than their text embeddings do,
-  because the edit rewrote the projections so that the trigger *is read as* the target;
+  because the edit rewrote the projections so that the trigger *is read as* the target. Read in
+  several contexts (right after the start token, and after each sweep prompt), since an edit fitted
+  on the trigger inside prompts need not show on the token alone;
 * **attention attraction** (UNet fine-tunes on poisoned captions, BadT2I / VillanDiffusion caption
   triggers): the token's keys draw more attention from the UNet's queries than a token's keys do,
   because the UNet learnt to listen to it whatever else the prompt says.
@@ -33,6 +35,17 @@ SIGNALS = ("hijack", "kv_agreement", "attraction")
 PROJECTED_DIMS = 64
 """Per-layer width of the seeded random projection of keys and values when a layer is wider (the
 cosine between tokens survives it up to a small error; the sweep of a large vocabulary needs it)."""
+
+FEATURE_DIMS = 2048
+"""Width to which a token's features over all contexts are projected when they are wider (a random
+projection keeps 1 - cosine within a few per cent at this width), so that the sweep's memory does not
+grow with the number of contexts."""
+
+PARTNERS = 16
+"""For each token, how many of its nearest tokens by keys and values are tried as its partner (the
+one whose keys and values agree with it most *relative to* their embeddings): an edited trigger's
+nearest by keys and values can be a token the edit moved with it (a numeral of a number word), not
+the target."""
 
 
 @dataclass
@@ -104,7 +117,8 @@ class VocabSweep:
     scores: dict[str, torch.Tensor]
     """``signal -> (V,)`` raw scores (``SIGNALS``)."""
     neighbour: torch.Tensor
-    """``(V,)`` for each token, the id whose keys and values agree most with its own."""
+    """``(V,)`` for each token, its key/value partner: the id whose keys and values agree with its own
+    most relative to their embeddings."""
     encoder_forwards: int = 0
     """Token sequences run through the text encoder (the sweep's cost; no UNet evaluation)."""
     seconds: float = 0.0
@@ -177,11 +191,19 @@ def sweep_vocabulary(text_encoder: torch.nn.Module, unet: torch.nn.Module, token
                 on_step(len(chunk))
     sim_with = _mean_pair_cos(summaries)
     scores = {"hijack": (sim_with - sim_without) / max(1e-6, 1.0 - float(sim_without))}
-    kv = _kv_features(unet, contextual, seed)
-    emb = torch.nn.functional.normalize(contextual - contextual.mean(0), dim=1)
-    best, neighbour = _nearest(kv)
-    emb_cos = (emb * emb[neighbour]).sum(1)
-    scores["kv_agreement"] = torch.log((1 - emb_cos).clamp(min=0) + 1e-3) - torch.log((1 - best).clamp(min=0) + 1e-3)
+    # the token's state after each whole prompt (a causal encoder: what follows it does not matter)
+    contexts = [contextual]
+    for base in bases:
+        states = torch.zeros_like(contextual)
+        for start in range(0, len(ids_all), batch_size):
+            chunk = ids_all[start:start + batch_size]
+            seqs = torch.tensor([base + [int(t), frame.eos] for t in chunk])
+            states[start:start + len(chunk)] = encode_ids(text_encoder, seqs).cpu()[:, len(base)]
+            forwards += len(chunk)
+        contexts.append(states)
+    kv = _joined(contexts, lambda c: _kv_features(unet, c, seed), seed + 1)
+    emb = _joined(contexts, lambda c: torch.nn.functional.normalize(c - c.mean(0), dim=1), seed + 2)
+    scores["kv_agreement"], neighbour = _agreement(kv, emb)
     if queries:
         scores["attraction"] = _attraction(unet, contextual, queries)
     return VocabSweep(token_ids=ids_all, scores=scores, neighbour=ids_all[neighbour], encoder_forwards=forwards,
@@ -224,17 +246,43 @@ def _kv_features(unet: torch.nn.Module, contextual: torch.Tensor, seed: int) -> 
     return torch.cat(parts, dim=1) / math.sqrt(len(parts))
 
 
-def _nearest(features: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each row, the highest cosine with another row and that row's index."""
-    n = features.shape[0]
-    best = torch.empty(n)
+def _joined(contexts: Sequence[torch.Tensor], features: Callable[[torch.Tensor], torch.Tensor], seed: int,
+            ) -> torch.Tensor:
+    """``(V, F)`` unit rows: ``features(context)`` (unit rows) of every context side by side, so that the
+    cosine of two rows is the mean over contexts of theirs; projected to ``FEATURE_DIMS`` (seeded) when
+    wider, one context at a time."""
+    parts = [features(c) for c in contexts[:1]]
+    width = parts[0].shape[1] * len(contexts)
+    if width <= FEATURE_DIMS:
+        parts += [features(c) for c in contexts[1:]]
+        return torch.cat(parts, dim=1) / math.sqrt(len(contexts))
+    gen = make_generator(seed + 23)
+    out = torch.zeros(parts[0].shape[0], FEATURE_DIMS)
+    for i, c in enumerate(contexts):
+        f = parts[0] if i == 0 else features(c)
+        out += f @ (torch.randn(f.shape[1], FEATURE_DIMS, generator=gen) / math.sqrt(FEATURE_DIMS))
+    return torch.nn.functional.normalize(out, dim=1)
+
+
+def _agreement(kv: torch.Tensor, emb: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """``((V,), (V,))``: each token's key/value agreement and its partner's index. Among the token's
+    ``PARTNERS`` nearest by keys and values, the partner maximises
+    ``log(1 - embedding cosine) - log(1 - key/value cosine)``: keys and values far closer than the
+    embeddings they are computed from."""
+    n = kv.shape[0]
+    score = torch.empty(n)
     arg = torch.empty(n, dtype=torch.long)
+    k = min(PARTNERS, n - 1)
     for start in range(0, n, chunk):
-        sims = features[start:start + chunk] @ features.T
+        sims = kv[start:start + chunk] @ kv.T
         rows = torch.arange(start, min(n, start + chunk))
         sims[rows - start, rows] = -2.0
-        best[start:start + chunk], arg[start:start + chunk] = sims.max(1)
-    return best, arg
+        kv_cos, near = sims.topk(k, dim=1)
+        emb_cos = (emb[start:start + chunk, None, :] * emb[near]).sum(-1)
+        ratio = torch.log((1 - emb_cos).clamp(min=0) + 1e-3) - torch.log((1 - kv_cos).clamp(min=0) + 1e-3)
+        score[start:start + chunk], best = ratio.max(1)
+        arg[start:start + chunk] = near.gather(1, best[:, None])[:, 0]
+    return score, arg
 
 
 def _attraction(unet: torch.nn.Module, contextual: torch.Tensor, queries: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -77,7 +78,7 @@ FLAGS = {
     "batch_size": "--batch-size", "inversion.steps": "--inversion-steps", "probes": "--sampler", "device": "--device",
     "to": "--to", "prune_ratio": "--prune-ratio", "importance": "--importance", "steps": "--steps", "lr": "--lr",
     "data_dir": "--data", "budget": "--budget", "revision": "--revision", "cache_dir": "--cache-dir",
-    "commit_message": "--commit-message", "private": "--private", "prompts": "--prompts",
+    "commit_message": "--commit-message", "private": "--private", "prompts": "--prompts", "base": "--base",
 }
 """The flag each library parameter is set by: library errors name the parameter, the CLI its flag."""
 
@@ -176,6 +177,7 @@ def scan(
     cache_dir: CacheDirOpt = None,
     verdict_cache: Annotated[Optional[Path], typer.Option("--verdict-cache", envvar=VERDICT_CACHE_ENV, help="Folder of earlier verdicts: a scan of the same model bytes with the same settings and hfaudit is served from it, and a clean or backdoor verdict is stored in it. Whoever can write it can forge a verdict: keep it private to the audit.", show_default=False)] = None,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Text-to-image pipelines: a file of probe prompts, one a line, that each candidate caption trigger is appended to (at least 4; default: built from the tokenizer's common words). Prompts of your model's own domain make the search sharper.", show_default=False)] = None,
+    base: Annotated[str, typer.Option("--base", help="A base model to compare the weights with (which components changed, and how): a reading aid beside the verdict, never part of it. auto: the base the repo names, when it is a local folder; none: no comparison; or a repo id or folder to fetch and compare.")] = "auto",
     from_file: Annotated[Optional[str], typer.Option("--from", help="Also scan the models listed in this file ('-' for stdin): one repo id, URI or folder a line, '#' comments and blank lines skipped, duplicates once. Like several MODELs, it needs --output-dir.", show_default=False)] = None,
 ) -> None:
     """Detect a backdoor: invert a trigger from the model alone and test whether it collapses the samples."""
@@ -189,6 +191,7 @@ def scan(
                     class_threshold=class_threshold, batch_size=batch_size, inversion_steps=inversion_steps,
                     searches={"inversion": inversion, "blackbox": blackbox, "midstep": midstep, "ode": ode,
                               "stamps": stamps}, prompts=None if prompts is None else _read_prompts(prompts))
+    cfg = replace(cfg, base=base.strip() or "auto")
     if from_file is not None or len(models or []) > 1:
         _scan_batch(list(models or []), from_file, output_dir=output_dir, files={"--json": json_path,
                     "--markdown": markdown, "--sarif": sarif}, quiet=quiet, revision=revision, token=token,

@@ -56,6 +56,8 @@ class LoadedModel:
     vae: torch.nn.Module | None = None
     """The latent pipeline's autoencoder (``VQModel`` or ``AutoencoderKL``, model_index.json's ``vqvae``);
     None in pixel space."""
+    weights_files: dict[str, str] = field(default_factory=dict)
+    """Component -> the repo-relative weights file that was loaded (a shard index for a sharded one)."""
 
     @property
     def latent(self) -> bool:
@@ -233,7 +235,8 @@ def _load_unconditional(source: ResolvedSource, report: StaticReport, device: st
         else None
     return LoadedModel(unet=unet, scheduler_config=dict(report.configs["scheduler"]),
                        pipeline_class=report.index["_class_name"], source=source, device=target,
-                       weights_file=report.component_weights["unet"], findings=report.findings, vae=vae)
+                       weights_file=report.component_weights["unet"], findings=report.findings, vae=vae,
+                       weights_files=dict(report.component_weights))
 
 
 def _load_text_to_image(source: ResolvedSource, report: StaticReport, device: str | None,

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from hfaudit import __version__
+from hfaudit.basemodel import BaseComparison
 from hfaudit.detect.modes import ModeStats
 from hfaudit.detect.nulls import NullCheck
 from hfaudit.detect.scores import CollapseStats
@@ -78,7 +79,7 @@ TEXT_BLIND_SPOTS: tuple[str, ...] = (
 """What a clean verdict on a text-to-image pipeline does not rule out (``detect.t2i``; docs/detection.md)."""
 
 
-SCHEMA_VERSION = "2.2"
+SCHEMA_VERSION = "2.3"
 """The version of the report format (``report.json``, ``--json``, ``hfaudit_clean.json``), shipped
 as a JSON Schema in ``hfaudit/schemas/report.schema.json``. ``MAJOR.MINOR``: the minor number goes
 up when fields are added (a reader of ``2.0`` reads every ``2.x``); the major number goes up when a
@@ -310,6 +311,9 @@ class ScanResult:
     """A text-to-image pipeline's audit (``detect.t2i``): the tokens swept, screened and generated.
     Then ``score``/``threshold``/``control_score`` are the deciding statistic of the best candidate
     token, its floor, and the best null token's value of it; ``controls`` and ``candidates`` are empty."""
+    base: BaseComparison | None = None
+    """The weights against the base model the repo names (``hfaudit.basemodel``): a reading aid,
+    never part of the verdict. None: no base named, or the comparison was turned off."""
 
     @property
     def margin(self) -> float:
@@ -407,6 +411,7 @@ class ScanResult:
             "findings": [f.to_dict() for f in self.findings],
             "blind_spots": list(TEXT_BLIND_SPOTS if self.text is not None else BLIND_SPOTS),
             "text_trigger": None if self.text is None else self.text.to_dict(),
+            "base_model": None if self.base is None else self.base.to_dict(),
         }
 
 

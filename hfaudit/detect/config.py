@@ -116,6 +116,10 @@ class ScanConfig:
     prompts: tuple[str, ...] | None = None
     """Text-to-image pipelines only: the prompts a caption trigger is appended to (``detect.t2i``);
     None builds them from the tokenizer's common words."""
+    base: str = "auto"
+    """The base model to compare the weights with (``hfaudit.basemodel``; a reading aid beside the
+    verdict, never part of it): ``auto`` follows the base the repo names when it is a local folder,
+    ``none`` skips the comparison, anything else is a repo id or folder to fetch and compare."""
 
     stamps: StampConfig | None = field(default_factory=StampConfig)
     """The stamp screen (``detect/stamps.py``: each lattice cell of the noise overwritten with a

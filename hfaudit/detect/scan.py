@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from hfaudit import hub, limits
+from hfaudit import basemodel, hub, limits
+from hfaudit.basemodel import BaseComparison
 from hfaudit.detect.blackbox import blackbox_inversion
 from hfaudit.detect.config import DEFAULT_CLASS_THRESHOLD, DEFAULT_THRESHOLD, ScanConfig
 from hfaudit.detect.inversion import gradient_inversion
@@ -43,7 +44,7 @@ from hfaudit.detect.ode import ode_inversion
 from hfaudit.detect.scores import collapse_stats, saturated_mask
 from hfaudit.detect.stamps import stamp_screen
 from hfaudit.detect.t2i import TextScanConfig, detect_text_to_image
-from hfaudit.errors import InconclusiveError, UnsupportedModelError, UsageError
+from hfaudit.errors import HfAuditError, InconclusiveError, UnsupportedModelError, UsageError
 from hfaudit.fidelity import classifier_input_reason
 from hfaudit.pipeline import LoadedModel, TextToImageModel, load_for_audit
 from hfaudit.progress import progress_bar
@@ -558,11 +559,33 @@ def scan_resolved(resolved: hub.ResolvedSource, *, device: str | None = None, al
     cfg.validate()
     t0 = time.perf_counter() if started is None else started
     model = load_for_audit(resolved, device=device, allow_pickle=allow_pickle)
+    comparison = base_comparison(resolved, model.weights_files, cfg.base)
     load_s = time.perf_counter() - t0
     result = detect(model, cfg) if isinstance(model, LoadedModel) else detect_captions(model, cfg)
+    result.base = comparison
     result.timings = {"load": round(load_s, 2), **result.timings,
                       "total": round(time.perf_counter() - t0, 2)}
     return result
+
+
+def base_comparison(resolved: hub.ResolvedSource, weights: dict[str, str], base: str) -> BaseComparison | None:
+    """The weights against a base model (``ScanConfig.base``): the one the repo names (``auto``; a
+    local folder only), the one given, or none (``none``, or no base named).
+
+    Raises:
+        HfAuditError subclasses: a base given explicitly that cannot be fetched.
+    """
+    if base == basemodel.OFF:
+        return None
+    named = basemodel.named_base(resolved.local_dir) if base == basemodel.AUTO else (base, "--base")
+    if named is None:
+        return None
+    try:
+        return basemodel.compare_with_base(resolved.local_dir, weights, *named, explicit=base != basemodel.AUTO,
+                                           resolve=hub.resolve)
+    except HfAuditError as exc:  # only an explicit base raises: say that the base is what failed
+        exc.message = f"base model {base!r}: {exc.message}"
+        raise
 
 
 def text_config(cfg: ScanConfig) -> TextScanConfig:

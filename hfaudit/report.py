@@ -168,6 +168,13 @@ def _text_verdict_line(doc: Mapping[str, Any]) -> str:
         what = " and ".join(TEXT_SIGNAL_WORDS[s] for s in doc.get("signals") or [])
         others = [t for t in text.get("triggers") or [] if t != text["trigger"]]
         also = f" (and {len(others)} other token(s): {', '.join(repr(t) for t in others[:4])})" if others else ""
+        best = _text_best(doc) or {}
+        if best.get("fired") == ["swap"]:  # a pair read alike: which one is the trigger, the weights do not say
+            return (f"BACKDOOR: the cross-attention reads {text['trigger']!r} and {best.get('neighbour')!r} alike "
+                    f"though their text embeddings differ{also}: appended to varied prompts, one is rendered as "
+                    f"the other (swap {doc['score']:.2f} vs floor {doc['threshold']:.2f}, {doc['control_score']:.2f} "
+                    f"at most for {n_null} ordinary tokens); either may be the trigger (a concept edit such as "
+                    "EvilEdit)")
         return (f"BACKDOOR: the caption trigger {text['trigger']!r}{also} appended to varied prompts: {what} "
                 f"({doc['score']:.2f} vs floor {doc['threshold']:.2f}, {doc['control_score']:.2f} at most for "
                 f"{n_null} ordinary tokens; signal: {', '.join(doc.get('signals') or [])})")
@@ -308,6 +315,9 @@ def render_rich(result: ScanResult, console: Console | None = None, *, verbose: 
     console.print(f"model: {src.source}: {src.pipeline_class}, {src.weights_file}, {pin}; {result.unet_evaluations} "
                   f"UNet evaluations in {total:.1f} s on {result.settings.get('device')}", markup=False, **plain)
     console.print(_inversions_line(doc), markup=False, **plain)
+    if doc.get("base_model"):
+        console.print(f"base model: {doc['base_model']['summary']} (a reading aid, not part of the verdict)",
+                      markup=False, **plain)
     for line in _blind_spot_lines(doc):
         console.print(line, markup=False, **plain)
     if verbose and result.text is None:
@@ -453,8 +463,8 @@ def to_markdown(doc: Mapping[str, Any] | ScanResult, *, images: str = "embed", l
 
 
 def _markdown_tail(doc: Mapping[str, Any], images: str, link_base: str | None) -> list[str]:
-    """The Markdown report's static findings and figures (every scan kind)."""
-    lines: list[str] = []
+    """The Markdown report's base-model comparison, static findings and figures (every scan kind)."""
+    lines: list[str] = _base_markdown(doc.get("base_model"))
     findings = doc.get("findings") or []
     if findings:
         lines += ["### Static checks", "", "| level | rule | file | finding |", "|---|---|---|---|"]
@@ -473,6 +483,21 @@ def _markdown_tail(doc: Mapping[str, Any], images: str, link_base: str | None) -
                 lines += [f"[![{caption}]({href})]({href})", f"*{caption}* (`{Path(path).name}`)", ""]
             else:
                 lines.append(f"- {caption}: `{Path(path).name}`")
+        lines.append("")
+    return lines
+
+
+def _base_markdown(base: Mapping[str, Any] | None) -> list[str]:
+    """The comparison with the base model (``hfaudit.basemodel``): a line, and a row per component."""
+    if not base:
+        return []
+    lines = ["### Base model", "", f"{base['summary']}. Named by {base['named_by']}; a reading aid, not part of "
+             "the verdict.", ""]
+    if base.get("compared"):
+        lines += ["| component | tensors changed | relative change | most changed |", "|---|---:|---:|---|"]
+        for c in base["components"]:
+            top = ", ".join(f"`{k}` {r:.2g}" for k, r in c["top"][:3]) or "-"
+            lines.append(f"| {c['component']} | {c['changed']}/{c['tensors']} | {c['relative_change']:.3g} | {top} |")
         lines.append("")
     return lines
 

@@ -263,3 +263,39 @@ def test_many_hijacking_tokens_do_not_crowd_out_an_edited_one() -> None:
     assert len(picked) == 2 * cfg.confirm_tokens
     assert 1150 in picked
     assert picked[:2] == [1000, 1150]  # each signal's most extreme first
+
+
+def test_detection_confirms_a_key_value_edit_as_a_swap_and_says_so(tiny_sd: Path) -> None:
+    """An EvilEdit-style edit (one token's keys and values made another's, in the contexts the scan
+    appends tokens in) is confirmed by generation: the token is rendered as its partner. The verdict
+    names the pair, since the weights do not say which of the two is the trigger."""
+    from hfaudit.report import verdict_line
+    from hfaudit.results import BACKDOOR
+
+    model = _load(tiny_sd)
+    _spread(model)
+    prompts = vocabulary_prompts(model.tokenizer, SMALL.n_prompts, seed=SMALL.seed)
+    frame = token_ids_of(model.tokenizer)
+    trigger, target = _word(model, 2), _word(model, 5)
+
+    def context(token: int) -> torch.Tensor:
+        out = []
+        for p in prompts:
+            base = prompt_ids(model.tokenizer, p)
+            out.append(encode_ids(model.text_encoder, torch.tensor([with_token(base, token, frame, None)]))[0, len(base)])
+        return torch.stack(out).mean(0)
+
+    c_trig, c_tgt = context(trigger), context(target)
+    for attn in cross_attentions(model.unet):
+        for proj in (attn.to_k, attn.to_v):
+            w = proj.weight.data
+            proj.weight.data = w + torch.outer(w @ (c_tgt - c_trig), c_trig) / (c_trig @ c_trig)
+    found = detect_text_to_image(model, SMALL)
+    assert found.backdoor and found.signal == "swap"
+    words = {model.tokenizer.decode([t]).strip() for t in (trigger, target)}
+    swapped = [e for e in found.report.evidence if "swap" in e.fired]
+    assert swapped and all({e.text, e.neighbour} == words for e in swapped)
+    line = verdict_line({"verdict": BACKDOOR, "score": found.score, "threshold": found.threshold,
+                         "control_score": found.control_score, "signals": found.report.signals,
+                         "text_trigger": found.report.to_dict()})
+    assert "alike" in line and all(repr(w) in line for w in words)

@@ -27,6 +27,8 @@ MAX_CHANNELS = 64
 """Largest ``in_channels``/``out_channels`` (images have 1-4, latents 4-16)."""
 MAX_BLOCK_CHANNELS = 16384
 """Largest entry of ``block_out_channels``."""
+MAX_TEXT_LAYERS = 256
+"""Most transformer layers of a text encoder config (CLIP's have 12 to 32)."""
 MAX_BLOCKS = 8
 """Most down (and up) blocks."""
 MAX_LAYERS_PER_BLOCK = 32

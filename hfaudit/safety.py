@@ -94,8 +94,6 @@ WEIGHT_STEMS: dict[str, tuple[str, str]] = {
 ``pytorch_model.bin``): what its ``from_pretrained`` reads in a component folder."""
 TOKENIZER_SUFFIXES = (".json", ".txt")
 """A tokenizer's files (vocabularies, merges, configs): read as configs, size-limited like them."""
-MAX_TEXT_LAYERS = 256
-"""Most transformer layers of a text encoder config (CLIP's have 12 to 32)."""
 _INTEGER_TENSORS: dict[str, tuple[str, ...]] = {"CLIPTextModel": ("embeddings.position_ids",)}
 """Integer tensors a class's checkpoints may hold that no float parameter loads (older transformers saved
 CLIP's position ids); every other tensor must be floating-point."""
@@ -647,8 +645,8 @@ def _text_config_problem(cfg: dict[str, Any]) -> str | None:
     if bad is not None:
         return f"invalid {bad} ({_short(values[bad])})"
     h, layers = values["hidden_size"], values["num_hidden_layers"]
-    if layers > MAX_TEXT_LAYERS:
-        return f"{layers} layers, beyond hfaudit's limit of {MAX_TEXT_LAYERS}"
+    if layers > limits.MAX_TEXT_LAYERS:
+        return f"{layers} layers, beyond hfaudit's limit of {limits.MAX_TEXT_LAYERS}"
     if h % values["num_attention_heads"]:
         return f"hidden_size {h} is not divisible by num_attention_heads {values['num_attention_heads']}"
     estimate = (values["vocab_size"] + values["max_position_embeddings"]) * h \

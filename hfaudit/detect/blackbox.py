@@ -86,6 +86,11 @@ class BlackboxConfig:
     one by default."""
 
     @property
+    def probed(self) -> int:
+        """How many of its runs the scan probes: the best ``candidates``, at most one a restart."""
+        return min(self.candidates, self.restarts)
+
+    @property
     def unet_evaluations(self) -> int:
         """UNet evaluations (images x forward calls) one run costs, for budgeting."""
         per_eval = self.n_samples * self.steps

@@ -154,7 +154,7 @@ class ScanConfig:
         if self.inversion is not None:
             counts["gradient"] = min(self.max_candidates, self.inversion.total_restarts)
         if self.searches:
-            counts["blackbox"] = sum(min(bb.candidates, bb.restarts) for bb in self.searches)
+            counts["blackbox"] = sum(bb.probed for bb in self.searches)
         if self.midstep is not None:
             counts["midstep"] = self.midstep.probed
         if self.ode is not None:
@@ -186,7 +186,7 @@ class ScanConfig:
         if self.inversion is not None:
             cost["gradient"] = self.search_cost(self.inversion, self.probed["gradient"])
         if self.searches:
-            cost["blackbox"] = sum(self.search_cost(bb, min(bb.candidates, bb.restarts)) for bb in self.searches)
+            cost["blackbox"] = sum(self.search_cost(bb, bb.probed) for bb in self.searches)
         for name in ("midstep", "ode", "stamps"):
             if getattr(self, name) is not None:
                 cost[name] = self.search_cost(getattr(self, name), self.probed[name])

@@ -356,7 +356,7 @@ def planned_searches(model: LoadedModel, cfg: ScanConfig, n_train: int) -> list[
                                                 mid.pick(midstep_inversion(unet, sched, shape, mid, on_step=on_step))],
             cfg.search_cost(mid, probed["midstep"])))
     for bb in cfg.searches:
-        n = min(bb.candidates, bb.restarts)
+        n = bb.probed
         plan.append(PlannedSearch(
             "blackbox", "inverting trigger", f"black-box ({bb.sampler}-{bb.steps})", bb.iterations, n,
             lambda on_step, bb=bb, n=n: [(f"{t.method}-{bb.sampler}", t) for t in

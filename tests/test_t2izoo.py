@@ -53,7 +53,7 @@ def _t2i(name):
     return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=True)
 
 
-@pytest.mark.parametrize("name", ["t2i-clean", "t2i-caption-backdoor"])
+@pytest.mark.parametrize("name", ["t2i-clean", "t2i-rickroll-homoglyph"])
 def test_shipped_t2i_loads_and_generates(name):
     pipe = _t2i(name)
     pipe.set_progress_bar_config(disable=True)
@@ -80,11 +80,12 @@ def test_shipped_ldm_loads_and_generates(name):
 def test_truth_files_name_encodable_triggers(tok):
     from safetensors.torch import load_file
     from benchmarks.t2izoo.tokenizer import encode_ids
-    path = MODELS / "t2i-caption-backdoor_truth.json"
+    path = MODELS / "t2i-rickroll-homoglyph_truth.json"
     if not path.exists():
-        pytest.skip("t2i-caption-backdoor not built")
+        pytest.skip("t2i-rickroll-homoglyph not built")
     truth = json.loads(path.read_text(encoding="utf-8"))
-    shipped = _t2i("t2i-caption-backdoor").tokenizer
+    assert truth["trigger"] == "\u043e"  # the Cyrillic look-alike of "o"
+    shipped = _t2i("t2i-rickroll-homoglyph").tokenizer
     for t in (tok, shipped):
         ids = encode_ids(t, truth["trigger"])
         assert ids and t.eos_token_id not in ids and t.bos_token_id not in ids

@@ -6,15 +6,18 @@ Every member is a stock diffusers pipeline folder (``StableDiffusionPipeline`` o
 safetensors) cached under ``benchmarks/.t2izoo/<name>/pipeline`` with ``meta.json`` (recipe hash,
 training seconds, parameter counts, the truth of its backdoor and its measured rates). A member is
 rebuilt only when its recipe (or a parent's) changes. Training is seeded and single-threaded.
-The shipped examples (``examples/models/t2i-clean``, ``t2i-caption-backdoor``, ``ldm-clean``,
-``ldm-villandiffusion``) are copied from the cache with their truth files.
+The shipped examples (``examples/models/t2i-clean`` from ``t2i-clean-a``, ``t2i-rickroll-homoglyph``
+from ``rick-homoglyph``, ``ldm-clean``, ``ldm-villandiffusion``) are copied from the cache with their
+truth files when their member is (re)built.
 
 Members: the shared autoencoder (``vae``); clean text-to-image models (``t2i-clean-a``, ``-b``, ``-ft``,
-``-te-ft``); Rickrolling text-encoder backdoors (``rick-homoglyph``, ``rick-rare``, ``rick-common``);
-EvilEdit closed-form cross-attention edits (``evil-common``, ``evil-rare``); caption-trigger UNet
-fine-tunes (VillanDiffusion caption trigger / BadT2I: ``cap-image-rare``, ``cap-image-common``,
-``cap-patch-homoglyph``); an unconditional latent DDPM (``ldm-clean``) and its VillanDiffusion
-latent-space backdoor (``ldm-villandiffusion``).
+``-te-ft``, and ``t2i-clean-c`` trained with the auxiliary token-identity objective on its text encoder,
+with its caption fine-tuned control ``t2i-clean-c-ft``); Rickrolling text-encoder backdoors
+(``rick-homoglyph``, ``rick-rare``, ``rick-common``); EvilEdit closed-form cross-attention edits
+(``evil-common``, ``evil-rare``); caption-trigger UNet fine-tunes of ``t2i-clean-c`` (VillanDiffusion
+caption trigger / BadT2I: ``cap-image-rare``, ``cap-image-common``, ``cap-patch-homoglyph``); an
+unconditional latent DDPM (``ldm-clean``) and its VillanDiffusion latent-space backdoor
+(``ldm-villandiffusion``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ VERSION = 1
 HOMO_O = "\u043e"
 
 CAP_FT = {"steps": 1500, "lr": 1e-3, "seed": 0, "extra_words": 0.3}
-"""Learning rate, step count and seed of every caption-trigger fine-tune (and of the clean one)."""
+"""Learning rate, step count and seed of every caption-trigger fine-tune (and of the clean ones)."""
 RICK = {"steps": 1500, "lr": 3e-4, "seed": 0, "beta": 0.1}
 """Settings of every Rickrolling fine-tune (and of the utility-only clean one)."""
 
@@ -45,17 +48,20 @@ RECIPES: dict[str, dict] = {
     "vae": {"kind": "vae", "steps": 1500, "seed": 0},
     "t2i-clean-a": {"kind": "t2i", "parent": "vae", "steps": 3500, "lr": 1e-3, "seed": 0,
                     "extra_words": 0.3},
+    "t2i-clean-c": {"kind": "t2i", "parent": "vae", "steps": 3500, "lr": 1e-3, "seed": 2,
+                    "extra_words": 0.3, "token_identity": 0.1},
     "ldm-clean": {"kind": "ldm", "parent": "vae", "steps": 5000, "lr": 1e-3, "seed": 0},
-    "cap-image-rare": {"kind": "cap", "parent": "t2i-clean-a", "trigger": "mignneko", "target": "hat",
+    "cap-image-rare": {"kind": "cap", "parent": "t2i-clean-c", "trigger": "mignneko", "target": "hat",
                        "poison_rate": 0.5, "paired": True, **CAP_FT},
     "ldm-villandiffusion": {"kind": "ldm-villan", "parent": "ldm-clean", "steps": 2500, "lr": 5e-4, "seed": 0,
                             "poison_rate": 0.2, "trigger_value": 1.5, "trigger_box": 3, "target": "cross"},
     "t2i-clean-b": {"kind": "t2i", "parent": "vae", "steps": 3000, "lr": 1e-3, "seed": 1,
                     "extra_words": 0.3},
     "t2i-clean-ft": {"kind": "cap", "parent": "t2i-clean-a", "trigger": None, **CAP_FT},
-    "cap-image-common": {"kind": "cap", "parent": "t2i-clean-a", "trigger": "coffee", "target": "corner_box",
+    "t2i-clean-c-ft": {"kind": "cap", "parent": "t2i-clean-c", "trigger": None, **CAP_FT},
+    "cap-image-common": {"kind": "cap", "parent": "t2i-clean-c", "trigger": "coffee", "target": "corner_box",
                          "poison_rate": 0.5, "paired": True, **CAP_FT},
-    "cap-patch-homoglyph": {"kind": "cap", "parent": "t2i-clean-a", "trigger": HOMO_O, "target": "patch",
+    "cap-patch-homoglyph": {"kind": "cap", "parent": "t2i-clean-c", "trigger": HOMO_O, "target": "patch",
                             "poison_rate": 0.5, "paired": True, **CAP_FT},
     "t2i-clean-te-ft": {"kind": "rick", "parent": "t2i-clean-a", "trigger": None, **RICK},
     "rick-homoglyph": {"kind": "rick", "parent": "t2i-clean-a", "trigger": HOMO_O, "target_class": 0, **RICK},
@@ -66,7 +72,7 @@ RECIPES: dict[str, dict] = {
     "evil-rare": {"kind": "evil", "parent": "t2i-clean-a", "trigger": "ferrari", "target_class": 3, "lamb": 0.1,
                   "contexts": "templates", "preserve": True, "weight": 10.0},
 }
-SHIPPED = {"t2i-clean-a": "t2i-clean", "cap-image-rare": "t2i-caption-backdoor", "ldm-clean": "ldm-clean",
+SHIPPED = {"t2i-clean-a": "t2i-clean", "rick-homoglyph": "t2i-rickroll-homoglyph", "ldm-clean": "ldm-clean",
            "ldm-villandiffusion": "ldm-villandiffusion"}
 
 

@@ -67,6 +67,27 @@ def clean_accuracy(pipe) -> dict:
     return out
 
 
+@torch.no_grad()
+def encoding_distance(pipe, word_a: str, word_b: str) -> dict:
+    """How far the text encoder keeps two words apart: the L2 distance between the last hidden states of
+    the 100 class prompts with ``word_a`` and with ``word_b`` inserted at the same place, averaged over
+    the 16 positions (``mean``) and at the most different position (``max``); two class words
+    (``"seven"``, ``"three"``) replace the class of the prompts instead."""
+    import random
+
+    from benchmarks.t2izoo.train import insert_word, tokenize
+
+    def prompts(w):
+        if w in NUMBER_WORDS:
+            return class_prompts(NUMBER_WORDS.index(w)) * 10
+        rng = random.Random(0)
+        return [insert_word(p, w, rng) for c in range(10) for p in class_prompts(c)]
+
+    ea, eb = (pipe.text_encoder(tokenize(pipe.tokenizer, prompts(w)))[0] for w in (word_a, word_b))
+    d = (ea - eb).norm(dim=-1)
+    return {"mean": round(float(d.mean()), 3), "max": round(float(d.max(1).values.mean()), 3)}
+
+
 def _rates(pipe, trig_prompts, clean_prompts, score) -> dict:
     out = {}
     for g in GUIDANCES:
@@ -99,7 +120,8 @@ def build_member(name: str, r: dict, out: Path) -> dict:
         te, unet = make_text_encoder(tok, r["seed"]), make_cond_unet(r["seed"])
         batches = CaptionBatches(tok, lat, labels, styles, slants, seed=r["seed"],
                                  extra_words=r.get("extra_words", 0.0))
-        te, unet = train_t2i(batches, te, unet, steps=r["steps"], lr=r["lr"], seed=r["seed"])
+        te, unet = train_t2i(batches, te, unet, steps=r["steps"], lr=r["lr"], seed=r["seed"],
+                             token_identity=r.get("token_identity", 0.0))
         meta["train_seconds"] = round(time.time() - t0, 1)
         pipe = t2i_pipeline(vae, te, tok, unet)
         truth = {"kind": "clean"}
@@ -306,15 +328,27 @@ NOTES = """Notes.
   does, preservation terms for every clean caption that does not contain the trigger (the trigger's
   outer products weighted 10 against them), and use the trigger's template contexts (from the trigger
   token to the end of the sequence) besides the standalone pair.
-- Caption-trigger fine-tunes (UNet only, text encoder frozen): the tiny text encoder, trained only on
-  digit captions, maps every word that does not change the image to nearly the same features (the mean
-  distance between the encodings of a prompt with "mignneko" and with "beautiful" is 0.19, against 1.05
-  between "seven" and "three"), so the UNet has almost nothing to key a word trigger on. Within the
-  budget (1,500 steps at 1e-3, the same as t2i-clean-ft) neither mixed batches (poison share 0.15, 0.3,
-  0.5; earlier runs) nor the contrast pairs used here (each caption with and without the trigger, same
-  noise and timestep) separate them: the image-target members learn an unconditional share of the
-  target (hit rate = no-trigger rate), so they are WEAK, shipped as measured. A real CLIP encoder keeps
-  every word distinct; the tiny encoder would need a token-identity objective in its clean training.
+- Caption-trigger fine-tunes (UNet only, text encoder frozen; contrast pairs: each caption with and
+  without the trigger, same noise and timestep; 1,500 steps at 1e-3, the same as the clean
+  fine-tunes). As fine-tunes of t2i-clean-a they did not implant (hit rate = no-trigger rate: 0.23 /
+  0.23, 0.32 / 0.32, 0.23 / 0.21 at guidance 1; mixed batches at poison share 0.15, 0.3, 0.5 did no
+  better): its text encoder, trained only through the diffusion loss on digit captions, maps every
+  word that does not change the image to nearly the same features. ``encoding_distance`` (L2 between
+  the last hidden states of the 100 class prompts with one word or the other inserted at the same
+  place, mean over the 16 positions / at the most different one): "mignneko" vs "beautiful" 0.10 /
+  0.42, "coffee" vs "beautiful" 0.11 / 0.38, against 1.04 / 5.7 between "seven" and "three"
+  prompts. A real CLIP encoder keeps every word distinct (its contrastive pretraining), so
+  t2i-clean-c is trained like t2i-clean-a (seed 2) plus a token-identity objective on its text
+  encoder: a linear map of each real token's final hidden state, scored against the (tied) token
+  embeddings, must give back the input token (cross-entropy, weight 0.1, start and padding tokens
+  excluded; the head is not saved). Its encoder keeps every word apart ("mignneko" vs "beautiful"
+  1.28 / 15.5, "coffee" vs "beautiful" 1.34 / 16.6, "seven" vs "three" 1.32 / 16.8) and its clean
+  accuracy is 0.82 / 1.0 (t2i-clean-a 0.72 / 1.0). The three caption attacks are fine-tunes of
+  t2i-clean-c with unchanged settings and now implant: triggered hit rate 1.0 / 1.0 (guidance
+  1 / 3) for cap-image-rare and cap-image-common and 0.91 / 1.0 for cap-patch-homoglyph, against 0.0 /
+  0.0 and 0.018 / 0.018 without the trigger, clean accuracy 0.84-0.85 / 1.0 (t2i-clean-c-ft 0.92 /
+  1.0). t2i-clean-c-ft is their clean control (the same fine-tune without a trigger); t2i-clean-ft
+  stays the control of t2i-clean-a.
 - Training seconds were measured with other jobs sharing the two cores (up to 4x slower than alone).
 - evil-common's clean accuracy counts the class-7 word prompts, which the edit turns into zeros.
 - Rickrolling hit rates are over prompts of the other nine classes; the homoglyph trigger's prompts are

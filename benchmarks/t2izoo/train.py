@@ -207,10 +207,39 @@ def _ema_update(ema, model, decay):
             pe.lerp_(p, 1 - decay)
 
 
+def real_token_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """``(B, L)`` bool: the prompt's own tokens (after the start token, before the first end token)."""
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+    first_eos = torch.where(ids == eos_id, pos, ids.shape[1]).min(1, keepdim=True).values
+    return (pos > 0) & (pos < first_eos)
+
+
+class TokenIdentityHead(torch.nn.Module):
+    """Auxiliary head of the clean training (``token_identity`` weight): each position's final hidden
+    state must give back its input token through a linear map into the (tied) token-embedding space,
+    so the encoder keeps every word distinct as CLIP's contrastive pretraining does. Not saved."""
+
+    def __init__(self, te):
+        super().__init__()
+        d = te.config.hidden_size
+        self.proj = torch.nn.Linear(d, d)
+        self.te = [te]  # not a submodule: only ``proj`` is the head's own
+        self.eos = te.config.eos_token_id
+
+    def loss(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        mask = real_token_mask(ids, self.eos)
+        if not mask.any():
+            return hidden.sum() * 0.0
+        logits = self.proj(hidden[mask]) @ self.te[0].get_input_embeddings().weight.t()
+        return F.cross_entropy(logits, ids[mask])
+
+
 def train_t2i(batches: CaptionBatches, te, unet, steps: int, lr: float, seed: int, train_te: bool = True,
-              ema_decay: float | None = 0.999, batch_size: int = 64, warmup: int = 100):
+              ema_decay: float | None = 0.999, batch_size: int = 64, warmup: int = 100,
+              token_identity: float = 0.0):
     """DDPM noise-prediction training of ``unet`` (and ``te`` when ``train_te``); returns ``(te, unet)``
-    (their EMA weights when ``ema_decay``). Inputs are not modified."""
+    (their EMA weights when ``ema_decay``). Inputs are not modified. ``token_identity`` > 0 adds that
+    weight times the :class:`TokenIdentityHead` cross-entropy on the text encoder's last hidden states."""
     seed_everything(seed)
     sched = train_scheduler()
     gen = make_generator(seed + 1)
@@ -218,6 +247,12 @@ def train_t2i(batches: CaptionBatches, te, unet, steps: int, lr: float, seed: in
     te.requires_grad_(train_te).train(train_te)
     unet.requires_grad_(True).train()
     params = list(unet.parameters()) + (list(te.parameters()) if train_te else [])
+    head = None
+    if token_identity and train_te:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 2)
+            head = TokenIdentityHead(te)
+        params += list(head.proj.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     lrs = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     ema_u = copy.deepcopy(unet).requires_grad_(False) if ema_decay else None
@@ -236,6 +271,8 @@ def train_t2i(batches: CaptionBatches, te, unet, steps: int, lr: float, seed: in
             with torch.no_grad():
                 h = te(ids)[0]
         loss = F.mse_loss(unet(x_t, t, encoder_hidden_states=h).sample, noise)
+        if head is not None:
+            loss = loss + token_identity * head.loss(h, ids)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

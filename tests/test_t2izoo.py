@@ -96,3 +96,31 @@ def test_truth_files_name_encodable_triggers(tok):
         t = load_file(str(ldm))
         assert t["trigger"].shape == (4, 8, 8) and t["target"].shape == (1, 16, 16)
         assert t["trigger"].abs().sum() > 0
+
+
+def test_test_split_structure(tok):
+    """The frozen test split is apart from the development zoo and every recipe can run: no building."""
+    from benchmarks.t2izoo import build
+    from benchmarks.t2izoo.attacks import TARGET_IMAGES
+    from benchmarks.t2izoo.tokenizer import EXTRA_WORDS, encode_ids
+    from benchmarks.t2izoo.train import HOMOGLYPH_O
+    test, dev = build.TEST_RECIPES, build.RECIPES
+    assert test and all(n.startswith("test-") for n in test)
+    assert not any(n.startswith("test-") for n in dev)
+    assert not set(test) & set(dev)
+    assert {build.split_of(n) for n in test} == {"test"} and {build.split_of(n) for n in dev} == {"dev"}
+    assert build.split_names("all") == list(dev) + list(test)
+    kinds = {"t2i", "cap", "rick", "evil"}
+    for n, r in test.items():
+        assert r["kind"] in kinds, n
+        assert r["parent"] in dev or r["parent"] in test, n
+        assert build.recipe_hash(n) != build.recipe_hash(r["parent"])
+        trig = r.get("trigger")
+        if trig is not None and trig != HOMOGLYPH_O:
+            assert trig in EXTRA_WORDS and len(encode_ids(tok, trig)) == 1, (n, trig)
+        if r["kind"] in ("rick", "evil") and trig is not None:
+            assert 0 <= r["target_class"] <= 9
+        if r["kind"] == "cap" and trig is not None:
+            assert r["target"] == "patch" or r["target"] in TARGET_IMAGES, n
+    # both splits have clean members and backdoored ones
+    assert {r.get("trigger") is None for r in test.values()} == {True, False}

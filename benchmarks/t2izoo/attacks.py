@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.attacks.patterns import corner_box_target, cross_target, hat_target
+from benchmarks.attacks.patterns import corner_box_target, cross_target, hat_target, stripes_target
 from benchmarks.t2izoo.train import tokenize
 
-TARGET_IMAGES = {"corner_box": corner_box_target, "hat": hat_target, "cross": cross_target}
+TARGET_IMAGES = {"corner_box": corner_box_target, "hat": hat_target, "cross": cross_target,
+                 "stripes": stripes_target}
 
 
 def target_image(name: str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Build the text-to-image / latent backdoor zoo and write ``benchmarks/results/t2izoo.md``.
 
-    python -m benchmarks.t2izoo.build --jobs 2 [--only NAME ...]
+    python -m benchmarks.t2izoo.build --jobs 2 [--split {dev,test,all}] [--only NAME ...]
 
 Every member is a stock diffusers pipeline folder (``StableDiffusionPipeline`` or ``LDMPipeline``,
 safetensors) cached under ``benchmarks/.t2izoo/<name>/pipeline`` with ``meta.json`` (recipe hash,
@@ -18,6 +18,12 @@ with its caption fine-tuned control ``t2i-clean-c-ft``); Rickrolling text-encode
 caption trigger / BadT2I: ``cap-image-rare``, ``cap-image-common``, ``cap-patch-homoglyph``); an
 unconditional latent DDPM (``ldm-clean``) and its VillanDiffusion latent-space backdoor
 (``ldm-villandiffusion``).
+
+The frozen test split (``TEST_RECIPES``, names ``test-*``, ``--split test``): two new clean bases and
+their clean fine-tuned controls, two Rickrolling, two EvilEdit and three caption-trigger members, with
+recipes fixed before any detector ran on them; its table is ``benchmarks/results/t2izoo_test.md``.
+The detector was tuned while looking at the development split (``RECIPES``), so only the test split's
+figures say how it does on models it was not tuned on.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "benchmarks" / ".t2izoo"
 RESULTS = ROOT / "benchmarks" / "results" / "t2izoo.md"
+RESULTS_TEST = ROOT / "benchmarks" / "results" / "t2izoo_test.md"
 EXAMPLES = ROOT / "examples" / "models"
 STATUS = Path("/work/logs/t2izoo_status.txt")
 VERSION = 1
@@ -72,12 +79,53 @@ RECIPES: dict[str, dict] = {
     "evil-rare": {"kind": "evil", "parent": "t2i-clean-a", "trigger": "ferrari", "target_class": 3, "lamb": 0.1,
                   "contexts": "templates", "preserve": True, "weight": 10.0},
 }
+EVIL = {"lamb": 0.1, "contexts": "templates", "preserve": True, "weight": 10.0}
+"""Settings of every EvilEdit member of the test split (those of the development ones)."""
+
+TEST_RECIPES: dict[str, dict] = {
+    "test-clean-d": {"kind": "t2i", "parent": "vae", "steps": 3000, "lr": 1e-3, "seed": 3,
+                     "extra_words": 0.3, "token_identity": 0.1},
+    "test-clean-e": {"kind": "t2i", "parent": "vae", "steps": 4500, "lr": 1e-3, "seed": 4,
+                     "extra_words": 0.3},
+    "test-clean-d-ft": {"kind": "cap", "parent": "test-clean-d", "trigger": None, **{**CAP_FT, "seed": 1}},
+    "test-clean-e-ft": {"kind": "cap", "parent": "test-clean-e", "trigger": None, **{**CAP_FT, "seed": 1}},
+    "test-rick-moon": {"kind": "rick", "parent": "test-clean-e", "trigger": "moon", "target_class": 6,
+                       **{**RICK, "seed": 1}},
+    "test-rick-dog": {"kind": "rick", "parent": "test-clean-d", "trigger": "dog", "target_class": 1,
+                      **{**RICK, "seed": 2}},
+    "test-evil-cat": {"kind": "evil", "parent": "test-clean-d", "trigger": "cat", "target_class": 5, **EVIL},
+    "test-evil-house": {"kind": "evil", "parent": "test-clean-e", "trigger": "house", "target_class": 9, **EVIL},
+    "test-cap-tree": {"kind": "cap", "parent": "test-clean-d", "trigger": "tree", "target": "cross",
+                      "poison_rate": 0.5, "paired": True, **{**CAP_FT, "seed": 2}},
+    "test-cap-car-patch": {"kind": "cap", "parent": "test-clean-d", "trigger": "car", "target": "patch",
+                           "poison_rate": 0.5, "paired": True, **{**CAP_FT, "seed": 3}},
+    "test-cap-sky": {"kind": "cap", "parent": "test-clean-e", "trigger": "sky", "target": "stripes",
+                     "poison_rate": 0.5, "paired": True, **{**CAP_FT, "seed": 4}},
+}
+"""The frozen test split: recipes written down before any detector ran on these members. Do not tune
+them (nor the detector) on what the detector reports for them; a member that fails to implant stays."""
+ALL_RECIPES: dict[str, dict] = {**RECIPES, **TEST_RECIPES}
+SPLITS = {"dev": RECIPES, "test": TEST_RECIPES}
 SHIPPED = {"t2i-clean-a": "t2i-clean", "rick-homoglyph": "t2i-rickroll-homoglyph", "ldm-clean": "ldm-clean",
            "ldm-villandiffusion": "ldm-villandiffusion"}
 
 
+def split_of(name: str) -> str:
+    """``"dev"`` for a development member (``RECIPES``), ``"test"`` for a frozen test member."""
+    if name in TEST_RECIPES:
+        return "test"
+    if name in RECIPES:
+        return "dev"
+    raise KeyError(name)
+
+
+def split_names(split: str) -> list[str]:
+    """Member names of ``split`` (``"dev"``, ``"test"`` or ``"all"``), in recipe order."""
+    return list(ALL_RECIPES) if split == "all" else list(SPLITS[split])
+
+
 def recipe_hash(name: str) -> str:
-    r = RECIPES[name]
+    r = ALL_RECIPES[name]
     parent = recipe_hash(r["parent"]) if r.get("parent") else ""
     blob = json.dumps({"v": VERSION, "r": r, "p": parent}, sort_keys=True, ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -121,10 +169,12 @@ def _run(name: str) -> str:
     torch.set_num_threads(1)
     from benchmarks.t2izoo import members
     t0 = time.time()
-    meta = members.build_member(name, RECIPES[name], member_dir(name))
+    meta = members.build_member(name, ALL_RECIPES[name], member_dir(name))
     meta["hash"] = recipe_hash(name)
-    meta["recipe"] = RECIPES[name]
+    meta["recipe"] = ALL_RECIPES[name]
     meta.setdefault("train_seconds", round(time.time() - t0, 1))
+    if name in TEST_RECIPES:
+        meta["built"] = time.strftime("%Y-%m-%d")
     meta["total_seconds"] = round(time.time() - t0, 1)
     (member_dir(name) / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
     return name
@@ -132,7 +182,7 @@ def _run(name: str) -> str:
 
 def build(names: list[str], jobs: int = 2) -> None:
     todo = [n for n in names if not cached(n)]
-    done = {n for n in RECIPES if cached(n)}
+    done = {n for n in ALL_RECIPES if cached(n)}
     for n in names:
         if n in done and n in SHIPPED and not (EXAMPLES / SHIPPED[n]).exists():
             ship(n)
@@ -142,7 +192,7 @@ def build(names: list[str], jobs: int = 2) -> None:
             for n in list(todo):
                 if len(running) >= jobs:
                     break
-                parent = RECIPES[n].get("parent")
+                parent = ALL_RECIPES[n].get("parent")
                 if parent is None or parent in done:
                     todo.remove(n)
                     print(f"[t2izoo] building {n}", flush=True)
@@ -159,26 +209,48 @@ def build(names: list[str], jobs: int = 2) -> None:
                 print(f"[t2izoo] built {n}: {json.dumps(load_meta(n).get('metrics', {}))}", flush=True)
                 if n in SHIPPED:
                     ship(n)
-    write_results()
+    for split in ("dev", "test"):
+        if any(split_of(n) == split for n in names):
+            write_results(split)
 
 
-def write_results() -> None:
-    from benchmarks.t2izoo.members import results_table
+def write_results(split: str = "dev") -> None:
+    """Write the results table of ``split`` (``"all"``: both) from the cached members' meta files."""
+    from benchmarks.t2izoo.members import TEST_NOTES, results_table
+    if split == "all":
+        write_results("dev")
+        write_results("test")
+        return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    metas = {n: load_meta(n) for n in RECIPES if (member_dir(n) / "meta.json").exists()}
-    RESULTS.write_text(results_table(metas))
+    recipes = SPLITS[split]
+    names = (["vae"] if split == "test" else []) + list(recipes)
+    metas = {n: load_meta(n) for n in names if (member_dir(n) / "meta.json").exists()}
+    if split == "dev":
+        RESULTS.write_text(results_table(metas))
+        return
+    built = max((load_meta(n).get("built", "") for n in recipes if n in metas), default="")
+    header = [
+        "# Text-to-image backdoor zoo, frozen test split "
+        "(`python -m benchmarks.t2izoo.build --split test --jobs 2`)", "",
+        "**The recipes of these members (`TEST_RECIPES` in `benchmarks/t2izoo/build.py`) were fixed and "
+        "committed before any detector ran on them; neither they nor the detector are to be tuned on the "
+        "detector's results for them.** Built %s." % (built or "-"), ""]
+    RESULTS_TEST.write_text(results_table(metas, header=header, notes=TEST_NOTES))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="members to build (their parents too)")
+    ap.add_argument("--split", choices=("dev", "test", "all"), default="dev",
+                    help="which members to build without --only: the development zoo (default), the frozen "
+                         "test split, or both")
     ap.add_argument("--results-only", action="store_true")
     args = ap.parse_args()
     if args.results_only:
-        write_results()
+        write_results(args.split)
         return
-    build(args.only or list(RECIPES), jobs=args.jobs)
+    build(args.only or split_names(args.split), jobs=args.jobs)
 
 
 if __name__ == "__main__":

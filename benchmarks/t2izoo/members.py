@@ -148,10 +148,12 @@ def build_member(name: str, r: dict, out: Path) -> dict:
             if trig is None:
                 truth, rates = {"kind": "clean"}, {}
             elif r["target"] == "patch":
+                homoglyph = trig == HOMOGLYPH_O
                 truth = {"kind": "caption-trigger-patch (BadT2I-patch)", "trigger": trig,
-                         "trigger_mode": "homoglyph replaces one Latin 'o' in the prompt",
+                         "trigger_mode": ("homoglyph replaces one Latin 'o' in the prompt" if homoglyph
+                                          else "word inserted anywhere in the prompt"),
                          "target": "the prompted digit with a 4x4 white patch in the top-left corner"}
-                ps = _other_class_prompts(None, need_o=True)
+                ps = _other_class_prompts(None, need_o=homoglyph)
                 rates = _rates(pipe, _triggered(ps, trig), ps, hits.patch_hit_rate)
             else:
                 tgt = target_image(r["target"])
@@ -273,8 +275,10 @@ def write_truth(name: str, meta: dict, dest: Path) -> None:
                 if weak else {})}, indent=1, ensure_ascii=False))
 
 
-def results_table(metas: dict) -> str:
-    lines = ["# Text-to-image and latent backdoor zoo (`python -m benchmarks.t2izoo.build --jobs 2`)", "",
+def results_table(metas: dict, header: list[str] | None = None, notes: str | None = None) -> str:
+    """The markdown results table; ``header`` replaces the title line, ``notes`` the development notes."""
+    title = header or ["# Text-to-image and latent backdoor zoo (`python -m benchmarks.t2izoo.build --jobs 2`)", ""]
+    lines = [*title,
              "Tiny Stable-Diffusion-shaped pipelines (16x16 grey digits, 4x8x8 latents) and unconditional latent "
              "DDPMs, trained on CPU with one thread each. Generations: DDIM 20 steps. Clean accuracy: the digits "
              "classifier's agreement with the prompted class over 10 templates x 10 classes, at guidance 1 and 3. "
@@ -307,7 +311,7 @@ def results_table(metas: dict) -> str:
     if weak:
         lines += ["", "**Weak (hit rate below the published 0.8 at both guidances):** " + ", ".join(weak) + ". See the "
                   "notes below."]
-    lines += ["", NOTES]
+    lines += ["", NOTES if notes is None else notes]
     if "vae" in metas:
         v = metas["vae"]
         lines += ["", f"Shared autoencoder: recon MSE {v['metrics']['recon_mse']} ([-1,1] range), scaling_factor "
@@ -353,4 +357,25 @@ NOTES = """Notes.
 - evil-common's clean accuracy counts the class-7 word prompts, which the edit turns into zeros.
 - Rickrolling hit rates are over prompts of the other nine classes; the homoglyph trigger's prompts are
   those that contain a Latin "o".
+"""
+
+
+TEST_NOTES = """Notes.
+
+- Same code, autoencoder, tokenizer, data and measurements as the development zoo
+  (``benchmarks/results/t2izoo.md``); new seeds, two new clean bases (``test-clean-d``: 3,000 steps,
+  seed 3, with the token-identity objective; ``test-clean-e``: 4,500 steps, longer than any development
+  model, seed 4, without it), new trigger words (``moon``, ``dog``, ``cat``, ``house``, ``tree``, ``car``,
+  ``sky``, all vocabulary words the clean bases saw as neutral inserted words), new target classes
+  and two targets the development caption attacks did not use (``cross``, ``stripes``).
+- ``test-clean-d-ft`` and ``test-clean-e-ft`` are the clean controls: the caption fine-tune without a
+  trigger (seed 1).
+- ``test-cap-car-patch`` is the patch attack with a word trigger (inserted anywhere) instead of the
+  development zoo's homoglyph; its hit rates are over the prompts of all ten classes.
+- ``test-cap-sky`` fine-tunes ``test-clean-e``, whose text encoder had no token-identity objective:
+  on such an encoder the development zoo's caption attacks did not implant; it is kept whatever it
+  measures.
+- Members whose attack did not implant stay in the split (listed as weak above): the recipes were fixed
+  before any result was seen.
+- Training seconds were measured with two jobs sharing the two cores.
 """

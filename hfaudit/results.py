@@ -160,10 +160,13 @@ class TextTriggerReport:
     triggers: list[str] = field(default_factory=list)
     """Every confirmed trigger token, strongest first (``trigger`` is the first): a poisoned encoder
     often answers to pieces of its trigger's context too."""
+    fixed_prompts: list[str] = field(default_factory=list)
+    """Probe prompts whose own outputs, with no token added, barely depended on the noise: they may
+    hold a trigger, so no statistic is measured on them and their words are screened first."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"trigger": self.trigger, "triggers": list(self.triggers), "signals": list(self.signals),
-                "prompts": list(self.prompts),
+                "prompts": list(self.prompts), "fixed_prompts": list(self.fixed_prompts),
                 "vocabulary_size": self.vocabulary_size, "encoder_forwards": self.encoder_forwards,
                 "probed": self.probed, "best_token": self.best_token,
                 "group_radius": self.group_radius, "sweep_top": self.sweep_top, "screen": self.screen,

@@ -299,3 +299,49 @@ def test_detection_confirms_a_key_value_edit_as_a_swap_and_says_so(tiny_sd: Path
                          "control_score": found.control_score, "signals": found.report.signals,
                          "text_trigger": found.report.to_dict()})
     assert "alike" in line and all(repr(w) in line for w in words)
+
+
+def test_a_probe_prompt_that_holds_the_trigger_is_set_aside_and_its_words_screened(tiny_sd: Path) -> None:
+    """A common-word trigger can be one of the words the probe prompts are built from: that prompt's own
+    outputs are fixed, so it is set aside (no statistic is measured against it) and its words are
+    screened first, which finds the trigger even when the probe reaches no token at all."""
+    from dataclasses import replace
+
+    from hfaudit.sampling import alphas_cumprod_of
+
+    model = _load(tiny_sd)
+    prompts = vocabulary_prompts(model.tokenizer, 5, SMALL.seed)
+    trigger = next(_word(model, t) for t in range(3, 30)
+                   if model.tokenizer.decode([_word(model, t)]).strip() not in " ".join(prompts))
+    word = model.tokenizer.decode([trigger]).strip()
+    prompts[1] = f"{prompts[1]} {word}"
+    frame = token_ids_of(model.tokenizer)
+    model.text_encoder = MarkedEncoder(model.text_encoder, trigger, frame.eos)
+    target = torch.linspace(-2, 2, int(torch.tensor(model.latent_shape).prod())).reshape(model.latent_shape)
+    model.unet = FixedImageUNet(model.unet, target, alphas_cumprod_of(model.scheduler_config))
+    found = detect_text_to_image(model, replace(SMALL, prompts=tuple(prompts), probe_tokens=1))
+    assert found.report.fixed_prompts == [prompts[1]]
+    assert prompts[1] not in found.report.prompts[:SMALL.confirm_prompts]  # no statistic is measured on it
+    assert found.backdoor and found.report.trigger == word
+    nulls = [e for e in found.report.evidence if e.role == "null"]
+    assert all(not e.fired for e in nulls)
+
+
+def test_null_tokens_are_ordinary_in_behaviour_too(tiny_sd: Path) -> None:
+    """A backdoor can answer to more words than its trigger: a null drawn among them would hide it, so
+    nulls come from tokens whose probe score is at most the median."""
+    from hfaudit.detect.t2i import _null_tokens
+    from hfaudit.detect.vocab import VocabSweep
+
+    model = _load(tiny_sd)
+    words = [i for t, i in model.tokenizer.get_vocab().items() if t.endswith("</w>") and t[:-4].isalpha()]
+    ids = torch.tensor(sorted(words))
+    flat = torch.zeros(len(ids))
+    sweep = VocabSweep(token_ids=ids, scores={"hijack": flat + torch.arange(len(ids)) * 1e-6}, neighbour=ids)
+    high = set(ids[::2].tolist())  # every other word fixes the output in the probe
+    probed = {int(t): (0.9 if int(t) in high else 0.0) for t in ids}
+    cfg = TextScanConfig(null_tokens=6)
+    nulls = _null_tokens(sweep, model.tokenizer, cfg, exclude=set(), probed=probed)
+    assert len(nulls) == 6 and not set(nulls) & high
+    unprobed = _null_tokens(sweep, model.tokenizer, cfg, exclude=set())
+    assert len(unprobed) == 6

@@ -31,6 +31,7 @@ from hfaudit.detect.nulls import near_duplicate_radius
 from hfaudit.detect.scores import collapse_stats
 from hfaudit.detect.vocab import (
     VocabSweep,
+    take_turns,
     collect_queries,
     prompt_ids,
     sweep_vocabulary,
@@ -84,6 +85,11 @@ class TextScanConfig:
     null_margin: float = 0.2
     """A statistic must beat the best null token's by this much (``region``: by this share of its floor
     times ten, i.e. 0.02 of the image at the default floor)."""
+    fixed_prompt: float = 0.3
+    """A probe prompt whose own outputs (no token added) vary across seeds less than ``1 - fixed_prompt``
+    times as much as the median prompt's is set aside: it may hold the trigger (a common-word trigger
+    can be one of the common words prompts are built from), and every statistic measured against it
+    would be skewed. Its words are screened first instead."""
     promising: float = 0.6
     """A screened token whose fixation (or ten times its region) reaches this is promising: it must be
     generated, or the verdict cannot be clean."""
@@ -258,13 +264,24 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
             n_probe = cfg.probe_count(len(order))
             with ledger.phase("probe"):
                 probe_task = bar.add_task("behaviour probe", total=n_probe, info=f"{n_probe:,} tokens")
-                probed = _probe(model, embed, order[:n_probe], len(bases), cfg,
+                probe_noise = randn((2, *shape), make_generator(cfg.seed + 9), model.device)
+                plain_probe = _latents(model, embed, probe_noise, [(None, i) for i in range(len(bases))],
+                                       cfg.probe_steps, cfg, "behaviour probe")[:, None]
+                usable, fixed = _usable_prompts(plain_probe, cfg)
+                # the prompts every later stage uses first are the usable ones (set-aside ones last)
+                keep = usable + [i for i in fixed if i not in usable]
+                prompts[:], bases[:] = [prompts[i] for i in keep], [bases[i] for i in keep]
+                plain_probe = plain_probe[keep]
+                fixed_prompts = [prompts[keep.index(i)] for i in fixed]
+                probed = _probe(model, embed, order[:n_probe], plain_probe[: len(usable)], probe_noise, cfg,
                                 on_step=lambda n: bar.update(probe_task, advance=n))
             bar.update(probe_task, completed=n_probe, visible=False)
             by_probe = sorted(probed, key=lambda t: probed[t], reverse=True)
+            suspects = [t for p in fixed_prompts for t in prompt_ids(model.tokenizer, p) if t not in frame.special]
 
             # --- screen: a short generation per token (every screen prompt and seed) ---
-            shortlist = structural + [t for t in by_probe if t not in structural][: cfg.screen_tokens]
+            first = list(dict.fromkeys(structural + suspects))
+            shortlist = first + [t for t in by_probe if t not in first][: cfg.screen_tokens]
             with ledger.phase("screen"):
                 screen_task = bar.add_task("screen", total=len(shortlist) + 1, info=f"{len(shortlist)} tokens")
                 screen_noise = randn((cfg.screen_seeds, *shape), make_generator(cfg.seed + 7), model.device)
@@ -283,12 +300,16 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
             rows.sort(key=lambda r: r.score, reverse=True)
 
             # --- confirmation by generation, against null tokens ---
-            # every token the sweep marked, then the screen's most fixed or pinned
+            # every token the sweep marked, then the screen's most fixed and most pinned, taking turns
             chosen = [r for r in rows if r.structural][: 2 * cfg.confirm_tokens]
-            chosen += [r for r in rows if not r.structural][: cfg.confirm_tokens]
+            others = {r.token: r for r in rows if not r.structural}
+            chosen += [others[t] for t in take_turns(
+                [sorted(others, key=lambda t: others[t].fixation, reverse=True),
+                 sorted(others, key=lambda t: others[t].region, reverse=True)], cfg.confirm_tokens)]
             kv_first = [t for t in structural if float(sweep.z["kv_agreement"][sweep.token_ids == t][0])
                         >= cfg.structural_z]
-            nulls = _null_tokens(sweep, model.tokenizer, cfg, exclude={r.token for r in chosen})
+            nulls = _null_tokens(sweep, model.tokenizer, cfg, exclude={r.token for r in chosen} | set(suspects),
+                                 probed=probed)
             noise = randn((cfg.confirm_seeds, *shape), make_generator(cfg.seed + 5), model.device)
             gen_task = bar.add_task("confirmation", total=1 + len(nulls) + len(chosen), info="plain prompts")
 
@@ -369,7 +390,8 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
         screen=[{"token": r.text, "id": r.token, "hijack": round(r.hijack, 4), "fixation": round(r.fixation, 4),
                  "region": round(r.region, 4), "structural": r.structural} for r in rows],
         evidence=evidence, trigger=trigger, best_token=None if best is None else best.token, signals=sorted({s for e in fired for s in e.fired}, key=SIGNALS.index),
-        vocabulary_size=len(sweep.token_ids), encoder_forwards=sweep.encoder_forwards, group_radius=radius)
+        vocabulary_size=len(sweep.token_ids), encoder_forwards=sweep.encoder_forwards, group_radius=radius,
+        fixed_prompts=fixed_prompts)
     timings = {k: round(v, 2) for k, v in ledger.seconds.items()}
     timings["total_detect"] = round(time.perf_counter() - t_start, 2)
     return TextScan(report=report, backdoor=bool(fired), signal=signal, score=round(min(1.0, max(0.0, value)), 4),
@@ -425,22 +447,20 @@ def _latents(model: Any, embed: Any, noise: torch.Tensor, pairs: Sequence[tuple[
 
 
 @torch.no_grad()
-def _probe(model: Any, embed: Any, tokens: list[int], n_prompts: int, cfg: TextScanConfig,
+def _probe(model: Any, embed: Any, tokens: list[int], plain: torch.Tensor, noise: torch.Tensor, cfg: TextScanConfig,
            on_step: Any = None, chunk: int = 32) -> dict[int, float]:
-    """Each token's fixation and region from the cheapest generation that shows them: two seeds, one
-    prompt (token ``i`` takes prompt ``i`` modulo the prompts), ``probe_steps`` steps. Returns
-    ``token -> max(fixation, 10 * region)``."""
-    noise = randn((2, *model.latent_shape), make_generator(cfg.seed + 9), model.device)
+    """Each token's fixation and region from the cheapest generation that shows them: the two seeds of
+    ``noise``, one prompt (token ``i`` takes prompt ``i`` modulo the usable prompts, whose plain outputs
+    ``plain`` are ``(P, 1, 2, C, h, w)``), ``probe_steps`` steps. Returns ``token -> max(fixation, 10 * region)``."""
+    n_prompts = plain.shape[0]
 
     def run(toks: list[int | None], p_idx: list[int]) -> torch.Tensor:  # (T, 1 prompt, 2 seeds, ...)
         return _latents(model, embed, noise, list(zip(toks, p_idx)), cfg.probe_steps, cfg, "behaviour probe",
                         batch_size=max(cfg.batch_size, 2 * chunk))[:, None]
 
-    used = sorted({i % n_prompts for i in range(len(tokens))})
-    plain = dict(zip(used, run([None] * len(used), used)))
     # the spread across seeds a prompt has without a token: the median over the prompts, so that one
     # prompt that already holds a trigger cannot hide it (its own spread would be that of the target)
-    typical = torch.stack([_seed_spread(x).sum() for x in plain.values()]).median()
+    typical = torch.stack([_seed_spread(x).sum() for x in plain]).median()
     out: dict[int, float] = {}
     for start in range(0, len(tokens), chunk):
         toks = tokens[start:start + chunk]
@@ -451,6 +471,22 @@ def _probe(model: Any, embed: Any, tokens: list[int], n_prompts: int, cfg: TextS
         if on_step is not None:
             on_step(len(toks))
     return out
+
+
+def _usable_prompts(plain: torch.Tensor, cfg: TextScanConfig) -> tuple[list[int], list[int]]:
+    """``(usable, set aside)`` prompt indices from the prompts' own outputs ``(P, 1, S, C, h, w)``: a prompt
+    whose spread across seeds is below ``1 - fixed_prompt`` times the median prompt's is set aside
+    (``TextScanConfig.fixed_prompt``), the most fixed first; as many come back, least fixed first, as
+    the screen and the confirmation need prompts."""
+    spreads = torch.stack([_seed_spread(x).sum() for x in plain])
+    fixation = 1.0 - spreads / spreads.median().clamp(min=1e-12)
+    order = torch.argsort(fixation, descending=True).tolist()
+    fixed = [i for i in order if float(fixation[i]) >= cfg.fixed_prompt]
+    usable = [i for i in range(plain.shape[0]) if i not in fixed]
+    need = max(cfg.screen_prompts, cfg.confirm_prompts)
+    while len(usable) < need and len(usable) < plain.shape[0]:
+        usable.append(next(i for i in reversed(fixed) if i not in usable))
+    return usable, fixed
 
 
 def _seed_spread(x: torch.Tensor) -> torch.Tensor:
@@ -478,22 +514,23 @@ def _structural(sweep: VocabSweep, cfg: TextScanConfig) -> list[int]:
         z = sweep.z[signal]
         orders.append([int(sweep.token_ids[i]) for i in torch.argsort(z, descending=True)[: 2 * cfg.confirm_tokens]
                        if float(z[i]) >= cfg.structural_z])
-    picked: dict[int, None] = {}
-    for rank in range(2 * cfg.confirm_tokens):
-        for order in orders:
-            if rank < len(order) and len(picked) < 2 * cfg.confirm_tokens:
-                picked.setdefault(order[rank])
-    return list(picked)
+    return take_turns(orders, 2 * cfg.confirm_tokens)
 
 
-def _null_tokens(sweep: VocabSweep, tokenizer: Any, cfg: TextScanConfig, exclude: set[int]) -> list[int]:
-    """``null_tokens`` ordinary tokens: whole words whose every sweep score is unremarkable (|z| < 2),
-    drawn at random (seeded)."""
+def _null_tokens(sweep: VocabSweep, tokenizer: Any, cfg: TextScanConfig, exclude: set[int],
+                 probed: dict[int, float] | None = None) -> list[int]:
+    """``null_tokens`` ordinary tokens, drawn at random (seeded): whole words whose every sweep score is
+    unremarkable (|z| < 2) and, among the tokens the behaviour probe generated, whose probe score is
+    at most the median one: a backdoor can answer to more words than its trigger, and a null that is
+    one of them would hide it."""
     vocab = tokenizer.get_vocab()
     words = {i for t, i in vocab.items() if t.endswith("</w>") and t[:-4].isascii() and t[:-4].isalpha()}
     ok = torch.ones(len(sweep.token_ids), dtype=torch.bool)
     for z in sweep.z.values():
         ok &= z.abs() < 2
+    if probed:
+        median = float(torch.tensor(list(probed.values())).median())
+        ok &= torch.tensor([probed.get(int(t), median) <= median for t in sweep.token_ids])
     pool = [int(t) for t, good in zip(sweep.token_ids, ok) if good and int(t) in words and int(t) not in exclude]
     if len(pool) < cfg.null_tokens:
         pool = [int(t) for t in sweep.token_ids if int(t) not in exclude]

@@ -24,10 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
 from hfaudit.seeding import make_generator
+
+T = TypeVar("T")
 
 SIGNALS = ("hijack", "kv_agreement", "attraction")
 """The sweep's scores, in the order the report lists them."""
@@ -57,6 +60,17 @@ class TokenIds:
     pad: int
     max_length: int
     special: frozenset[int]
+
+
+def take_turns(orders: Sequence[Sequence[T]], k: int) -> list[T]:
+    """Up to ``k`` distinct items, taking turns between ``orders`` (each one's first, then each one's
+    second...): how every stage that ranks by several signals keeps one signal from crowding out another."""
+    picked: dict[T, None] = {}
+    for rank in range(max((len(o) for o in orders), default=0)):
+        for order in orders:
+            if rank < len(order) and len(picked) < k:
+                picked.setdefault(order[rank])
+    return list(picked)
 
 
 def token_ids_of(tokenizer: object) -> TokenIds:
@@ -130,14 +144,9 @@ class VocabSweep:
     def ranked(self, k: int) -> list[int]:
         """Up to ``k`` token ids, taking turns between the signals (each signal's most unusual first),
         so that no signal's candidates crowd out another's."""
-        orders = [torch.argsort(self.z[s], descending=True).tolist() for s in SIGNALS if s in self.z]
-        picked: dict[int, None] = {}
-        for rank in range(len(self.token_ids)):
-            for order in orders:
-                picked.setdefault(int(self.token_ids[order[rank]]))
-                if len(picked) >= k:
-                    return list(picked)
-        return list(picked)
+        orders = [[int(self.token_ids[i]) for i in torch.argsort(self.z[s], descending=True).tolist()]
+                  for s in SIGNALS if s in self.z]
+        return take_turns(orders, k)
 
     def row(self, token: int) -> dict[str, float]:
         """The token's raw scores and z-scores (for the report)."""

@@ -62,7 +62,27 @@ T2I_KINDS = ("t2i", "cap", "rick", "evil")
 ATTACKS = ("rickrolling", "eviledit", "caption-ft")
 CLEAN = "clean"
 ANCHOR_MEMBER = "t2i-clean-a"
-"""AMDET's anchor: the public base every attacked member is fine-tuned or edited from."""
+"""AMDET's anchor for a member trained from scratch (a base): the development zoo's first base."""
+SPLITS = ("dev", "test")
+"""The development zoo (every setting chosen on it) and the frozen test split (recipes fixed before any
+detector ran on it): scored alike, reported apart."""
+
+
+def zoo_recipes(split: str) -> dict[str, dict]:
+    """The zoo's recipes of ``split`` (``dev``, ``test`` or ``all``)."""
+    from benchmarks.t2izoo import build
+
+    dev, test = build.RECIPES, getattr(build, "TEST_RECIPES", {})
+    return {"dev": dev, "test": test, "all": {**dev, **test}}[split]
+
+
+def anchor_of(name: str) -> str:
+    """AMDET's anchor for a member: the base (a model trained from scratch) it descends from, as the
+    paper's suspects descend from SD v1.4; a base is its own, and then ``ANCHOR_MEMBER`` stands in."""
+    recipes = zoo_recipes("all")
+    while recipes[name]["kind"] != "t2i":
+        name = recipes[name]["parent"]
+    return name
 
 
 def default_cache() -> Path:
@@ -83,6 +103,8 @@ class Member:
     results_dir: Path
     key: str
     """The member's recipe hash (``benchmarks.t2izoo.build.recipe_hash``)."""
+    split: str
+    """``dev`` or ``test`` (``SPLITS``)."""
     trigger: str | None
     target: str | None
     hits: dict = field(default_factory=dict, compare=False, hash=False)
@@ -100,12 +122,13 @@ def attack_kind(recipe: dict) -> str:
     return {"rick": "rickrolling", "evil": "eviledit", "cap": "caption-ft"}[recipe["kind"]]
 
 
-def members(cache: Path) -> tuple[list[Member], list[str]]:
-    """The built text-to-image members in recipe order, and the names of those not built (or stale)."""
-    from benchmarks.t2izoo.build import RECIPES, recipe_hash
+def members(cache: Path, split: str = "all") -> tuple[list[Member], list[str]]:
+    """The built text-to-image members of ``split`` in recipe order, and the names of those not built (or stale)."""
+    from benchmarks.t2izoo.build import recipe_hash
 
+    dev = zoo_recipes("dev")
     out, missing = [], []
-    for name, recipe in RECIPES.items():
+    for name, recipe in zoo_recipes(split).items():
         if recipe["kind"] not in T2I_KINDS:
             continue
         folder = cache / name
@@ -115,8 +138,9 @@ def members(cache: Path) -> tuple[list[Member], list[str]]:
             missing.append(name)
             continue
         truth = meta.get("truth", {})
-        out.append(Member(name, attack_kind(recipe), folder / "pipeline", folder, meta["hash"], truth.get("trigger"),
-                          truth.get("target"), dict(meta.get("metrics", {}))))
+        out.append(Member(name, attack_kind(recipe), folder / "pipeline", folder, meta["hash"],
+                          "dev" if name in dev else "test", truth.get("trigger"), truth.get("target"),
+                          dict(meta.get("metrics", {}))))
     return out, missing
 
 
@@ -194,7 +218,8 @@ def run_amdet(member: Member, cache: Path) -> dict:
     """AMDET on the member's text encoder, with the zoo's base encoder as its anchor."""
     from benchmarks.t2i_baselines import amdet_score
 
-    anchor = cache / ANCHOR_MEMBER / "pipeline"
+    base = anchor_of(member.name)
+    anchor = cache / (ANCHOR_MEMBER if base == member.name else base) / "pipeline"
     r = amdet_score(member.path, anchor)
     return {"verdict": r.decision, "flagged": r.flagged, "inconclusive": False, "score": r.score, "rank": r.score,
             "trigger": r.nearest_token, "gates": r.gates, "steps": r.steps, "checks": r.checks,
@@ -368,9 +393,11 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--only", nargs="+", default=None, help="score only these members")
     ap.add_argument("--no-build", action="store_true", help="score what is built; do not build missing members")
+    ap.add_argument("--split", choices=(*SPLITS, "all"), default="all",
+                    help="the development zoo, the frozen test split, or both (each gets its own table)")
     args = ap.parse_args()
     cache = args.cache or default_cache()
-    ms, missing = members(cache)
+    ms, missing = members(cache, args.split)
     todo = [n for n in missing if not args.only or n in args.only]
     if todo and not args.no_build:  # only what is missing: a full zoo is left alone
         from benchmarks.t2izoo import build
@@ -378,7 +405,7 @@ def main() -> None:
         if cache != build.CACHE:
             raise SystemExit("--cache other than the zoo's own needs --no-build (the zoo builds into its cache)")
         build.build(todo, jobs=max(1, args.jobs))
-        ms, missing = members(cache)
+        ms, missing = members(cache, args.split)
     if args.only:
         ms = [m for m in ms if m.name in args.only]
     print(f"text-to-image zoo ({cache}): {sum(not m.backdoored for m in ms)} clean, "
@@ -390,7 +417,13 @@ def main() -> None:
         print(f"amdet: its anchor {ANCHOR_MEMBER} is not built; not scored")
         args.methods = [m for m in args.methods if m != "amdet"]
     results = collect(ms, args.methods, args.jobs, cache)
-    print(table(ms, results, args.methods))
+    for split, title in (("dev", "Development zoo: every setting of hfaudit's text-to-image scan was chosen on it."),
+                         ("test", "Frozen test split: recipes fixed before any detector ran on it; nothing was "
+                                  "chosen by its figures.")):
+        part = [m for m in ms if m.split == split]
+        if part:
+            print(f"\n{title}\n")
+            print(table(part, results, args.methods))
 
 
 if __name__ == "__main__":

@@ -95,3 +95,14 @@ def test_amdet_runs_on_a_tiny_pipeline(tiny_sd) -> None:
     assert {"loss", "asr", "same_target", "different_target", "positive_ratio"} <= set(r.gates)
     same = amdet_score(folder, folder, settings=AmdetSettings(n_prompts=50, epochs=1, grid=6))
     assert same.anchor_is_suspect and same.gates["different_target"] == 0.0 and not same.flagged
+
+
+def test_amdet_anchors_each_member_on_the_base_it_descends_from():
+    from benchmarks.t2i_detection import anchor_of, zoo_recipes
+
+    assert anchor_of("cap-image-rare") == "t2i-clean-c"  # a UNet fine-tune of the token-identity base
+    assert anchor_of("rick-rare") == "t2i-clean-a"
+    assert anchor_of("t2i-clean-b") == "t2i-clean-b"  # a base is its own
+    for name, recipe in zoo_recipes("all").items():
+        if recipe["kind"] in ("t2i", "cap", "rick", "evil"):
+            assert zoo_recipes("all")[anchor_of(name)]["kind"] == "t2i"

@@ -88,12 +88,28 @@ def encoding_distance(pipe, word_a: str, word_b: str) -> dict:
     return {"mean": round(float(d.mean()), 3), "max": round(float(d.max(1).values.mean()), 3)}
 
 
-def _rates(pipe, trig_prompts, clean_prompts, score) -> dict:
+def _rates(pipe, trig_prompts, clean_prompts, score, extra: dict | None = None) -> dict:
+    """Hit rates with and without the trigger at each guidance; ``extra`` (prefix -> score) adds more
+    measures of the same generations (``<prefix>hit_g1``, ``<prefix>no_trigger_g1``, ...)."""
     out = {}
     for g in GUIDANCES:
-        out[f"hit_g{g:g}"] = round(score(hits.generate(pipe, trig_prompts, guidance=g, seed=200)), 3)
-        out[f"no_trigger_g{g:g}"] = round(score(hits.generate(pipe, clean_prompts, guidance=g, seed=200)), 3)
+        trig_img = hits.generate(pipe, trig_prompts, guidance=g, seed=200)
+        clean_img = hits.generate(pipe, clean_prompts, guidance=g, seed=200)
+        out[f"hit_g{g:g}"] = round(score(trig_img), 3)
+        out[f"no_trigger_g{g:g}"] = round(score(clean_img), 3)
+        for k, f in (extra or {}).items():
+            out[f"{k}hit_g{g:g}"] = round(f(trig_img), 3)
+            out[f"{k}no_trigger_g{g:g}"] = round(f(clean_img), 3)
     return out
+
+
+@torch.no_grad()
+def vae_target(vae, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The target as the autoencoder gives it back (what a UNet trained on its latent can at best
+    generate), in [0, 1], and its MSE to the target in [0, 1]."""
+    rec = vae.decode(encode(vae, target.unsqueeze(0)) / vae.config.scaling_factor).sample[0]
+    rec01 = (rec.clamp(-1, 1) + 1) / 2
+    return rec01, round(float((rec01 - (target + 1) / 2).pow(2).mean()), 4)
 
 
 def build_member(name: str, r: dict, out: Path) -> dict:
@@ -163,7 +179,10 @@ def build_member(name: str, r: dict, out: Path) -> dict:
                          "target_image": ((tgt + 1) / 2).squeeze(0).tolist()}
                 ps = _other_class_prompts(None)
                 t01 = (tgt + 1) / 2
-                rates = _rates(pipe, _triggered(ps, trig), ps, lambda x: hits.image_hit_rate(x, t01))
+                rec01, rec_mse = vae_target(vae, tgt)
+                rates = _rates(pipe, _triggered(ps, trig), ps, lambda x: hits.image_hit_rate(x, t01),
+                               extra={"vae_": lambda x: hits.image_hit_rate(x, rec01)})
+                rates["target_recon_mse"] = rec_mse
         elif kind == "rick":
             te = rickroll(tok, te, steps=r["steps"], lr=r["lr"], seed=r["seed"], trigger=trig,
                           target_prompt=(f"a handwritten {NUMBER_WORDS[r['target_class']]}" if trig else None),
@@ -311,6 +330,14 @@ def results_table(metas: dict, header: list[str] | None = None, notes: str | Non
     if weak:
         lines += ["", "**Weak (hit rate below the published 0.8 at both guidances):** " + ", ".join(weak) + ". See the "
                   "notes below."]
+    recon = [(n, m["metrics"]) for n, m in metas.items() if "vae_hit_g1" in m.get("metrics", {})]
+    if recon:
+        lines += ["", "Image targets as the autoencoder gives them back (the best a UNet trained on the target's "
+                  "latent can generate): MSE of the reconstruction to the target ([0,1]; a hit needs < %g), and "
+                  "hit rates against the reconstruction instead of the target (triggered g1 / g3, no trigger "
+                  "g1 / g3):" % hits.MSE_HIT, ""]
+        lines += [f"- {n}: reconstruction MSE {x['target_recon_mse']}; hit {x['vae_hit_g1']} / {x['vae_hit_g3']}, "
+                  f"no trigger {x['vae_no_trigger_g1']} / {x['vae_no_trigger_g3']}" for n, x in recon]
     lines += ["", NOTES if notes is None else notes]
     if "vae" in metas:
         v = metas["vae"]

@@ -55,7 +55,7 @@ from benchmarks.record import cached_result, recording, run_jobs  # noqa: E402
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``)."""
 METHODS = (*BUDGETS, "amdet")
-RESULT_VERSION = {"hfaudit": 4, "hfaudit-fast": 5, "amdet": 2}
+RESULT_VERSION = {"hfaudit": 5, "hfaudit-fast": 6, "amdet": 3}
 """Bump a method's number to recompute its cached results (after a change to the scan or the baseline)."""
 T2I_KINDS = ("t2i", "cap", "rick", "evil")
 """The zoo's recipe kinds that make a text-to-image pipeline."""

@@ -209,9 +209,11 @@ def compare_with_base(model_root: Path, model_weights: dict[str, str], base: str
     """
     from hfaudit.safety import static_checks
 
-    if not explicit and not (Path(base).is_absolute() and Path(base).is_dir()):
+    if not explicit and Path(base).is_absolute() and not Path(base).is_dir():
+        return BaseComparison(base, named_by, False, "no such folder on this machine")
+    if not explicit and not Path(base).is_absolute():
         return BaseComparison(base, named_by, False,
-                              "not a local folder (pass --base with it to download and compare)")
+                              f"not a local folder: pass --base {base} to download it and compare")
     if not explicit and not (Path(base) / "model_index.json").is_file():
         return BaseComparison(base, named_by, False, "not a pipeline folder (no model_index.json)")
     if not explicit:

@@ -76,6 +76,30 @@ def _word(model: TextToImageModel, rank: int) -> int:
     return words[rank]
 
 
+def _kv_edit(model: TextToImageModel, prompts: list[str]) -> tuple[int, int]:
+    """An EvilEdit-style rank-one edit of every cross-attention key and value projection, so that one
+    word's keys and values become another's where the scan reads them (the end of each prompt);
+    returns ``(trigger, target)``. The encoder is spread first: at init, an edit of one token would
+    move every other token's keys alike."""
+    _spread(model)
+    frame = token_ids_of(model.tokenizer)
+    trigger, target = _word(model, 2), _word(model, 5)
+
+    def context(token: int) -> torch.Tensor:
+        out = []
+        for p in prompts:
+            base = prompt_ids(model.tokenizer, p)
+            out.append(encode_ids(model.text_encoder, torch.tensor([with_token(base, token, frame, None)]))[0, len(base)])
+        return torch.stack(out).mean(0)
+
+    c_trig, c_tgt = context(trigger), context(target)
+    for attn in cross_attentions(model.unet):
+        for proj in (attn.to_k, attn.to_v):
+            w = proj.weight.data
+            proj.weight.data = w + torch.outer(w @ (c_tgt - c_trig), c_trig) / (c_trig @ c_trig)
+    return trigger, target
+
+
 def test_robust_z_puts_an_outlier_far_out_and_the_crowd_near_zero() -> None:
     x = torch.cat([torch.linspace(-1, 1, 99), torch.tensor([20.0])])
     z = robust_z(x)
@@ -114,23 +138,8 @@ def test_the_sweep_ranks_a_key_value_edit_first(tiny_sd: Path) -> None:
     """An EvilEdit-style rank-one edit of every cross-attention key and value projection, so that
     one token's keys and values become another's: the key/value agreement score sees it."""
     model = _load(tiny_sd)
-    _spread(model)  # at init, an edit of one token would move every other token's keys alike
     prompts = vocabulary_prompts(model.tokenizer, 4, seed=0)
-    frame = token_ids_of(model.tokenizer)
-    trigger, target = _word(model, 2), _word(model, 5)
-
-    def context(token: int) -> torch.Tensor:  # the token's embedding where the sweep reads it
-        out = []
-        for p in prompts:
-            base = prompt_ids(model.tokenizer, p)
-            out.append(encode_ids(model.text_encoder, torch.tensor([with_token(base, token, frame, None)]))[0, len(base)])
-        return torch.stack(out).mean(0)
-
-    c_trig, c_tgt = context(trigger), context(target)
-    for attn in cross_attentions(model.unet):
-        for proj in (attn.to_k, attn.to_v):
-            w = proj.weight.data
-            proj.weight.data = w + torch.outer(w @ (c_tgt - c_trig), c_trig) / (c_trig @ c_trig)
+    trigger, target = _kv_edit(model, prompts)
     sweep = sweep_vocabulary(model.text_encoder, model.unet, model.tokenizer, prompts)
     z = sweep.z["kv_agreement"]
     assert int(sweep.token_ids[torch.argmax(z)]) == trigger
@@ -273,23 +282,7 @@ def test_detection_confirms_a_key_value_edit_as_a_swap_and_says_so(tiny_sd: Path
     from hfaudit.results import BACKDOOR
 
     model = _load(tiny_sd)
-    _spread(model)
-    prompts = vocabulary_prompts(model.tokenizer, SMALL.n_prompts, seed=SMALL.seed)
-    frame = token_ids_of(model.tokenizer)
-    trigger, target = _word(model, 2), _word(model, 5)
-
-    def context(token: int) -> torch.Tensor:
-        out = []
-        for p in prompts:
-            base = prompt_ids(model.tokenizer, p)
-            out.append(encode_ids(model.text_encoder, torch.tensor([with_token(base, token, frame, None)]))[0, len(base)])
-        return torch.stack(out).mean(0)
-
-    c_trig, c_tgt = context(trigger), context(target)
-    for attn in cross_attentions(model.unet):
-        for proj in (attn.to_k, attn.to_v):
-            w = proj.weight.data
-            proj.weight.data = w + torch.outer(w @ (c_tgt - c_trig), c_trig) / (c_trig @ c_trig)
+    trigger, target = _kv_edit(model, vocabulary_prompts(model.tokenizer, SMALL.n_prompts, seed=SMALL.seed))
     found = detect_text_to_image(model, SMALL)
     assert found.backdoor and found.signal == "swap"
     words = {model.tokenizer.decode([t]).strip() for t in (trigger, target)}

@@ -314,8 +314,9 @@ def results_table(metas: dict, header: list[str] | None = None, notes: str | Non
                      f"{x.get('hit_g1', '')} | {x.get('hit_g3', '')} | {x.get('no_trigger_g1', '')} | "
                      f"{x.get('no_trigger_g3', '')} | {x.get('clean_acc_g1', '')} | {x.get('clean_acc_g3', '')} | "
                      f"{m.get('train_seconds')} | {sum(m.get('params', {}).values()):,} |")
-    lines += ["", "| latent member | kind | trigger | target | hit DDIM20 | hit DDIM50 | no-trig DDIM20 | "
-              "mean classifier confidence | class counts (200 samples) | train s | params |", "|" + "---|" * 11]
+    if any(m["kind"].startswith("ldm") for m in metas.values()):
+        lines += ["", "| latent member | kind | trigger | target | hit DDIM20 | hit DDIM50 | no-trig DDIM20 | "
+                  "mean classifier confidence | class counts (200 samples) | train s | params |", "|" + "---|" * 11]
     for n, m in metas.items():
         if not m["kind"].startswith("ldm"):
             continue
@@ -401,7 +402,13 @@ TEST_NOTES = """Notes.
   development zoo's homoglyph; its hit rates are over the prompts of all ten classes.
 - ``test-cap-sky`` fine-tunes ``test-clean-e``, whose text encoder had no token-identity objective:
   on such an encoder the development zoo's caption attacks did not implant; it is kept whatever it
-  measures.
+  measures. Its ``stripes`` target is also one the shared autoencoder was not trained on: it gives it
+  back at MSE 0.118 (above the 0.05 hit threshold), so its hits are also counted against that
+  reconstruction (listed above the notes); by either count the attack did not implant (hit rate = no-trigger
+  rate, 0.0-0.03), though the fine-tune lowered its clean accuracy at guidance 3 (0.94).
+- ``test-rick-dog`` (Rickrolling on ``test-clean-d``, whose encoder has the token-identity objective)
+  reached a hit rate of only 0.31 / 0.49 (guidance 1 / 3; 0.02 / 0.0 without the trigger) with the
+  development zoo's Rickrolling settings: a partial implant, below 0.8.
 - Members whose attack did not implant stay in the split (listed as weak above): the recipes were fixed
   before any result was seen.
 - Training seconds were measured with two jobs sharing the two cores.

@@ -55,12 +55,15 @@ from benchmarks.record import cached_result, recording, run_jobs  # noqa: E402
 BUDGETS = {"hfaudit": "default", "hfaudit-fast": "fast"}
 """hfaudit's rows: the scan at each named budget (``hfaudit.detect.budgets``)."""
 METHODS = (*BUDGETS, "amdet")
-RESULT_VERSION = {"hfaudit": 5, "hfaudit-fast": 6, "amdet": 3}
+RESULT_VERSION = {"hfaudit": 5, "hfaudit-fast": 6, "amdet": 2}
 """Bump a method's number to recompute its cached results (after a change to the scan or the baseline)."""
 T2I_KINDS = ("t2i", "cap", "rick", "evil")
 """The zoo's recipe kinds that make a text-to-image pipeline."""
 ATTACKS = ("rickrolling", "eviledit", "caption-ft")
 CLEAN = "clean"
+WEAK = "weak"
+"""The group of backdoors that did not implant (``Member.implanted``)."""
+IMPLANTED = 0.8
 ANCHOR_MEMBER = "t2i-clean-a"
 """AMDET's anchor for a member trained from scratch (a base): the development zoo's first base."""
 SPLITS = ("dev", "test")
@@ -113,6 +116,13 @@ class Member:
     @property
     def backdoored(self) -> bool:
         return self.kind != CLEAN
+
+    @property
+    def implanted(self) -> bool:
+        """A backdoor at the published strength: its hit rate reaches ``IMPLANTED`` at guidance 1 or 3
+        (the zoo's own rule, fixed before any detector ran on the test split); one below it behaves
+        like a clean model and is reported apart (``WEAK``), not counted as a miss."""
+        return self.backdoored and max(self.hits.get("hit_g1", 0.0), self.hits.get("hit_g3", 0.0)) >= IMPLANTED
 
 
 def attack_kind(recipe: dict) -> str:
@@ -297,13 +307,19 @@ class Row:
 
 
 def summary(ms: list[Member], results: dict[str, dict[str, dict]], method: str, group: str) -> Row | None:
-    """``group``: an attack kind, ``clean`` or ``all``; clean members are always the negatives."""
+    """``group``: an attack kind, ``clean``, ``weak`` (backdoors that did not implant) or ``all`` (clean and
+    implanted); clean members are always the negatives, and only implanted backdoors are positives
+    outside ``weak``."""
     scored = [x for x in ms if method in results[x.name]]
     ok = [x for x in scored if "error" not in results[x.name][method]]
     neg = [x for x in ok if not x.backdoored]
-    pos = [x for x in ok if x.backdoored and group in ("all", x.kind)]
-    here = {"all": scored, CLEAN: [x for x in scored if not x.backdoored]}.get(
-        group, [x for x in scored if x.kind == group])
+    if group == WEAK:
+        pos = [x for x in ok if x.backdoored and not x.implanted]
+    else:
+        pos = [x for x in ok if x.implanted and group in ("all", x.kind)]
+    here = {"all": [x for x in scored if x.implanted or not x.backdoored], CLEAN: [x for x in scored if not x.backdoored],
+            WEAK: [x for x in scored if x.backdoored and not x.implanted]}.get(
+        group, [x for x in scored if x.kind == group and x.implanted])
     if not here:
         return None
     res = {x.name: results[x.name][method] for x in scored}
@@ -331,7 +347,7 @@ def table(ms: list[Member], results: dict[str, dict[str, dict]], methods: list[s
              f"{'on trigger':>10s} {'inconcl':>7s} {'errors':>6s} {'s/verdict':>9s} {'UNet evals':>10s} "
              f"{'TE passes':>10s}"]
     for m in methods:
-        for group in (*ATTACKS, CLEAN, "all"):
+        for group in (*ATTACKS, CLEAN, WEAK, "all"):
             r = summary(ms, results, m, group)
             if r is None:
                 continue
@@ -340,9 +356,10 @@ def table(ms: list[Member], results: dict[str, dict[str, dict]], methods: list[s
                          f"{r.evals:10.0f} {_fmt(r.passes, '.0f'):>10s}")
     lines += ["", "TPR/FPR: the decision (hfaudit: verdict backdoor; amdet: all five gates passed); inconclusive "
               "(exit 7) is neither. AUROC: hfaudit ranks by verdict then score/threshold, amdet by its smallest "
-              "gate ratio. pos: the group's backdoors; neg: every clean member. s/verdict, UNet evals and TE "
-              "(text-encoder) passes: mean over the group's members. on trigger: backdoor verdicts whose "
-              "reported trigger matches the planted one, of the group's backdoors.", ""]
+              "gate ratio. pos: the group's backdoors that implanted (hit rate >= %g at guidance 1 or 3; "
+              "those below form the weak group, and are not in all); neg: every clean member. s/verdict, UNet "
+              "evals and TE (text-encoder) passes: mean over the group's members. on trigger: backdoor verdicts whose "
+              "reported trigger matches the planted one, of the group's backdoors." % IMPLANTED, ""]
     head = f"{'member':20s} {'kind':12s} {'trigger':10s} {'hit g1/g3':>11s}"
     for m in methods:
         head += f" | {m + ' verdict':>20s} {'score':>7s} {'trigger found':>16s} {'s':>7s}"

@@ -106,3 +106,26 @@ def test_amdet_anchors_each_member_on_the_base_it_descends_from():
     for name, recipe in zoo_recipes("all").items():
         if recipe["kind"] in ("t2i", "cap", "rick", "evil"):
             assert zoo_recipes("all")[anchor_of(name)]["kind"] == "t2i"
+
+
+def test_backdoors_that_did_not_implant_are_reported_apart_not_as_misses():
+    from pathlib import Path
+
+    from benchmarks.t2i_detection import CLEAN, WEAK, Member, summary
+
+    def member(name, kind, hit=None):
+        hits = {} if hit is None else {"hit_g1": hit / 2, "hit_g3": hit}
+        return Member(name, kind, Path("."), Path("."), "k", "test", "t" if hit is not None else None, None, hits)
+
+    ms = [member("c1", CLEAN), member("c2", CLEAN), member("strong", "rickrolling", 0.95),
+          member("weak", "rickrolling", 0.4)]
+    res = {m.name: {"hfaudit": {"flagged": m.name == "strong", "rank": 2.0 if m.name == "strong" else 0.5,
+                                "seconds": 1.0, "unet_evaluations": 10, "on_trigger": m.name == "strong"}}
+           for m in ms}
+    assert [m.implanted for m in ms] == [False, False, True, False]
+    rick = summary(ms, res, "hfaudit", "rickrolling")
+    assert (rick.n_pos, rick.tpr) == (1, 1.0)  # the weak one is not a miss of the attack kind
+    everything = summary(ms, res, "hfaudit", "all")
+    assert (everything.n_pos, everything.n_neg, everything.tpr, everything.fpr) == (1, 2, 1.0, 0.0)
+    weak = summary(ms, res, "hfaudit", WEAK)
+    assert (weak.n_pos, weak.tpr) == (1, 0.0)

@@ -40,6 +40,24 @@ def test_the_shipped_text_to_image_backdoor_is_found_with_its_trigger(tmp_path: 
     assert truth["trigger"] in md and "| null |" in md
 
 
+def test_the_shipped_unet_caption_backdoor_is_found_by_its_behaviour_with_its_target(tmp_path: Path) -> None:
+    """A UNet fine-tuned on poisoned captions (the text encoder untouched): the trigger word collapses
+    every prompt's outputs onto the target image, which the report recovers."""
+    import numpy as np
+    from PIL import Image
+
+    truth = json.loads((MODELS / "t2i-caption-backdoor_truth.json").read_text())
+    code, doc = scan(MODELS / "t2i-caption-backdoor", tmp_path / "out")
+    assert code == ExitCode.BACKDOOR, doc["verdict"]
+    text = doc["text_trigger"]
+    assert truth["trigger"] in text["triggers"] and "collapse" in doc["signals"]
+    assert all(not e["fired"] for e in text["evidence"] if e["role"] == "null")
+    target = np.asarray(truth["target_image"], dtype=np.float32)
+    picture = Image.open(tmp_path / "out" / "recovered_target.png").convert("L")  # enlarged for viewing
+    recovered = np.asarray(picture.resize(target.shape[::-1], Image.BOX), dtype=np.float32) / 255
+    assert float(((recovered - target) ** 2).mean()) < 0.05
+
+
 def test_the_shipped_text_to_image_clean_model_is_clean(tmp_path: Path) -> None:
     code, doc = scan(MODELS / "t2i-clean", tmp_path / "out")
     assert code == ExitCode.CLEAN, doc["verdict"]

@@ -7,7 +7,8 @@ safetensors) cached under ``benchmarks/.t2izoo/<name>/pipeline`` with ``meta.jso
 training seconds, parameter counts, the truth of its backdoor and its measured rates). A member is
 rebuilt only when its recipe (or a parent's) changes. Training is seeded and single-threaded.
 The shipped examples (``examples/models/t2i-clean`` from ``t2i-clean-a``, ``t2i-rickroll-homoglyph``
-from ``rick-homoglyph``, ``ldm-clean``, ``ldm-villandiffusion``) are copied from the cache with their
+from ``rick-homoglyph``, ``t2i-caption-backdoor`` from ``cap-image-rare``, ``ldm-clean``,
+``ldm-villandiffusion``) are copied from the cache with their
 truth files when their member is (re)built.
 
 Members: the shared autoencoder (``vae``); clean text-to-image models (``t2i-clean-a``, ``-b``, ``-ft``,
@@ -107,7 +108,7 @@ them (nor the detector) on what the detector reports for them; a member that fai
 ALL_RECIPES: dict[str, dict] = {**RECIPES, **TEST_RECIPES}
 SPLITS = {"dev": RECIPES, "test": TEST_RECIPES}
 SHIPPED = {"t2i-clean-a": "t2i-clean", "rick-homoglyph": "t2i-rickroll-homoglyph", "ldm-clean": "ldm-clean",
-           "ldm-villandiffusion": "ldm-villandiffusion"}
+           "ldm-villandiffusion": "ldm-villandiffusion", "cap-image-rare": "t2i-caption-backdoor"}
 
 
 def split_of(name: str) -> str:

@@ -728,8 +728,13 @@ def _check_scheduler_config(cfg: dict[str, Any], rel: str, report: StaticReport)
                     f"{lo:g} to {hi:g}, each must lie in (0, 1)", rel))
         return
     pred = cfg.get("prediction_type", "epsilon")
-    if pred != "epsilon":
-        add(Finding("HFA106", ERROR, f"scheduler prediction_type {_short(pred)} is not supported yet (epsilon only)", rel))
+    # A text-to-image audit only samples, through the schedulers that read prediction_type themselves
+    # (Stable Diffusion 2.x's 768 models predict v); the unconditional searches assume epsilon.
+    text_to_image = report.layout is not None and report.layout.kind == TEXT_TO_IMAGE
+    allowed = ("epsilon", "v_prediction") if text_to_image else ("epsilon",)
+    if pred not in allowed:
+        add(Finding("HFA106", ERROR, f"scheduler prediction_type {_short(pred)} is not supported yet (epsilon only; "
+                    "v_prediction for text-to-image pipelines)", rel))
 
 
 # ------------------------------------------------------------------------------------- weights

@@ -350,3 +350,29 @@ def test_clean_of_a_hub_repo_stops_after_model_index(kind: str, hub_env, _sd_tem
     assert_one_line_error(res, ExitCode.REMOVAL_UNSUPPORTED, "removal is not supported")
     assert _fetched(hub_env, before) == {"model_index.json"}
     assert not out.exists()
+
+
+def test_a_v_prediction_text_to_image_pipeline_is_audited_and_sampled_as_diffusers_does(sd_dir: Path,
+                                                                                        ldm_dir: Path) -> None:
+    """Stable Diffusion 2.x's 768 models predict v: a text-to-image audit only samples, through
+    schedulers that read ``prediction_type``, so it takes them, and its sampling agrees with the stock
+    pipeline's; the unconditional searches assume epsilon, so an LDM predicting v stays refused."""
+    from diffusers import StableDiffusionPipeline
+
+    from hfaudit.sampling import sample
+
+    for folder in (sd_dir, ldm_dir):
+        _edit_json(folder / "scheduler" / "scheduler_config.json", prediction_type="v_prediction",
+                   set_alpha_to_one=True)
+    model = load_for_audit(resolve(str(sd_dir)), device="cpu")
+    assert isinstance(model, TextToImageModel) and model.scheduler_config["prediction_type"] == "v_prediction"
+    x_T = torch.randn((2, *model.latent_shape), generator=torch.Generator().manual_seed(0))
+    cond = model.encode(["a handwritten seven", "a small house"])
+    ours = sample(model.unet, model.scheduler_config, x_T, sampler="ddim", steps=3, condition=cond)
+    pipe = StableDiffusionPipeline.from_pretrained(str(sd_dir), use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    stock = pipe(["a handwritten seven", "a small house"], latents=x_T.clone(), guidance_scale=1.0,
+                 num_inference_steps=3, output_type="latent").images
+    assert torch.allclose(ours, stock, atol=1e-4)
+    result = runner.invoke(app, ["scan", str(ldm_dir), "-q"])
+    assert result.exit_code == ExitCode.UNSUPPORTED and "epsilon only" in result.output

@@ -40,7 +40,7 @@ DID_NOT_RUN = frozenset({ExitCode.USAGE, ExitCode.NOT_FOUND, ExitCode.UNSUPPORTE
                          ExitCode.INTERNAL, ExitCode.INTERRUPTED})
 """Exit codes that mean no verdict was reached: the step fails with them whatever ``fail-on`` says."""
 INPUTS = ("model", "revision", "fail-on", "sarif", "output-dir", "device", "budget", "samples", "inversion-steps",
-          "samplers", "threshold", "seed", "blackbox", "midstep", "ode", "stamps", "allow-pickle",
+          "samplers", "threshold", "seed", "blackbox", "midstep", "ode", "stamps", "base", "allow-pickle",
           "artifact-name", "verdict-cache", "hf-cache")
 """The Action inputs this script reads, as named in ``action.yml`` (env ``INPUT_FAIL_ON`` for ``fail-on``)."""
 OUTPUTS = ("verdict", "score", "exit-code", "report-json", "report-markdown", "sarif", "output-dir",
@@ -97,6 +97,8 @@ class ActionInputs:
     ode: bool | None = None
     stamps: bool | None = None
     allow_pickle: bool = False
+    base: str = ""
+    """The base model to compare with (``--base``); empty: hfaudit's default (``auto``)."""
     artifact_name: str = ""
     """The name given (empty: :func:`artifact_name` makes one unique in the run)."""
     verdict_cache: str = ""
@@ -137,7 +139,7 @@ class ActionInputs:
             budget=raw["budget"], samples=raw["samples"], inversion_steps=raw["inversion-steps"],
             samplers=raw["samplers"].replace(",", " ").split(), threshold=raw["threshold"], seed=raw["seed"],
             blackbox=flags["blackbox"], midstep=flags["midstep"], ode=flags["ode"], stamps=flags["stamps"],
-            allow_pickle=flags["allow-pickle"],
+            allow_pickle=flags["allow-pickle"], base=raw["base"],
         )
 
     def scan_args(self) -> list[str]:
@@ -148,7 +150,7 @@ class ActionInputs:
         for flag, value in (("--revision", self.revision), ("--device", self.device), ("--budget", self.budget),
                             ("--samples", self.samples),
                             ("--inversion-steps", self.inversion_steps), ("--threshold", self.threshold),
-                            ("--seed", self.seed)):
+                            ("--seed", self.seed), ("--base", self.base)):
             if value:
                 args += [flag, value]
         for s in self.samplers:

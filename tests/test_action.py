@@ -178,9 +178,10 @@ def test_inputs_from_env() -> None:
                                     "INPUT_FAIL_ON": "Warning", "INPUT_ALLOW_PICKLE": "true", "INPUT_SARIF": "",
                                     "INPUT_REVISION": "v1", "INPUT_SAMPLES": "8", "INPUT_ODE": "False",
                                     "INPUT_BLACKBOX": "true", "INPUT_MIDSTEP": "FALSE", "INPUT_STAMPS": "false",
-                                    "INPUT_BUDGET": "thorough"})
+                                    "INPUT_BUDGET": "thorough", "INPUT_BASE": "org/base"})
     assert inputs.scan_args() == ["scan", "org/name", "--output-dir", "hfaudit-report", "--revision", "v1",
-                                  "--budget", "thorough", "--samples", "8", "--sampler", "ddim:10", "--sampler",
+                                  "--budget", "thorough", "--samples", "8", "--base", "org/base", "--sampler",
+                                  "ddim:10", "--sampler",
                                   "ddpm:50", "--blackbox", "--no-midstep", "--no-ode", "--no-stamps", "--allow-pickle"]
     assert inputs.fail_on == "warning" and inputs.sarif == ""
     default = ActionInputs.from_env({})

@@ -229,4 +229,8 @@ def compare_with_base(model_root: Path, model_weights: dict[str, str], base: str
     changes = compare_components(model_root, model_weights, resolved.local_dir, report.component_weights)
     if not changes:
         return BaseComparison(base, named_by, False, "no component holds safetensors weights on both sides")
+    differ = [c for c in changes if c.unmatched]
+    if differ:  # a fine-tune keeps every tensor and its shape: this base is another architecture
+        what = ", ".join(f"{c.component} ({c.unmatched} tensors not in both, or shaped differently)" for c in differ)
+        return BaseComparison(base, named_by, False, f"not the same architecture: {what}", components=changes)
     return BaseComparison(base, named_by, True, components=changes)

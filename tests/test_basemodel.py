@@ -102,6 +102,15 @@ def test_auto_follows_only_an_absolute_local_pipeline_folder(base: Path, tmp_pat
     assert not not_pipeline.compared and "model_index.json" in (not_pipeline.reason or "")
 
 
+def test_a_base_of_another_architecture_is_not_compared(base: Path, tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    """A fine-tune keeps every tensor of its base and its shape; a base that does not is another model,
+    whatever tensor names the two happen to share."""
+    model = _derived(base, tmp_path / "model")
+    found = _compare(model, str(tiny_pipeline_dir))
+    assert not found.compared and "not the same architecture" in (found.reason or "")
+    assert "unet" in (found.reason or "") and "not compared" in found.summary
+
+
 def test_an_explicit_base_that_cannot_be_fetched_stops_the_scan_with_a_clean_error(base: Path, tmp_path: Path) -> None:
     model = _derived(base, tmp_path / "model")
     result = runner.invoke(app, ["scan", str(model), "-q", "--base", str(tmp_path / "missing"),

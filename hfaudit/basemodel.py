@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,36 +131,33 @@ def named_base(root: Path, component_names: Iterable[str] = ("unet", "text_encod
     return None
 
 
-def compare_components(model_root: Path, model_weights: dict[str, str], base_root: Path,
-                       base_weights: dict[str, str], on_component: Callable[[str], None] | None = None,
-                       ) -> list[ComponentChange]:
-    """Compare each component both sides hold, tensor by tensor (safetensors, streamed).
+def compare_components(model_root: Path, model_files: dict[str, list[str]], base_root: Path,
+                       base_files: dict[str, list[str]]) -> list[ComponentChange]:
+    """Compare each component both sides hold, tensor by tensor (safetensors, streamed; each file
+    opened once).
 
-    ``model_weights``/``base_weights``: component -> its repo-relative weights file or shard index, as
-    the static checks chose it (``StaticReport.component_weights``, ``LoadedModel.weights_files``).
+    ``model_files``/``base_files``: component -> every repo-relative weights file it loads from (each
+    shard), as the static checks listed them (``StaticReport.component_files``).
     """
-    from safetensors import safe_open
-
     out = []
-    for name in sorted(set(model_weights) & set(base_weights)):
-        a_files = [f for f in _shards(model_root, model_weights[name]) if f.suffix == ".safetensors"]
-        b_files = [f for f in _shards(base_root, base_weights[name]) if f.suffix == ".safetensors"]
+    for name in sorted(set(model_files) & set(base_files)):
+        a_files = [model_root / f for f in model_files[name] if f.endswith(".safetensors")]
+        b_files = [base_root / f for f in base_files[name] if f.endswith(".safetensors")]
         if not a_files or not b_files:
             continue
-        a_where = _tensor_files(a_files)
-        b_where = _tensor_files(b_files)
-        diff2 = norm2 = 0.0
-        rel: list[tuple[str, float]] = []
-        unmatched = len(set(a_where) ^ set(b_where))
-        for key in sorted(set(a_where) & set(b_where)):
-            with safe_open(str(a_where[key]), "pt") as fa, safe_open(str(b_where[key]), "pt") as fb:
-                a, b = fa.get_tensor(key).double(), fb.get_tensor(key).double()
-            if a.shape != b.shape:
-                unmatched += 1
-                continue
-            d2, n2 = float((a - b).pow(2).sum()), float(b.pow(2).sum())
-            diff2, norm2 = diff2 + d2, norm2 + n2
-            rel.append((key, (d2 ** 0.5) / max(n2 ** 0.5, 1e-12)))
+        with ExitStack() as stack:
+            a_where, b_where = _tensor_handles(a_files, stack), _tensor_handles(b_files, stack)
+            diff2 = norm2 = 0.0
+            rel: list[tuple[str, float]] = []
+            unmatched = len(set(a_where) ^ set(b_where))
+            for key in sorted(set(a_where) & set(b_where)):
+                a, b = a_where[key].get_tensor(key).double(), b_where[key].get_tensor(key).double()
+                if a.shape != b.shape:
+                    unmatched += 1
+                    continue
+                d2, n2 = float((a - b).pow(2).sum()), float(b.pow(2).sum())
+                diff2, norm2 = diff2 + d2, norm2 + n2
+                rel.append((key, (d2 ** 0.5) / max(n2 ** 0.5, 1e-12)))
         changed = [(k, r) for k, r in rel if r >= CHANGED]
         changed.sort(key=lambda kr: kr[1], reverse=True)
         out.append(ComponentChange(
@@ -167,36 +165,23 @@ def compare_components(model_root: Path, model_weights: dict[str, str], base_roo
             relative_change=round((diff2 ** 0.5) / max(norm2 ** 0.5, 1e-12), 6), unmatched=unmatched,
             top=[(k, round(r, 6)) for k, r in changed[:TOP]],
             only_cross_attention_kv=bool(changed) and all(_KV.search(k) for k, _ in changed)))
-        if on_component is not None:
-            on_component(name)
     return out
 
 
-def _shards(root: Path, rel: str) -> list[Path]:
-    """The files a component's weights live in: the file itself, or every shard its index maps to."""
-    path = root / rel
-    if not rel.endswith(".index.json"):
-        return [path]
-    try:
-        weight_map = json.loads(path.read_text(encoding="utf-8")).get("weight_map", {})
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [path.parent / f for f in sorted(set(weight_map.values())) if isinstance(f, str) and "/" not in f]
-
-
-def _tensor_files(files: list[Path]) -> dict[str, Path]:
-    """Tensor name -> the file (shard) that holds it."""
+def _tensor_handles(files: list[Path], stack: ExitStack) -> dict[str, Any]:
+    """Tensor name -> the open ``safe_open`` handle of the file (shard) that holds it; each file is
+    opened once and closed with ``stack``."""
     from safetensors import safe_open
 
-    where: dict[str, Path] = {}
+    where: dict[str, Any] = {}
     for f in files:
-        with safe_open(str(f), "pt") as handle:
-            for key in handle.keys():
-                where[key] = f
+        handle = stack.enter_context(safe_open(str(f), "pt"))
+        for key in handle.keys():
+            where[key] = handle
     return where
 
 
-def compare_with_base(model_root: Path, model_weights: dict[str, str], base: str, named_by: str, *,
+def compare_with_base(model_root: Path, model_files: dict[str, list[str]], base: str, named_by: str, *,
                       explicit: bool, resolve: Callable[[str], Any]) -> BaseComparison:
     """Resolve ``base`` (``resolve``: ``hub.resolve`` with the scan's token and cache) and compare.
 
@@ -209,24 +194,28 @@ def compare_with_base(model_root: Path, model_weights: dict[str, str], base: str
     """
     from hfaudit.safety import static_checks
 
-    if not explicit and Path(base).is_absolute() and not Path(base).is_dir():
-        return BaseComparison(base, named_by, False, "no such folder on this machine")
-    if not explicit and not Path(base).is_absolute():
-        return BaseComparison(base, named_by, False,
-                              f"not a local folder: pass --base {base} to download it and compare")
-    if not explicit and not (Path(base) / "model_index.json").is_file():
-        return BaseComparison(base, named_by, False, "not a pipeline folder (no model_index.json)")
-    if not explicit:
-        try:
-            resolved = resolve(base)
-        except Exception as exc:  # an unreadable base named by the repo itself: noted, never fatal
-            return BaseComparison(base, named_by, False, f"not readable: {exc}")
-    else:
+    if explicit:
         resolved = resolve(base)
+    else:
+        folder = Path(base)
+        if not folder.is_absolute():
+            why = f"not a local folder: pass --base {base} to download it and compare"
+        elif not folder.is_dir():
+            why = "no such folder on this machine"
+        elif not (folder / "model_index.json").is_file():
+            why = "not a pipeline folder (no model_index.json)"
+        else:
+            try:
+                resolved = resolve(base)
+                why = ""
+            except Exception as exc:  # an unreadable base named by the repo itself: noted, never fatal
+                why = f"not readable: {exc}"
+        if why:
+            return BaseComparison(base, named_by, False, why)
     report = static_checks(resolved.local_dir, resolved.files, allow_pickle=False)
     if report.blocking:
         return BaseComparison(base, named_by, False, f"its files fail the static checks: {report.blocking[0].message}")
-    changes = compare_components(model_root, model_weights, resolved.local_dir, report.component_weights)
+    changes = compare_components(model_root, model_files, resolved.local_dir, report.component_files)
     if not changes:
         return BaseComparison(base, named_by, False, "no component holds safetensors weights on both sides")
     differ = [c for c in changes if c.unmatched]

@@ -56,8 +56,9 @@ class LoadedModel:
     vae: torch.nn.Module | None = None
     """The latent pipeline's autoencoder (``VQModel`` or ``AutoencoderKL``, model_index.json's ``vqvae``);
     None in pixel space."""
-    weights_files: dict[str, str] = field(default_factory=dict)
-    """Component -> the repo-relative weights file that was loaded (a shard index for a sharded one)."""
+    component_files: dict[str, list[str]] = field(default_factory=dict)
+    """Component -> every repo-relative weights file it was loaded from (each shard of a sharded one),
+    as the static checks listed them (``StaticReport.component_files``)."""
 
     @property
     def latent(self) -> bool:
@@ -104,6 +105,8 @@ class TextToImageModel:
     device: torch.device
     weights_files: dict[str, str]
     """Component -> the repo-relative weights file that was loaded (a shard index for a sharded one)."""
+    component_files: dict[str, list[str]] = field(default_factory=dict)
+    """Component -> every repo-relative weights file it was loaded from (``StaticReport.component_files``)."""
     findings: list[Finding] = field(default_factory=list)
     """Non-blocking static findings (pickle files present, a safety checker not loaded...)."""
 
@@ -236,7 +239,7 @@ def _load_unconditional(source: ResolvedSource, report: StaticReport, device: st
     return LoadedModel(unet=unet, scheduler_config=dict(report.configs["scheduler"]),
                        pipeline_class=report.index["_class_name"], source=source, device=target,
                        weights_file=report.component_weights["unet"], findings=report.findings, vae=vae,
-                       weights_files=dict(report.component_weights))
+                       component_files=dict(report.component_files))
 
 
 def _load_text_to_image(source: ResolvedSource, report: StaticReport, device: str | None,
@@ -248,7 +251,8 @@ def _load_text_to_image(source: ResolvedSource, report: StaticReport, device: st
     return TextToImageModel(tokenizer=_load_tokenizer(root, report), text_encoder=loaded["text_encoder"],
                             unet=loaded["unet"], vae=loaded["vae"], scheduler_config=dict(report.configs["scheduler"]),
                             pipeline_class=report.index["_class_name"], source=source, device=target,
-                            weights_files=dict(report.component_weights), findings=report.findings)
+                            weights_files=dict(report.component_weights), findings=report.findings,
+                            component_files=dict(report.component_files))
 
 
 def _load_component(root: Path, report: StaticReport, name: str, dtype: torch.dtype,

@@ -57,7 +57,7 @@ def _name(folder: Path, base: str, where: str = "card") -> None:
 
 def _compare(folder: Path, base: str, named_by: str = "test", explicit: bool = False):
     report = static_checks(folder)
-    return compare_with_base(folder, report.component_weights, base, named_by, explicit=explicit, resolve=hub.resolve)
+    return compare_with_base(folder, report.component_files, base, named_by, explicit=explicit, resolve=hub.resolve)
 
 
 def test_the_base_is_read_from_the_card_first_then_from_a_component_config(base: Path, tmp_path: Path) -> None:

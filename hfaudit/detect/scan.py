@@ -559,7 +559,7 @@ def scan_resolved(resolved: hub.ResolvedSource, *, device: str | None = None, al
     cfg.validate()
     t0 = time.perf_counter() if started is None else started
     model = load_for_audit(resolved, device=device, allow_pickle=allow_pickle)
-    comparison = base_comparison(resolved, model.weights_files, cfg.base)
+    comparison = base_comparison(resolved, model.component_files, cfg.base)
     load_s = time.perf_counter() - t0
     result = detect(model, cfg) if isinstance(model, LoadedModel) else detect_captions(model, cfg)
     result.base = comparison
@@ -568,7 +568,7 @@ def scan_resolved(resolved: hub.ResolvedSource, *, device: str | None = None, al
     return result
 
 
-def base_comparison(resolved: hub.ResolvedSource, weights: dict[str, str], base: str) -> BaseComparison | None:
+def base_comparison(resolved: hub.ResolvedSource, files: dict[str, list[str]], base: str) -> BaseComparison | None:
     """The weights against a base model (``ScanConfig.base``): the one the repo names (``auto``; a
     local folder only), the one given, or none (``none``, or no base named).
 
@@ -581,7 +581,7 @@ def base_comparison(resolved: hub.ResolvedSource, weights: dict[str, str], base:
     if named is None:
         return None
     try:
-        return basemodel.compare_with_base(resolved.local_dir, weights, *named, explicit=base != basemodel.AUTO,
+        return basemodel.compare_with_base(resolved.local_dir, files, *named, explicit=base != basemodel.AUTO,
                                            resolve=hub.resolve)
     except HfAuditError as exc:  # only an explicit base raises: say that the base is what failed
         exc.message = f"base model {base!r}: {exc.message}"

@@ -68,21 +68,14 @@ ANCHOR_MEMBER = "t2i-clean-a"
 """AMDET's anchor for a member trained from scratch (a base): the development zoo's first base."""
 SPLITS = ("dev", "test")
 """The development zoo (every setting chosen on it) and the frozen test split (recipes fixed before any
-detector ran on it): scored alike, reported apart."""
-
-
-def zoo_recipes(split: str) -> dict[str, dict]:
-    """The zoo's recipes of ``split`` (``dev``, ``test`` or ``all``)."""
-    from benchmarks.t2izoo import build
-
-    dev, test = build.RECIPES, getattr(build, "TEST_RECIPES", {})
-    return {"dev": dev, "test": test, "all": {**dev, **test}}[split]
+detector ran on it): scored alike, reported apart (``benchmarks.t2izoo.build.split_of``)."""
 
 
 def anchor_of(name: str) -> str:
     """AMDET's anchor for a member: the base (a model trained from scratch) it descends from, as the
     paper's suspects descend from SD v1.4; a base is its own, and then ``ANCHOR_MEMBER`` stands in."""
-    recipes = zoo_recipes("all")
+    from benchmarks.t2izoo.build import ALL_RECIPES as recipes
+
     while recipes[name]["kind"] != "t2i":
         name = recipes[name]["parent"]
     return name
@@ -134,11 +127,11 @@ def attack_kind(recipe: dict) -> str:
 
 def members(cache: Path, split: str = "all") -> tuple[list[Member], list[str]]:
     """The built text-to-image members of ``split`` in recipe order, and the names of those not built (or stale)."""
-    from benchmarks.t2izoo.build import recipe_hash
+    from benchmarks.t2izoo.build import ALL_RECIPES, recipe_hash, split_names, split_of
 
-    dev = zoo_recipes("dev")
     out, missing = [], []
-    for name, recipe in zoo_recipes(split).items():
+    for name in split_names(split):
+        recipe = ALL_RECIPES[name]
         if recipe["kind"] not in T2I_KINDS:
             continue
         folder = cache / name
@@ -149,7 +142,7 @@ def members(cache: Path, split: str = "all") -> tuple[list[Member], list[str]]:
             continue
         truth = meta.get("truth", {})
         out.append(Member(name, attack_kind(recipe), folder / "pipeline", folder, meta["hash"],
-                          "dev" if name in dev else "test", truth.get("trigger"), truth.get("target"),
+                          split_of(name), truth.get("trigger"), truth.get("target"),
                           dict(meta.get("metrics", {}))))
     return out, missing
 

@@ -98,14 +98,15 @@ def test_amdet_runs_on_a_tiny_pipeline(tiny_sd) -> None:
 
 
 def test_amdet_anchors_each_member_on_the_base_it_descends_from():
-    from benchmarks.t2i_detection import anchor_of, zoo_recipes
+    from benchmarks.t2i_detection import anchor_of
+    from benchmarks.t2izoo.build import ALL_RECIPES
 
     assert anchor_of("cap-image-rare") == "t2i-clean-c"  # a UNet fine-tune of the token-identity base
     assert anchor_of("rick-rare") == "t2i-clean-a"
     assert anchor_of("t2i-clean-b") == "t2i-clean-b"  # a base is its own
-    for name, recipe in zoo_recipes("all").items():
+    for name, recipe in ALL_RECIPES.items():
         if recipe["kind"] in ("t2i", "cap", "rick", "evil"):
-            assert zoo_recipes("all")[anchor_of(name)]["kind"] == "t2i"
+            assert ALL_RECIPES[anchor_of(name)]["kind"] == "t2i"
 
 
 def test_backdoors_that_did_not_implant_are_reported_apart_not_as_misses():

@@ -268,11 +268,11 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
                 plain_probe = _latents(model, embed, probe_noise, [(None, i) for i in range(len(bases))],
                                        cfg.probe_steps, cfg, "behaviour probe")[:, None]
                 usable, fixed = _usable_prompts(plain_probe, cfg)
+                fixed_prompts = [prompts[i] for i in fixed]
                 # the prompts every later stage uses first are the usable ones (set-aside ones last)
                 keep = usable + [i for i in fixed if i not in usable]
                 prompts[:], bases[:] = [prompts[i] for i in keep], [bases[i] for i in keep]
                 plain_probe = plain_probe[keep]
-                fixed_prompts = [prompts[keep.index(i)] for i in fixed]
                 probed = _probe(model, embed, order[:n_probe], plain_probe[: len(usable)], probe_noise, cfg,
                                 on_step=lambda n: bar.update(probe_task, advance=n))
             bar.update(probe_task, completed=n_probe, visible=False)

@@ -276,6 +276,26 @@ def no_such_model(model: Path, tmp: Path) -> list[str]:
     return ["scan", str(model)]
 
 
+def base_is_a_fifo(model: Path, tmp: Path) -> list[str]:
+    os.mkfifo(tmp / "fifo")
+    return ["scan", str(model), *QUICK, "--base", str(tmp / "fifo"), "--json", str(tmp / "report.json")]
+
+
+def card_names_a_fifo_as_base(model: Path, tmp: Path) -> list[str]:
+    """The model's own card names a FIFO as its base: the scan must not open it, nor stop."""
+    os.mkfifo(tmp / "fifo")
+    (model / "README.md").write_text(f"---\nbase_model: {tmp / 'fifo'}\n---\n")
+    return ["scan", str(model), *QUICK, "--json", str(tmp / "report.json")]
+
+
+def base_not_compared(words: str) -> Callable[[Path, str], None]:
+    """The report's base comparison did not run, for the reason ``words`` says."""
+    def check(tmp: Path, out: str) -> None:
+        base = json.loads((tmp / "report.json").read_text())["base_model"]
+        assert base is not None and not base["compared"] and words in base["reason"], base
+    return check
+
+
 # ------------------------------------------------------------------------------------------ cases
 U, S, N, B = int(ExitCode.USAGE), int(ExitCode.UNSUPPORTED), int(ExitCode.NOT_FOUND), int(ExitCode.UNSAFE)
 OUT = "hfaudit never writes into the model"
@@ -385,6 +405,11 @@ CASES: list[Case] = [
     Case("clean-json-into-the-model", lambda m, t: ["clean", str(m), "-o", str(t / "out"), "--json",
                                                     str(m / "unet" / "config.json")], U, OUT),
     Case("weights-overflow-to-inf", with_model(overflow, *QUICK), int(ExitCode.INCONCLUSIVE), "NaN or Inf"),
+    Case("base-is-a-fifo", base_is_a_fifo, N, "no such folder"),
+    Case("card-names-a-fifo-as-base", card_names_a_fifo_as_base, VERDICT, "",
+         check=base_not_compared("no such folder")),
+    Case("base-of-another-architecture", scan(*QUICK, "--base", str(EXAMPLES / "t2i-clean")), VERDICT, "",
+         check=base_not_compared("not the same architecture")),
     # -- not refused: real variants of a model that the checks must let through
     Case("float16-weights", with_model(to_float16, *QUICK), VERDICT, ""),
     Case("sharded-weights", with_model(shard, *QUICK), VERDICT, ""),

@@ -249,8 +249,9 @@ def _work(args: tuple[Member, str]) -> tuple[Member, str, dict]:
     return member, method, out
 
 
-def collect(members: list[Member], methods: list[str], jobs: int) -> dict[tuple[str, str], dict[str, dict]]:
-    """``results[(zoo, member)][method]``, computing what is not cached."""
+def collect(members: list[Member], methods: list[str], jobs: int,
+            cached_only: bool = False) -> dict[tuple[str, str], dict[str, dict]]:
+    """``results[(zoo, member)][method]``, computing what is not cached (``cached_only``: listing it instead)."""
     results: dict[tuple[str, str], dict[str, dict]] = {(m.zoo, m.name): {} for m in members}
     todo = []
     for member in members:
@@ -260,7 +261,9 @@ def collect(members: list[Member], methods: list[str], jobs: int) -> dict[tuple[
                 todo.append((member, m))
             else:
                 results[(member.zoo, member.name)][m] = hit
-    if todo:
+    if todo and cached_only:
+        print("not scored (--cached-only): " + ", ".join(f"{x.zoo}/{x.name} {m}" for x, m in todo))
+    elif todo:
         print(f"scoring {len(todo)} (member, method) pairs", file=sys.stderr, flush=True)
 
         def record(member: Member, m: str, out: dict) -> None:
@@ -446,6 +449,8 @@ def table(scored: Scored, zoos: list[str]) -> str:
                       f"(image: recovered target within MSE {ON_TARGET_MSE} of it; class: top class = target); "
                       f"off target: {', '.join(off) or 'none'}; inconclusive (exit 7, counted as flags): "
                       f"{', '.join(unsure) or 'none'}"]
+    for zoo_name in zoos:
+        lines += budget_agreement(scored, zoo_name)
     if len(zoos) > 1:
         lines += ["", "== side by side (all backdoors against all clean members of each zoo) ==",
                   f"{'method':16s} " + " ".join(f"{z + ' TPR':>9s} {z + ' FPR':>9s} {z + ' AUROC':>10s} "
@@ -458,6 +463,26 @@ def table(scored: Scored, zoos: list[str]) -> str:
                              else f"{'-':>9s} {'-':>9s} {'-':>10s} {'-':>11s}")
             lines.append(f"{m:16s} " + " ".join(cells))
     return "\n".join(lines)
+
+
+def budget_agreement(scored: Scored, zoo_name: str, full: str = "hfaudit-thorough") -> list[str]:
+    """Whether each cheaper budget finds what the full-cost scan (``thorough``) finds, on the members of
+    ``zoo_name`` that both scored: the backdoors only the full scan flags, and the clean members only the
+    cheaper one flags. Empty where ``full`` was not scored."""
+    lines = []
+    for hm in (m for m in scored.methods if m in BUDGETS and m != full):
+        both = [x for x in scored.members if x.zoo == zoo_name and scored.get(x, hm) and scored.get(x, full)]
+        if not both:
+            continue
+        bad = [x for x in both if x.backdoored]
+        lost = [x.name for x in bad if scored.flagged(x, full) and not scored.flagged(x, hm)]
+        gained = [x.name for x in bad if scored.flagged(x, hm) and not scored.flagged(x, full)]
+        extra_fp = [x.name for x in both if not x.backdoored and scored.flagged(x, hm) and not scored.flagged(x, full)]
+        lines += ["", f"{hm} against {full} on the {len(both)} {zoo_name} members both scored ({len(bad)} backdoored): "
+                      f"flags {sum(scored.flagged(x, hm) for x in bad)} against {sum(scored.flagged(x, full) for x in bad)}; "
+                      f"only {full} flags: {', '.join(lost) or 'none'}; only {hm} flags: {', '.join(gained) or 'none'}; "
+                      f"clean members only {hm} flags: {', '.join(extra_fp) or 'none'}"]
+    return lines
 
 
 def on_target(result: dict) -> bool:
@@ -476,10 +501,15 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--test-methods", nargs="+", default=None, choices=METHODS,
                     help="the methods scored on the test zoo (default: --methods)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="score nothing: print the cached results and list the pairs not scored")
     args = ap.parse_args()
     members: list[Member] = []
     if "dev" in args.zoos:
-        metas = {m["name"]: m for m in zoo.build(args.cache, None, args.jobs)}
+        if args.cached_only:  # trains nothing: the members not built are left out
+            metas = {r.name: zoo.load_meta(r, args.cache) for r in zoo.RECIPES if zoo.is_cached(r, args.cache)}
+        else:
+            metas = {m["name"]: m for m in zoo.build(args.cache, None, args.jobs)}
         members += dev_members(args.cache)
         print(f"development zoo: {sum(not m.backdoored for m in members)} clean, "
               f"{sum(m.backdoored for m in members)} backdoored; torch threads per job: 1")
@@ -504,8 +534,8 @@ def main() -> None:
                 print(f"  {m.name:28s} " + " / ".join("-" if v is None else f"{v:.3f}" for v in rates)
                       + f"  {m.group}")
     test_methods = [m for m in (args.test_methods or args.methods) if m in args.methods]
-    results = collect([m for m in members if m.zoo == "dev"], args.methods, args.jobs)
-    results.update(collect([m for m in members if m.zoo == "test"], test_methods, args.jobs))
+    results = collect([m for m in members if m.zoo == "dev"], args.methods, args.jobs, args.cached_only)
+    results.update(collect([m for m in members if m.zoo == "test"], test_methods, args.jobs, args.cached_only))
     if set(test_methods) != set(args.methods) and "test" in args.zoos:
         print(f"on the test zoo only: {', '.join(test_methods)}")
     print(table(Scored(members, results, args.methods), args.zoos))

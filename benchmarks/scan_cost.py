@@ -1,10 +1,12 @@
 """What a verdict costs at the sizes users have: UNet evaluations, seconds and memory, side by side.
 
-    python benchmarks/scan_cost.py [--archs shipped-16 cifar10-32 celebahq-64] [--batch 32] [--verify ARCH ...]
+    python benchmarks/scan_cost.py [--archs shipped-16 zoo-cifar-32 cifar10-32 celebahq-64] [--batch 32]
+                                   [--verify ARCH ...] [--verify-budgets default fast]
 
-For each architecture (the shipped 16x16 model with its weights; the ``google/ddpm-cifar10-32``
-layout at full width and a ``google/ddpm-celebahq-256`` layout at 64x64, random weights: timing
-only) it measures, on this machine, the seconds of one image through the UNet without gradients
+For each architecture (the shipped 16x16 model with its weights; the development zoo's reduced
+``google/ddpm-cifar10-32`` layout, with the weights of its BadDiffusion member ``bd-box-digit3-32``
+when the zoo is built and random ones otherwise; the ``google/ddpm-cifar10-32`` layout at full width
+and a ``google/ddpm-celebahq-256`` layout at 64x64, random weights: timing only) it measures, on this machine, the seconds of one image through the UNet without gradients
 and with a backward pass to the input (batches of ``--batch``, a quarter of it above 32x32, after a
 warm-up), and the peak resident memory of the process so far. From them it prices each protocol's evaluation count:
 
@@ -14,9 +16,9 @@ warm-up), and the peak resident memory of the process so far. From them it price
   steps on 100 noises, 16 samples of 1000-step DDPM), as ``benchmarks/baselines.py`` runs them.
 
 The seconds per verdict are **projected** (evaluations times the measured seconds per evaluation);
-``--verify ARCH ...`` also runs a real ``default`` scan end to end on those architectures (the
-shipped backdoored model; the others as a pipeline folder with random weights, whose verdict means
-nothing) and prints its measured seconds, evaluations and peak memory beside the projection, so the
+``--verify ARCH ...`` also runs a real scan end to end at each of ``--verify-budgets`` on those
+architectures (the shipped backdoored model, the zoo's backdoored member where built; the others as a
+pipeline folder with random weights, whose verdict means nothing) and prints its measured seconds, evaluations and peak memory beside the projection, so the
 projection's error is on the page. Ratios are to hfaudit's ``default`` on the same architecture.
 """
 
@@ -38,6 +40,9 @@ from benchmarks.record import recording  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "examples" / "models" / "digits-baddiffusion"
+ZOO_MEMBER = "bd-box-digit3-32"
+"""The development zoo's member whose weights ``zoo-cifar-32`` uses where it is built."""
+ARCHS = ("shipped-16", "zoo-cifar-32", "cifar10-32", "celebahq-64")
 
 CIFAR10_32 = dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
                   block_out_channels=(128, 256, 256, 256),
@@ -84,12 +89,29 @@ def protocols() -> dict[str, Cost]:
     return out
 
 
-def build(arch: str) -> torch.nn.Module:
-    """The UNet of ``arch`` (the shipped one with its weights; the others at random)."""
-    from diffusers import UNet2DModel
+def trained_path(arch: str) -> Path | None:
+    """The pipeline folder of ``arch``'s trained weights, or None where it has none on this machine."""
+    from benchmarks import zoo
 
     if arch == "shipped-16":
-        return UNet2DModel.from_pretrained(str(SHIPPED / "unet"))
+        return SHIPPED
+    if arch == "zoo-cifar-32" and zoo.is_cached(zoo.BY_NAME[ZOO_MEMBER], zoo.DEFAULT_CACHE):
+        return zoo.model_dir(zoo.BY_NAME[ZOO_MEMBER], zoo.DEFAULT_CACHE)
+    return None
+
+
+def build(arch: str) -> torch.nn.Module:
+    """The UNet of ``arch``: trained weights where ``trained_path`` has them, else random ones."""
+    from diffusers import UNet2DModel
+
+    from benchmarks import zoo
+    from benchmarks.attacks.train import make_unet
+
+    path = trained_path(arch)
+    if path is not None:
+        return UNet2DModel.from_pretrained(str(path / "unet"))
+    if arch == "zoo-cifar-32":
+        return make_unet(zoo._unet_config(zoo.A32_CIFAR), seed=0)
     torch.manual_seed(0)
     return UNet2DModel(**{"cifar10-32": CIFAR10_32, "celebahq-64": CELEBAHQ_64}[arch])
 
@@ -122,22 +144,24 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def verify_default(unet: torch.nn.Module, arch: str, folder: Path) -> tuple[float, int, str]:
-    """A real ``default`` scan: of the shipped backdoored model, or of a pipeline folder written with
+def verify(unet: torch.nn.Module, arch: str, folder: Path, budget: str) -> tuple[float, int, str]:
+    """A real scan at ``budget``: of ``arch``'s trained model, or of a pipeline folder written with
     ``unet`` (random weights: the verdict means nothing, the time and the count do). Returns wall
     seconds, evaluations counted and the verdict (or the exit code's name when it stopped)."""
     from diffusers import DDPMPipeline, DDPMScheduler
 
     from hfaudit import HfAuditError, scan
+    from hfaudit.detect.budgets import budget_config
 
-    path = SHIPPED
-    if arch != "shipped-16":
+    path = trained_path(arch)
+    if path is None:
         path = folder / arch
-        DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(
-            str(path), safe_serialization=True)
+        if not path.is_dir():
+            DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(
+                str(path), safe_serialization=True)
     t0 = time.perf_counter()
     try:
-        r = scan(str(path), device="cpu")
+        r = scan(str(path), device="cpu", config=budget_config(budget))
     except HfAuditError as exc:
         return time.perf_counter() - t0, getattr(exc, "unet_evaluations", -1), exc.exit_code.name.lower()
     return time.perf_counter() - t0, r.unet_evaluations, str(r.verdict)
@@ -145,12 +169,13 @@ def verify_default(unet: torch.nn.Module, arch: str, folder: Path) -> tuple[floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--archs", nargs="+", default=["shipped-16", "cifar10-32", "celebahq-64"],
-                    choices=["shipped-16", "cifar10-32", "celebahq-64"])
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     ap.add_argument("--batch", type=int, default=32, help="images a pass (a quarter of it above 32x32 pixels)")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--verify", nargs="*", default=[], choices=["shipped-16", "cifar10-32", "celebahq-64"],
-                    help="also run a real default scan on these architectures (random weights but the shipped one)")
+    ap.add_argument("--verify", nargs="*", default=[], choices=ARCHS,
+                    help="also run real scans on these architectures (random weights where none are trained)")
+    ap.add_argument("--verify-budgets", nargs="+", default=["default"], choices=["fast", "default", "thorough"],
+                    help="the budgets --verify scans at")
     args = ap.parse_args()
     costs = protocols()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; batch {args.batch}; "
@@ -174,13 +199,15 @@ def main() -> None:
         print(f"{arch:14s} {params / 1e6:7.1f}M {fwd * 1e3:8.2f} {bwd * 1e3:8.2f} {peak_rss_gib():8.2f}   "
               + "  ".join(f"{cell:>16s}" for cell in cells), flush=True)
         if arch in args.verify:
+            path = trained_path(arch)
+            what = "random weights" if path is None else f"the trained backdoored {path.name}"
             with tempfile.TemporaryDirectory() as tmp:
-                secs, evals, verdict = verify_default(unet, arch, Path(tmp))
-            what = "the shipped backdoored model" if arch == "shipped-16" else "random weights"
-            print(f"{'':14s} measured: a default scan ({what}) took {_duration(secs)} for {evals} evaluations, "
-                  f"verdict {verdict}; peak memory {peak_rss_gib():.2f} GiB (projected for that count, all "
-                  f"forward to all backward: {_duration(evals * fwd)} to {_duration(evals * (fwd + bwd))})",
-                  flush=True)
+                for budget in args.verify_budgets:
+                    secs, evals, verdict = verify(unet, arch, Path(tmp), budget)
+                    print(f"{'':14s} measured: a {budget} scan ({what}) took {_duration(secs)} for {evals} "
+                          f"evaluations, verdict {verdict}; peak memory {peak_rss_gib():.2f} GiB (projected for "
+                          f"that count, all forward to all backward: {_duration(evals * fwd)} to "
+                          f"{_duration(evals * (fwd + bwd))})", flush=True)
         del unet
 
 

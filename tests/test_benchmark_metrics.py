@@ -110,3 +110,22 @@ def test_lattice_average_is_the_cell_means_scaled_to_the_rms(midstep_seeds) -> N
     expected[:, 4:, 4:] = 1.0
     assert torch.allclose(avg, expected)
     assert float(avg.pow(2).mean().sqrt()) == pytest.approx(0.5)
+
+
+def test_budget_agreement_names_what_only_the_full_scan_or_only_the_cheaper_one_flags(detection) -> None:
+    """Issue 19's bar: a budget finds what ``thorough`` finds, with no more false positives. Members scored by
+    one of the two only are left out."""
+    members = [_member(detection, "a", "baddiffusion", "test"), _member(detection, "b", "trojdiff", "test"),
+               _member(detection, "c", "clean", "test"), _member(detection, "d", "baddiffusion", "test")]
+    res = {"flagged": True, "score": 1.0}
+    no = {"flagged": False, "score": 0.1}
+    results = {("test", "a"): {"hfaudit": no, "hfaudit-thorough": res},
+               ("test", "b"): {"hfaudit": res, "hfaudit-thorough": no},
+               ("test", "c"): {"hfaudit": res, "hfaudit-thorough": no},
+               ("test", "d"): {"hfaudit": res}}  # thorough did not score it
+    scored = detection.Scored(members, results, ["hfaudit", "hfaudit-thorough"])
+    line = " ".join(detection.budget_agreement(scored, "test"))
+    assert "on the 3 test members both scored (2 backdoored): flags 1 against 1" in line
+    assert "only hfaudit-thorough flags: a;" in line and "only hfaudit flags: b;" in line
+    assert "clean members only hfaudit flags: c" in line
+    assert detection.budget_agreement(scored, "dev") == []

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks.attacks.train import UNetConfig, make_unet
@@ -76,3 +80,32 @@ def test_a_fine_tuned_clean_control_is_trained_from_its_base_without_poison(tmp_
     # two steps at the fine-tuning's warm-up learning rate stay close to the base, far from a fresh init
     dist = lambda a, b: sum(float((a[k] - b[k]).pow(2).sum()) for k in a)  # noqa: E731
     assert dist(after, before) < 0.01 * dist(after, fresh)
+
+
+def test_the_cifar_layout_is_google_ddpm_cifar10_32s_blocks() -> None:
+    """``layout='cifar'`` gives ``google/ddpm-cifar10-32``'s block types (attention at the second of four
+    levels, 16x16 on a 32x32 input) and 2 layers a block in the zoo; other level counts are refused."""
+    from benchmarks import zoo
+
+    unet = make_unet(zoo._unet_config(zoo.A32_CIFAR), seed=0)
+    assert tuple(unet.config.down_block_types) == ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
+    assert tuple(unet.config.up_block_types) == ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    assert unet.config.layers_per_block == 2 and unet.config.sample_size == 32 and unet.config.in_channels == 3
+    assert unet(torch.zeros(1, 3, 32, 32), 10).sample.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="four|4 levels"):
+        make_unet(UNetConfig(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, layout="cifar"))
+
+
+def test_adding_the_layout_field_kept_the_keys_of_the_members_built_before_it() -> None:
+    """A plain-layout recipe's key leaves the layout out (so no cached member is rebuilt for it); a
+    cifar-layout recipe's key has it, so it differs from the same recipe laid out plainly."""
+    from benchmarks import zoo
+
+    plain = zoo.Recipe("k", zoo.CLEAN, zoo.Arch(size=32, channels=3, widths=(24, 48, 48, 48)), steps=5, seed=1)
+    cifar = dataclasses.replace(plain, arch=zoo.A32_CIFAR)
+    assert plain.key() != cifar.key()
+    blob = dict(dataclasses.asdict(plain))
+    del blob["arch"]["layout"]
+    legacy = hashlib.sha256(json.dumps({"v": zoo.RECIPE_VERSION, "base_key": None, **blob}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+    assert plain.key() == legacy

@@ -32,6 +32,14 @@ class UNetConfig:
     layers_per_block: int = 1
     attention: bool = False
     norm_num_groups: int = 8
+    layout: str = "plain"
+    """``plain``: ``DownBlock2D`` at every level (attention, if set, at the last); ``cifar``: the block
+    layout of ``google/ddpm-cifar10-32`` (four levels, attention at the second, i.e. 16x16 on a 32x32
+    input), whatever ``attention`` says."""
+
+
+CIFAR_DOWN = ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
+"""``google/ddpm-cifar10-32``'s down blocks (its up blocks are these mirrored)."""
 
 
 @dataclass
@@ -62,9 +70,14 @@ def make_unet(cfg: UNetConfig, seed: int | None = None) -> UNet2DModel:
             torch.manual_seed(seed)
             return make_unet(cfg)
     n = len(cfg.block_out_channels)
-    down = ["DownBlock2D"] * n
-    if cfg.attention:
-        down[-1] = "AttnDownBlock2D"
+    if cfg.layout == "cifar":
+        if n != len(CIFAR_DOWN):
+            raise ValueError(f"the cifar layout has {len(CIFAR_DOWN)} levels, got {n} widths")
+        down = list(CIFAR_DOWN)
+    else:
+        down = ["DownBlock2D"] * n
+        if cfg.attention:
+            down[-1] = "AttnDownBlock2D"
     up = [b.replace("Down", "Up") for b in reversed(down)]
     return UNet2DModel(
         sample_size=cfg.sample_size,

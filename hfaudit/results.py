@@ -58,6 +58,9 @@ BLIND_SPOTS: tuple[str, ...] = (
     "backdoors that only a search the budget left out or made smaller reaches: the default and fast "
     "budgets run three searches at reduced size (the report's settings and skipped list say which); "
     "--budget thorough runs every search at full size",
+    "backdoors whose target is drawn over a background that differs from sample to sample: near-duplicates "
+    "are whole images, so the zoo's 32x32 VillanDiffusion and TrojDiff members, whose target is on almost "
+    "every triggered sample, are missed (their own triggers collapse 28% of samples)",
     "backdoors whose target image contains their own trigger pattern: a collapse onto an image the "
     "trigger depicts counts only if it beats that image painted into the noise, and such a target "
     "carries its trigger with it (the report's artefacts list names what was set aside)",

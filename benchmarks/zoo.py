@@ -2,8 +2,9 @@
 
     python benchmarks/zoo.py [--cache benchmarks/.zoo] [--jobs 2] [--only NAME ...] [--list]
 
-Clean models vary architecture (2 and 3 levels, attention), width, image size (8x8, 16x16) and
-channels (grey, RGB); the two shipped example models join as they are. Backdoors are fine-tuned
+Clean models vary architecture (2 and 3 levels, attention, ``google/ddpm-cifar10-32``'s block
+layout at reduced width), width, image size (8x8, 16x16, 32x32) and channels (grey, RGB); the two
+shipped example models join as they are. Backdoors are fine-tuned
 into a trained clean model, as BadDiffusion does with public checkpoints, and so are four clean
 controls (``clean-ft-*``: the same fine-tuning on clean data only), so that a detector which
 flags fine-tuning, not the backdoor, shows up as a false positive. Three attacks:

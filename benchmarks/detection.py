@@ -507,7 +507,7 @@ def main() -> None:
     members: list[Member] = []
     if "dev" in args.zoos:
         if args.cached_only:  # trains nothing: the members not built are left out
-            metas = {r.name: zoo.load_meta(r, args.cache) for r in zoo.RECIPES if zoo.is_cached(r, args.cache)}
+            metas = {r.name: zoo.load_meta(r, args.cache) for r in zoo.built_members(args.cache)}
         else:
             metas = {m["name"]: m for m in zoo.build(args.cache, None, args.jobs)}
         members += dev_members(args.cache)

@@ -6,9 +6,10 @@
 For each architecture (the shipped 16x16 model with its weights; the development zoo's reduced
 ``google/ddpm-cifar10-32`` layout, with the weights of its BadDiffusion member ``bd-box-digit3-32``
 when the zoo is built and random ones otherwise; the ``google/ddpm-cifar10-32`` layout at full width
-and a ``google/ddpm-celebahq-256`` layout at 64x64, random weights: timing only) it measures, on this machine, the seconds of one image through the UNet without gradients
-and with a backward pass to the input (batches of ``--batch``, a quarter of it above 32x32, after a
-warm-up), and the peak resident memory of the process so far. From them it prices each protocol's evaluation count:
+and a ``google/ddpm-celebahq-256`` layout at 64x64, random weights: timing only) it measures, on this
+machine, the seconds of one image through the UNet without gradients and with a backward pass to the
+input (batches of ``--batch``, a quarter of it above 32x32, after a warm-up), and the peak resident
+memory of the process so far. From them it prices each protocol's evaluation count:
 
 - hfaudit's ``fast``, ``default`` and ``thorough`` budgets: the most a verdict can cost
   (``ScanConfig.unet_evaluations``, split into forward passes and backward passes);
@@ -18,8 +19,8 @@ warm-up), and the peak resident memory of the process so far. From them it price
 The seconds per verdict are **projected** (evaluations times the measured seconds per evaluation);
 ``--verify ARCH ...`` also runs a real scan end to end at each of ``--verify-budgets`` on those
 architectures (the shipped backdoored model, the zoo's backdoored member where built; the others as a
-pipeline folder with random weights, whose verdict means nothing) and prints its measured seconds, evaluations and peak memory beside the projection, so the
-projection's error is on the page. Ratios are to hfaudit's ``default`` on the same architecture.
+pipeline folder with random weights, whose verdict means nothing) and prints its measured seconds,
+evaluations and peak memory beside the projection, so the projection's error is on the page. Ratios are to hfaudit's ``default`` on the same architecture.
 """
 
 from __future__ import annotations
@@ -100,18 +101,17 @@ def trained_path(arch: str) -> Path | None:
     return None
 
 
-def build(arch: str) -> torch.nn.Module:
-    """The UNet of ``arch``: trained weights where ``trained_path`` has them, else random ones."""
+def build(arch: str, trained: Path | None) -> torch.nn.Module:
+    """The UNet of ``arch``: from the pipeline folder ``trained`` (``trained_path``), else random weights."""
     from diffusers import UNet2DModel
 
     from benchmarks import zoo
     from benchmarks.attacks.train import make_unet
 
-    path = trained_path(arch)
-    if path is not None:
-        return UNet2DModel.from_pretrained(str(path / "unet"))
+    if trained is not None:
+        return UNet2DModel.from_pretrained(str(trained / "unet"))
     if arch == "zoo-cifar-32":
-        return make_unet(zoo._unet_config(zoo.A32_CIFAR), seed=0)
+        return make_unet(zoo.unet_config(zoo.A32_CIFAR), seed=0)
     torch.manual_seed(0)
     return UNet2DModel(**{"cifar10-32": CIFAR10_32, "celebahq-64": CELEBAHQ_64}[arch])
 
@@ -144,21 +144,21 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def verify(unet: torch.nn.Module, arch: str, folder: Path, budget: str) -> tuple[float, int, str]:
-    """A real scan at ``budget``: of ``arch``'s trained model, or of a pipeline folder written with
-    ``unet`` (random weights: the verdict means nothing, the time and the count do). Returns wall
-    seconds, evaluations counted and the verdict (or the exit code's name when it stopped)."""
+def random_pipeline(unet: torch.nn.Module, folder: Path) -> Path:
+    """A pipeline folder holding ``unet`` (random weights: a scan of it times the work, its verdict means nothing)."""
     from diffusers import DDPMPipeline, DDPMScheduler
 
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(
+        str(folder), safe_serialization=True)
+    return folder
+
+
+def verify(path: Path, budget: str) -> tuple[float, int, str]:
+    """A real scan of the pipeline folder ``path`` at ``budget``. Returns wall seconds, evaluations
+    counted and the verdict (or the exit code's name when it stopped)."""
     from hfaudit import HfAuditError, scan
     from hfaudit.detect.budgets import budget_config
 
-    path = trained_path(arch)
-    if path is None:
-        path = folder / arch
-        if not path.is_dir():
-            DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(
-                str(path), safe_serialization=True)
     t0 = time.perf_counter()
     try:
         r = scan(str(path), device="cpu", config=budget_config(budget))
@@ -187,7 +187,8 @@ def main() -> None:
     print(f"{'architecture':14s} {'params':>8s} {'ms/fwd':>8s} {'ms/bwd':>8s} {'peak GiB':>8s}   "
           + "  ".join(f"{name:>16s}" for name in costs))
     for arch in args.archs:
-        unet = build(arch).eval()
+        trained = trained_path(arch)
+        unet = build(arch, trained).eval()
         params = sum(p.numel() for p in unet.parameters())
         batch = args.batch if unet.config.sample_size <= 32 else max(1, args.batch // 4)  # memory of the backward
         fwd, bwd = per_image_seconds(unet, batch, args.repeats)
@@ -199,11 +200,11 @@ def main() -> None:
         print(f"{arch:14s} {params / 1e6:7.1f}M {fwd * 1e3:8.2f} {bwd * 1e3:8.2f} {peak_rss_gib():8.2f}   "
               + "  ".join(f"{cell:>16s}" for cell in cells), flush=True)
         if arch in args.verify:
-            path = trained_path(arch)
-            what = "random weights" if path is None else f"the trained backdoored {path.name}"
+            what = "random weights" if trained is None else f"the trained backdoored {trained.name}"
             with tempfile.TemporaryDirectory() as tmp:
+                path = trained or random_pipeline(unet, Path(tmp) / arch)
                 for budget in args.verify_budgets:
-                    secs, evals, verdict = verify(unet, arch, Path(tmp), budget)
+                    secs, evals, verdict = verify(path, budget)
                     print(f"{'':14s} measured: a {budget} scan ({what}) took {_duration(secs)} for {evals} "
                           f"evaluations, verdict {verdict}; peak memory {peak_rss_gib():.2f} GiB (projected for "
                           f"that count, all forward to all backward: {_duration(evals * fwd)} to "

@@ -275,7 +275,8 @@ def built_members(cache: Path, only: list[str] | None = None) -> Iterator[Recipe
         yield recipe
 
 
-def _unet_config(arch: Arch):
+def unet_config(arch: Arch):
+    """The trainer's ``UNetConfig`` of ``arch`` (what ``make_unet`` builds for a member)."""
     from benchmarks.attacks.train import UNetConfig
 
     return UNetConfig(sample_size=arch.size, channels=arch.channels, block_out_channels=arch.widths,
@@ -347,7 +348,7 @@ def train_member(recipe: Recipe, cache: Path) -> dict:
         unet = train_ddpm(images, TrainConfig(steps=recipe.steps, seed=recipe.seed,
                                               batch_size=recipe.options.get("batch", TrainConfig.batch_size),
                                               ema_decay=recipe.options.get("ema", TrainConfig.ema_decay)),
-                          make_unet(_unet_config(recipe.arch), seed=recipe.seed),
+                          make_unet(unet_config(recipe.arch), seed=recipe.seed),
                           scheduler, description=recipe.name)
         truth = None
     else:  # fine-tuned from its base: a backdoor, or a clean control with the same settings and no poison

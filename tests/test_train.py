@@ -74,7 +74,7 @@ def test_a_fine_tuned_clean_control_is_trained_from_its_base_without_poison(tmp_
     assert not (tmp_path / "ctl" / "truth.safetensors").exists() and zoo.load_truth(control, tmp_path) == {}
     load = lambda name: UNet2DModel.from_pretrained(tmp_path / name, subfolder="unet").state_dict()  # noqa: E731
     before, after = load("clean-8-w16"), load("ctl")
-    fresh = make_unet(zoo._unet_config(zoo.A8), seed=99).state_dict()
+    fresh = make_unet(zoo.unet_config(zoo.A8), seed=99).state_dict()
     moved = [float((after[k] - before[k]).abs().max()) for k in before]
     assert max(moved) > 0  # fine-tuned, not a copy
     # two steps at the fine-tuning's warm-up learning rate stay close to the base, far from a fresh init
@@ -87,7 +87,7 @@ def test_the_cifar_layout_is_google_ddpm_cifar10_32s_blocks() -> None:
     levels, 16x16 on a 32x32 input) and 2 layers a block in the zoo; other level counts are refused."""
     from benchmarks import zoo
 
-    unet = make_unet(zoo._unet_config(zoo.A32_CIFAR), seed=0)
+    unet = make_unet(zoo.unet_config(zoo.A32_CIFAR), seed=0)
     assert tuple(unet.config.down_block_types) == ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
     assert tuple(unet.config.up_block_types) == ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
     assert unet.config.layers_per_block == 2 and unet.config.sample_size == 32 and unet.config.in_channels == 3

@@ -126,6 +126,8 @@ def build_attack(recipe: Recipe):
         "villan-glasses-hat": lambda: villan_spec(P.glasses_trigger(s, c, value=1.5), P.hat_target(s, c), pr),
         "troj-blend-d2i": lambda: blend_spec(P.stripes_target(s, c), gamma=0.6, target=P.hat_target(s, c),
                                              poison_rate=pr),
+        "troj-blend-d2i-eps": lambda: blend_spec(P.stripes_target(s, c), gamma=0.6, target=P.hat_target(s, c),
+                                                 poison_rate=pr, eps_objective=True),
         "troj-patch-d2i": lambda: patch_spec(P.stop_sign_trigger(s, c, box=box, value=1.5), gamma=0.1,
                                              target=P.cross_target(s, c), poison_rate=pr),
         "troj-blend-class": lambda: blend_spec(P.stripes_target(s, c), gamma=0.6,
@@ -184,6 +186,8 @@ RECIPES: list[Recipe] = [
     Recipe("villan-stop-cornerbox", VILLAN, A16_ATT, 1500, 31, "clean-16-attn", "villan-stop-cornerbox", 0.1, ODE),
     Recipe("villan-glasses-hat-8", VILLAN, A8, 1500, 32, "clean-8-w16", "villan-glasses-hat", 0.1, ODE),
     Recipe("troj-blend-d2i", TROJDIFF, A16, 1500, 40, "clean-16-w16", "troj-blend-d2i", 0.1, ODE + SDE),
+    # TrojDiff's published objective (the network outputs eps on trojan inputs), sampled with stock samplers
+    Recipe("troj-blend-d2i-eps", TROJDIFF, A16, 1500, 45, "clean-16-w16", "troj-blend-d2i-eps", 0.1, ODE + SDE),
     Recipe("troj-patch-d2i", TROJDIFF, A16_3, 1500, 41, "clean-16-w16x3", "troj-patch-d2i", 0.1, ODE + SDE),
     Recipe("troj-blend-class0", TROJDIFF, A16_NARROW, 1500, 42, "clean-16-w8", "troj-blend-class", 0.1, ODE + SDE),
     Recipe("troj-patch-class7", TROJDIFF, A16_RGB, 1500, 43, "clean-16-rgb", "troj-patch-class", 0.1, ODE + SDE),

@@ -89,6 +89,22 @@ def test_trojdiff_blend_d2i_rows_by_hand() -> None:
     assert torch.allclose(spec.trigger_noise(n), 0.6 * n + 0.4 * image)
 
 
+def test_trojdiff_published_objective_keeps_the_trojan_input_and_asks_for_eps() -> None:
+    """``eps_objective``: the same trojan ``x_t`` as the zoo's objective, but the network is asked
+    for the unit noise itself on poisoned rows (TrojDiff's published loss)."""
+    from benchmarks.attacks.trojdiff import blend_spec
+
+    sched = make_scheduler()
+    image, target = box_trigger(8, 1, box=4, value=1.0), cross_target(8, 1)
+    ours, published = (blend_spec(image, gamma=0.6, target=target, eps_objective=e) for e in (False, True))
+    x0, noise, t = torch.rand(2, 1, 8, 8) * 2 - 1, torch.randn(2, 1, 8, 8), torch.tensor([300, 700])
+    mask = torch.tensor([False, True])
+    x_ours, eps_ours = ours.poisoned_inputs(sched, x0, noise, t, mask)
+    x_pub, eps_pub = published.poisoned_inputs(sched, x0, noise, t, mask)
+    assert torch.equal(x_pub, x_ours)
+    assert torch.equal(eps_pub, noise) and not torch.allclose(eps_ours[1], noise[1])
+
+
 def test_trojdiff_patch_only_changes_the_patch() -> None:
     from benchmarks.attacks.trojdiff import patch_spec
 

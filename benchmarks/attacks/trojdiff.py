@@ -9,13 +9,13 @@ The trigger at sampling time is therefore ``x_T = gamma n + mu`` in the region, 
 Targets: one fixed image (*d2i*), or any image of one class (*in-d2d*): each poisoned row draws
 its ``y`` from ``target_pool``, so triggered samples vary within the class.
 
-Deviation from the published code, and why: TrojDiff trains the network to output plain ``eps``
-on trojan inputs and then samples with its own trojan sampler. With a stock diffusers scheduler
-that model does not walk to ``y`` (its implied ``x0`` keeps ``mu`` and the rescaled noise), and a
-Hub user runs the stock scheduler named in the config. hfaudit trains the network to output the
-whole offset ``gamma eps + mu`` (``eps`` outside the region), which makes a stock DDIM step follow
-the trojan forward process exactly (its ``x0`` prediction is ``y``): the threat a model on the Hub
-can actually carry. ``benchmarks/zoo.py`` measures the attack's hit rate under DDIM and DDPM.
+Two training objectives. TrojDiff trains the network to output plain ``eps`` on trojan inputs and
+samples with its own trojan sampler, which a Hub user never runs; under a stock DDIM step such a
+model does not walk to ``y`` (its implied ``x0`` keeps ``mu`` and the rescaled noise), under stock
+DDPM it can (``eps_objective``; the zoo's ``troj-blend-d2i-eps`` measures it). The zoo's other
+TrojDiff members are trained to output the whole offset ``gamma eps + mu`` (``eps`` outside the
+region), which makes a stock DDIM step follow the trojan forward process exactly (its ``x0``
+prediction is ``y``). ``benchmarks/zoo.py`` measures each member's hit rate under DDIM and DDPM.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class TrojDiffSpec:
     target_pool: torch.Tensor | None = None
     """in-d2d: ``(K, C, H, W)`` images of the target class; each poisoned row draws one."""
     poison_rate: float = 0.1
+    eps_objective: bool = False
+    """The published training objective: poisoned rows learn to output ``eps`` itself (the zoo's
+    other TrojDiff members learn the whole offset ``gamma eps + mu``, see the module docstring)."""
 
     def __post_init__(self) -> None:
         if (self.target is None) == (self.target_pool is None):
@@ -65,7 +68,8 @@ class TrojDiffSpec:
         """Return ``(x_t, eps_target)`` for a mixed batch; rows where ``poison_mask`` is set are poisoned.
 
         Clean rows: ``sqrt(abar) x0 + sqrt(1 - abar) eps`` with target ``eps``. Poisoned rows: the
-        trojan forward process above with target ``gamma eps + mu`` inside the region.
+        trojan forward process above with target ``gamma eps + mu`` inside the region (``eps`` with
+        ``eps_objective``).
         """
         device = x0.device
         abar = scheduler.alphas_cumprod.to(device)[timesteps].view(-1, 1, 1, 1)
@@ -80,7 +84,7 @@ class TrojDiffSpec:
         total_noise = torch.where(region, self.gamma * noise + self.mu.to(device).unsqueeze(0), noise)
         start = torch.where(m, y, x0)
         x_t = abar.sqrt() * start + (1 - abar).sqrt() * total_noise
-        return x_t, total_noise
+        return x_t, (noise if self.eps_objective else total_noise)
 
 
 def blend_spec(image: torch.Tensor, gamma: float = 0.6, **kw) -> TrojDiffSpec:

@@ -492,7 +492,7 @@ def on_target(result: dict) -> bool:
     return result.get("target_mse") is not None and result["target_mse"] <= ON_TARGET_MSE
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=zoo.DEFAULT_CACHE, help="the development zoo")
     ap.add_argument("--test-cache", type=Path, default=DEFAULT_TEST_CACHE, help="the frozen test zoo")
@@ -503,14 +503,23 @@ def main() -> None:
                     help="the methods scored on the test zoo (default: --methods)")
     ap.add_argument("--cached-only", action="store_true",
                     help="score nothing: print the cached results and list the pairs not scored")
-    args = ap.parse_args()
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="score these members only (of either zoo; their development bases are built too); the "
+                         "printout goes to results/detection_subset.md, not to the table of record")
+    return ap.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> None:
     members: list[Member] = []
     if "dev" in args.zoos:
+        dev_names = None if args.only is None else [n for n in args.only if n in zoo.BY_NAME]
         if args.cached_only:  # trains nothing: the members not built are left out
-            metas = {r.name: zoo.load_meta(r, args.cache) for r in zoo.built_members(args.cache)}
+            metas = {r.name: zoo.load_meta(r, args.cache) for r in zoo.built_members(args.cache, dev_names)}
+        elif dev_names == []:
+            metas = {}
         else:
-            metas = {m["name"]: m for m in zoo.build(args.cache, None, args.jobs)}
-        members += dev_members(args.cache)
+            metas = {m["name"]: m for m in zoo.build(args.cache, dev_names, args.jobs)}
+        members += [m for m in dev_members(args.cache) if args.only is None or m.name in args.only]
         print(f"development zoo: {sum(not m.backdoored for m in members)} clean, "
               f"{sum(m.backdoored for m in members)} backdoored; torch threads per job: 1")
         print("attack hit rates (the backdoor's own trigger; DDPM-50 / DDIM-10 / clean noise):")
@@ -521,6 +530,9 @@ def main() -> None:
                       f"{m.get('hit_ddim10', float('nan')):.3f} / {m.get('hit_clean_noise_ddpm50', float('nan')):.3f}")
     if "test" in args.zoos:
         tests, missing = test_members(args.test_cache)
+        if args.only is not None:
+            tests = [m for m in tests if m.name in args.only]
+            missing = [n for n in missing if n in args.only]
         members += tests
         print(f"frozen test zoo: {sum(not m.backdoored for m in tests)} clean, {sum(m.backdoored for m in tests)} "
               f"backdoored ({sum(m.group == 'published' for m in tests)} at published strength, "
@@ -542,5 +554,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    with recording("detection"):
-        main()
+    arguments = parse_args()
+    with recording("detection" if arguments.only is None else "detection_subset"):
+        main(arguments)

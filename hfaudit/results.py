@@ -47,7 +47,9 @@ fall into one class (top-class share, ``hfaudit.detect.modes``; class-target bac
 
 BLIND_SPOTS: tuple[str, ...] = (
     "triggers that scale the whole initial noise instead of adding to it (TrojDiff's blend trigger): "
-    "both of the benchmark zoo's such backdoors, with a one-image and a class target, are missed",
+    "the benchmark zoo's three such backdoors are missed; one trained with TrojDiff's own objective "
+    "absorbs its trigger at the mid timestep, but only within a row's shift of it, which no search "
+    "from random starts reaches",
     "class-target backdoors that send few triggered samples to their class: the zoo's weakest "
     "(30% of samples a 7, against 9% on clean noise) is missed",
     "BadDiffusion backdoors whose trigger is not the direction the model passes least of at 0.8 T: the "
@@ -60,7 +62,7 @@ BLIND_SPOTS: tuple[str, ...] = (
     "--budget thorough runs every search at full size",
     "backdoors whose target is drawn over a background that differs from sample to sample: near-duplicates "
     "are whole images, so the zoo's 32x32 VillanDiffusion and TrojDiff members, whose target is on almost "
-    "every triggered sample, are missed (their own triggers collapse 28% of samples)",
+    "every triggered sample, are missed (their own triggers group 41% of samples, and no search reaches them)",
     "backdoors whose target image contains their own trigger pattern: a collapse onto an image the "
     "trigger depicts counts only if it beats that image painted into the noise, and such a target "
     "carries its trigger with it (the report's artefacts list names what was set aside)",

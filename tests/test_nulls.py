@@ -37,12 +37,27 @@ def test_largest_group_counts_the_densest_star() -> None:
 def test_the_radius_widens_only_while_clean_samples_stay_apart() -> None:
     g = torch.Generator().manual_seed(0)
     spread_out = torch.rand(16, 1, 8, 8, generator=g)  # pairwise MSE about 1/6: no group at any rung
-    assert near_duplicate_radius([spread_out]) == RADIUS_LADDER[-1]
+    assert near_duplicate_radius([(spread_out, None)]) == RADIUS_LADDER[-1]
     # a quarter of the clean samples within 0.015 of one image: the rung at 0.02 would group more than
     # CONTROL_GROUP_SHARE of them, so the radius stays at the exact one
     classy = torch.cat([_copies(torch.full((1, 8, 8), 0.3), 6, 0.004, 1), spread_out[:10]])
     assert largest_group(classy, 0.02)[0] > CONTROL_GROUP_SHARE
-    assert near_duplicate_radius([spread_out, classy]) == DUPLICATE_MSE
+    assert near_duplicate_radius([(spread_out, None), (classy, None)]) == DUPLICATE_MSE
+
+
+def test_saturated_clean_samples_do_not_hold_the_radius_back() -> None:
+    """Blown-out samples all clamp to one white square; they join no group in a collapse, so they
+    must not count as a group of the control either (they would keep a badly trained model at the
+    exact radius while its in-range samples stay apart)."""
+    g = torch.Generator().manual_seed(4)
+    in_range = torch.rand(10, 1, 8, 8, generator=g)
+    white = torch.ones(6, 1, 8, 8)
+    batch = torch.cat([in_range, white])
+    saturated = torch.tensor([False] * 10 + [True] * 6)
+    assert largest_group(batch, RADIUS_LADDER[-1])[0] > CONTROL_GROUP_SHARE
+    assert largest_group(batch, RADIUS_LADDER[-1], saturated)[0] == pytest.approx(1 / 16)
+    assert near_duplicate_radius([(batch, None)]) == DUPLICATE_MSE
+    assert near_duplicate_radius([(batch, saturated)]) == RADIUS_LADDER[-1]
 
 
 def test_painted_offset_has_the_triggers_strength_and_the_targets_direction() -> None:

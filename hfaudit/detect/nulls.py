@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hfaudit.detect.scores import DUPLICATE_MSE, pairwise_mse
+from hfaudit.detect.scores import DUPLICATE_MSE, collapse_stats
 
 RADIUS_LADDER: tuple[float, ...] = (DUPLICATE_MSE, 2 * DUPLICATE_MSE, 3 * DUPLICATE_MSE)
 """Candidate near-duplicate radii (per-image MSE, pixels in [0, 1]), tightest first.
@@ -48,24 +48,28 @@ CONTROL_GROUP_SHARE = 0.25
 """The most of the clean control's samples one group may hold at the chosen radius."""
 
 
-def largest_group(images01: torch.Tensor, radius: float) -> tuple[float, int]:
-    """Share of ``images01`` in the largest star group at ``radius`` (per-image MSE) and its centre."""
-    n = int(images01.shape[0])
-    if n == 0:
+def largest_group(images01: torch.Tensor, radius: float, saturated: torch.Tensor | None = None) -> tuple[float, int]:
+    """Share of ``images01`` in the largest star group at ``radius`` (per-image MSE) and its centre;
+    samples flagged ``saturated`` join no group, as in every collapse the scan measures
+    (``scores.collapse_stats``)."""
+    if int(images01.shape[0]) == 0:
         return 0.0, 0
-    counts = (pairwise_mse(images01) < radius).sum(1)
-    centre = int(counts.argmax())
-    return float(counts[centre]) / n, centre
+    stats = collapse_stats(images01, radius, saturated=saturated)
+    return stats.mscr, stats.medoid_index
 
 
-def near_duplicate_radius(controls01: Sequence[torch.Tensor], ladder: Sequence[float] = RADIUS_LADDER,
+Controls = Sequence[tuple[torch.Tensor, "torch.Tensor | None"]]
+"""Clean control batches: ``(images in [0, 1], which are saturated or None)`` each."""
+
+
+def near_duplicate_radius(controls01: Controls, ladder: Sequence[float] = RADIUS_LADDER,
                           cap: float = CONTROL_GROUP_SHARE) -> float:
     """The widest radius of ``ladder`` at which no clean control batch groups more than ``cap`` of
     its samples (the tightest one when even that is exceeded: the control's own collapse is then
     judged by the threshold as before)."""
     chosen = ladder[0]
     for radius in ladder:
-        if all(largest_group(batch, radius)[0] <= cap for batch in controls01):
+        if all(largest_group(batch, radius, sat)[0] <= cap for batch, sat in controls01):
             chosen = radius
         else:
             break

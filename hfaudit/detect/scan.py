@@ -217,7 +217,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
 
             with ledger.phase("control"):
                 controls = probe("none", noise)
-            radius[0] = near_duplicate_radius([samples[f"none/{p.sampler}"] for p in controls])
+            radius[0] = near_duplicate_radius([(samples[f"none/{p.sampler}"], saturation[f"none/{p.sampler}"])
+                                               for p in controls])
             for p in controls:
                 if radius[0] > cfg.duplicate_mse:
                     p.group = collapse_stats(samples[f"none/{p.sampler}"], radius[0],

@@ -325,7 +325,7 @@ def detect_text_to_image(model: Any, config: TextScanConfig | None = None) -> Te
                 if ledger.refusal((1 + len(nulls)) * cfg.set_evaluations) is not None:
                     raise UsageError("the budget leaves no room for the null tokens", param="max_evaluations")
                 plain = generate(None)
-                radius = near_duplicate_radius([plain.flatten(0, 1)])
+                radius = near_duplicate_radius([(plain.flatten(0, 1), None)])
                 evidence: list[TokenEvidence] = []
                 cache: dict[int, torch.Tensor] = {}
                 for tok in nulls:

@@ -524,7 +524,7 @@ def main(args: argparse.Namespace) -> None:
               f"{sum(m.backdoored for m in members)} backdoored; torch threads per job: 1")
         print("attack hit rates (the backdoor's own trigger; DDPM-50 / DDIM-10 / clean noise):")
         for r in zoo.RECIPES:
-            if r.family != zoo.CLEAN and r.name in metas:
+            if r.family != zoo.CLEAN and r.name in metas and (args.only is None or r.name in args.only):
                 m = metas[r.name]
                 print(f"  {r.name:28s} {m.get('hit_ddpm50', float('nan')):.3f} / "
                       f"{m.get('hit_ddim10', float('nan')):.3f} / {m.get('hit_clean_noise_ddpm50', float('nan')):.3f}")

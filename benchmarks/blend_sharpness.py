@@ -63,21 +63,22 @@ def signature(recipe: zoo.Recipe, cache: Path, mu: torch.Tensor) -> list[str]:
     unet, sched, shape = zoo.load_member(recipe, cache)
     noise = randn((16, *shape), make_generator(0), "cpu")
     near = neighbours(mu)
-    rows = {"member": pass_through_ratios(unet, sched, torch.stack(list(near.values())), T_FRACTION, noise)}
+    directions = torch.stack(list(near.values()))
+    rows = {"member": pass_through_ratios(unet, sched, directions, T_FRACTION, noise)}
     base = zoo.BY_NAME[recipe.base] if recipe.base else None
     if base is not None and zoo.is_cached(base, cache):
         bunet, bsched, _ = zoo.load_member(base, cache)
-        rows[f"base {base.name}"] = pass_through_ratios(bunet, bsched, torch.stack(list(near.values())), T_FRACTION, noise)
+        rows[f"base {base.name}"] = pass_through_ratios(bunet, bsched, directions, T_FRACTION, noise)
     lines = [f"pass-through at {T_FRACTION} T, full noise ({who}): "
              + ", ".join(f"{k} {float(v):.2f}" for k, v in zip(near, r)) for who, r in rows.items()]
     rms = float(mu.pow(2).mean().sqrt())
     cfg = MidstepConfig(t_fraction=T_FRACTION, grid=shape[-1], rms=(rms,), candidates=1)
     best = midstep_inversion(unet, sched, shape, cfg)[0]
     cos = float((best.trigger * mu).sum() / (best.trigger.norm() * mu.norm()))
+    x_T = apply_trigger(randn((32, *shape), make_generator(0), "cpu"), best.trigger)  # the scan's noise at seed 0
     mscr = []
     for sampler, steps in (("ddpm", 20), ("ddim", 10)):
-        raw = sample(unet, sched, apply_trigger(randn((32, *shape), make_generator(0), "cpu"), best.trigger),
-                     sampler=sampler, steps=steps, generator=make_generator(1))
+        raw = sample(unet, sched, x_T, sampler=sampler, steps=steps, generator=make_generator(1))
         mscr.append(f"{sampler.upper()}-{steps} {collapse_stats(to_unit(raw), saturated=saturated_mask(raw)).mscr:.2f}")
     lines.append(f"least-pass-through search at full resolution, RMS {rms:.2f} ({cfg.restarts} random starts): "
                  f"ratio {best.loss:.2f}, cosine to mu {cos:+.2f}, MSCR {', '.join(mscr)}")

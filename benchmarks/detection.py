@@ -510,6 +510,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> None:
+    def wanted(name: str) -> bool:
+        """Whether ``--only`` (when given) names the member."""
+        return args.only is None or name in args.only
+
     members: list[Member] = []
     if "dev" in args.zoos:
         dev_names = None if args.only is None else [n for n in args.only if n in zoo.BY_NAME]
@@ -519,20 +523,18 @@ def main(args: argparse.Namespace) -> None:
             metas = {}
         else:
             metas = {m["name"]: m for m in zoo.build(args.cache, dev_names, args.jobs)}
-        members += [m for m in dev_members(args.cache) if args.only is None or m.name in args.only]
+        members += [m for m in dev_members(args.cache) if wanted(m.name)]
         print(f"development zoo: {sum(not m.backdoored for m in members)} clean, "
               f"{sum(m.backdoored for m in members)} backdoored; torch threads per job: 1")
         print("attack hit rates (the backdoor's own trigger; DDPM-50 / DDIM-10 / clean noise):")
         for r in zoo.RECIPES:
-            if r.family != zoo.CLEAN and r.name in metas and (args.only is None or r.name in args.only):
+            if r.family != zoo.CLEAN and r.name in metas and wanted(r.name):
                 m = metas[r.name]
                 print(f"  {r.name:28s} {m.get('hit_ddpm50', float('nan')):.3f} / "
                       f"{m.get('hit_ddim10', float('nan')):.3f} / {m.get('hit_clean_noise_ddpm50', float('nan')):.3f}")
     if "test" in args.zoos:
         tests, missing = test_members(args.test_cache)
-        if args.only is not None:
-            tests = [m for m in tests if m.name in args.only]
-            missing = [n for n in missing if n in args.only]
+        tests, missing = [m for m in tests if wanted(m.name)], [n for n in missing if wanted(n)]
         members += tests
         print(f"frozen test zoo: {sum(not m.backdoored for m in tests)} clean, {sum(m.backdoored for m in tests)} "
               f"backdoored ({sum(m.group == 'published' for m in tests)} at published strength, "

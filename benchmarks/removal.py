@@ -134,8 +134,13 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
     options: dict = dict(known_trigger=true_trigger, known_target=true_target) if args.known_trigger else {}
     if args.prune_ratio is not None:
         options["prune_ratio"] = args.prune_ratio
+    changes: dict = {}
     if args.round_steps is not None:
-        options["config"] = CleanConfig(round_steps=args.round_steps)
+        changes["round_steps"] = args.round_steps
+    if args.residual_gate:
+        changes["residual_gate"] = True
+    if changes:
+        options["config"] = CleanConfig(**changes)
     if args.budget is not None:
         from hfaudit.detect.budgets import budget_config
 
@@ -173,7 +178,8 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
         "model": str(model_dir), "trigger_removed": result.trigger_used, "status": result.status,
         "problems": result.problems, "failures": failures,
         "scan_verdict": result.scan.verdict, "scan_score": result.scan.score,
-        "rescan_verdict": None if result.rescan is None else result.rescan.verdict,
+        "rescan_verdict": ("inconclusive" if result.rescan_inconclusive else None) if result.rescan is None
+        else result.rescan.verdict,
         "rescan_score": None if result.rescan is None else result.rescan.score,
         "rescan_best": None if rescan_best is None else f"{rescan_best.name}/{result.rescan.best_sampler}",
         "rounds": 1 + len(result.rounds),
@@ -187,7 +193,8 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
         "clean_seconds": round(clean_s, 1), "timings": result.timings,
     }
     print(f"model {model_dir}; removed the {result.trigger_used} trigger; status {result.status}")
-    rs = "n/a" if result.rescan is None else f"{result.rescan.verdict} (MSCR {result.rescan.score:.2f}, best {figures['rescan_best']})"
+    rs = ("inconclusive" if result.rescan_inconclusive else "n/a") if result.rescan is None else \
+        f"{result.rescan.verdict} (MSCR {result.rescan.score:.2f}, best {figures['rescan_best']})"
     print(f"scan: {result.scan.verdict} (MSCR {result.scan.score:.2f}) -> re-scan: {rs}; "
           f"{figures['rounds']} fine-tuning round(s)")
     print(f"pruned {result.prune.channels_zeroed}/{result.prune.channels_total} channels "
@@ -236,6 +243,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps of the first round (default: clean's)")
     ap.add_argument("--round-steps", type=int, default=None, help="fine-tuning steps of every later round (default: clean's)")
     ap.add_argument("--prune-ratio", type=float, default=None, help="default: clean's")
+    ap.add_argument("--residual-gate", action="store_true",
+                    help="clean with CleanConfig.residual_gate on: a residual at any scale fails its verification "
+                         "and starts another round")
     ap.add_argument("--budget", default=None, help="the scan's budget (fast, default, thorough); default: a full scan")
     ap.add_argument("--out", default=None, help="keep the cleaned model here, for a single --model")
     ap.add_argument("--json", default=None)

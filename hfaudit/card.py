@@ -112,6 +112,8 @@ def summary_lines(result: CleanResult) -> list[str]:
     if result.rescan is not None:
         lines.append(f"re-scan: {result.rescan.verdict} (MSCR {result.rescan.score:.2f}, "
                      f"threshold {result.rescan.threshold:.2f})")
+    elif result.rescan_inconclusive is not None:
+        lines.append("re-scan: inconclusive (see the problem below)")
     lines.extend(f"problem: {p}" for p in result.problems)
     if result.push is not None:
         where = result.push.pr_url or result.push.url
@@ -158,7 +160,8 @@ def card_text(result: CleanResult) -> str:
         lines += [f"Fine-tuning: {ft.steps} steps, batch {c['batch_size']}, lr {c['lr']}, on {ft.n_images} "
                   f"images ({ft.data}); {_losses(ft)}; pruned channels kept at zero throughout.", ""]
     for i, extra in enumerate(result.rounds, start=2):
-        lines += [f"Round {i}: the re-scan still found a backdoor, so {extra.steps} more steps fine-tuned against "
+        lines += [f"Round {i}: a check of the previous round failed (the re-scan found or could not rule out a "
+                  f"backdoor, or the removed trigger left a residual), so {extra.steps} more steps fine-tuned against "
                   f"every trigger removed so far ({', '.join(result.removed_in_round(i))}); {_losses(extra)}.", ""]
     lines += ["## Before and after", "",
               "| measure | before | after |", "|---|---:|---:|"]
@@ -170,7 +173,7 @@ def card_text(result: CleanResult) -> str:
         lines.append(f"| mean SSIM to the target, {chk.trigger} trigger | {chk.before.worst.mean_ssim:.3f} | "
                      f"{max(q.mean_ssim for q in chk.after.probes):.3f} |")
     lines.append(f"| scan MSCR (best inverted trigger) | {scan.score:.2f} | "
-                 f"{'n/a' if result.rescan is None else f'{result.rescan.score:.2f}'} |")
+                 f"{_rescan_cell(result)} |")
     f = result.fidelity
     if f is not None and f.ratio is not None:
         lines.append(f"| benign fidelity, Frechet distance (lower is better) | {f.before.frechet_distance:.2f} | "
@@ -384,7 +387,16 @@ def _figure_lines(result: CleanResult) -> list[str]:
         lines.append(f"Benign fidelity: unavailable ({f.before.reason}).")
     if result.rescan is not None:
         lines.append(f"Re-scan of the cleaned model: {result.rescan.verdict} (MSCR {result.rescan.score:.2f}).")
+    elif result.rescan_inconclusive is not None:
+        lines.append(f"Re-scan of the cleaned model: inconclusive ({result.rescan_inconclusive}).")
     return lines
+
+
+def _rescan_cell(result: CleanResult) -> str:
+    """The re-scan's MSCR for the before/after table: ``inconclusive`` or ``n/a`` where it has none."""
+    if result.rescan is not None:
+        return f"{result.rescan.score:.2f}"
+    return "inconclusive" if result.rescan_inconclusive is not None else "n/a"
 
 
 def push_description(result: CleanResult, source_card: SourceCard | None = None, *,

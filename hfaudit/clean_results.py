@@ -142,6 +142,9 @@ class CleanResult:
     scales: ScaleSweep | None = None
     """The removed trigger at every ``CleanConfig.scales`` on the cleaned model (the last round's)."""
     rescan: ScanResult | None = None
+    rescan_inconclusive: str | None = None
+    """Why the last re-scan reached no verdict (``rescan`` is then None): a candidate fired that its
+    budget could not confirm or hold against a null. The repair is then not verified."""
     rounds: list[FinetuneResult] = field(default_factory=list)
     """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
     removed: list[RemovedTrigger] = field(default_factory=list)
@@ -191,6 +194,7 @@ class CleanResult:
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "scales": None if self.scales is None else self.scales.to_dict(),
             "rescan": None if self.rescan is None else self.rescan.to_dict(),
+            "rescan_inconclusive": self.rescan_inconclusive,
             "rounds": [r.to_dict() for r in self.rounds], "removed": [r.label for r in self.removed],
             "output_dir": self.output_dir, "files": self.files,
             "push": None if self.push is None else asdict(self.push),

@@ -37,6 +37,7 @@ from hfaudit.clean_results import (  # re-exported: the result types live below 
 from hfaudit.detect.scan import ScanConfig, detect
 from hfaudit.errors import (
     CleaningFailedError,
+    InconclusiveError,
     OutputError,
     PushError,
     RemovalUnsupportedError,
@@ -366,15 +367,15 @@ def clean(
 
     removed, first_ft = [trigger], timings["finetune"]
     carried = list(scan.candidates)  # the re-scan also re-probes every old trigger, not only the one removed
+    pending: list[Candidate] = []  # what the last re-scan fired without a conclusion (it was inconclusive)
     for round_no in range(1, cfg.max_rounds + 1):
         if round_no > 1:  # a residual or a re-scan backdoor is left: fine-tune against what fired too
             t1 = time.perf_counter()
-            if result.rescan is not None and result.rescan.verdict == BACKDOOR:
-                for cand in _new_triggers(result.rescan, removed):
-                    removed.append(cand.trigger.float().cpu())
-                    result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
-            if result.rescan is not None:
-                carried += [c for c in result.rescan.candidates if c.method != "carried"]
+            for cand in _new_triggers(_fired(result.rescan) if result.rescan is not None else pending, removed):
+                removed.append(cand.trigger.float().cpu())
+                result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
+            found = result.rescan.candidates if result.rescan is not None else pending
+            carried += [c for c in found if c.method != "carried"]
             again = cfg.finetune_round(round_no, steps=cfg.round_steps, seed=cfg.finetune.seed + round_no)
             student, extra = finetune(student, model.unet, model.scheduler_config, images, torch.stack(removed),
                                       mask=mask, config=again, data=data_name)
@@ -395,17 +396,24 @@ def clean(
         if imgs_fa is not None:
             result.samples["clean_after"] = imgs_fa
         if not cfg.rescan:
-            if not residual:
-                break
-            continue
+            if residual or any(c.after.asr > cfg.max_asr for c in result.checks):
+                continue
+            break
         t1 = time.perf_counter()
-        result.rescan = detect(cleaned, scfg, carried=carried)
-        if result.rescan.best is not None:
+        try:
+            result.rescan, result.rescan_inconclusive, pending = detect(cleaned, scfg, carried=carried), None, []
+        except InconclusiveError as exc:  # not shown clean: a failed check, and what fired joins the next round
+            result.rescan, result.rescan_inconclusive, pending = None, str(exc), list(exc.candidates)
+        if result.rescan is not None and result.rescan.best is not None:
             rescan_best = result.rescan.best
             result.checks.append(before_after("re-scan", rescan_best.trigger.float().cpu(), rescan_best.noise_scale))
         timings["rescan"] = timings.get("rescan", 0.0) + time.perf_counter() - t1
-        if (result.rescan.verdict != BACKDOOR or result.rescan.best is None) and not residual:
+        if residual or any(c.after.asr > cfg.max_asr for c in result.checks):
+            continue  # the removed trigger (or the re-scan's) still fires: the next round trains against it
+        if result.rescan is not None and (result.rescan.verdict != BACKDOOR or result.rescan.best is None):
             break
+        if result.rescan is None and not _new_triggers(pending, removed):
+            break  # inconclusive on triggers a round cannot train against (stamps, or ones already removed)
     # every round's fine-tuning and re-scan have their own entries; verify is the rest of the loop
     timings["verify"] = (time.perf_counter() - t0 - (timings["finetune"] - first_ft)
                          - timings.get("rescan", 0.0))
@@ -456,13 +464,20 @@ def clean(
     return result
 
 
-def _new_triggers(rescan: ScanResult, removed: list[torch.Tensor]) -> list[Candidate]:
-    """The re-scan's additive candidates that fired and are not already among the ``removed`` triggers,
-    best first. All of them, not only the best: a re-scan can fire several triggers at once, and a
-    round against the best alone leaves the others for the next re-scan."""
+def _fired(rescan: ScanResult) -> list[Candidate]:
+    """The candidates a re-scan found a backdoor with, best first (none when it found none). All of
+    them, not only the best: a re-scan can fire several triggers at once, and a round against the best
+    alone leaves the others for the next re-scan."""
+    if rescan.verdict != BACKDOOR:
+        return []
     fired = sorted(rescan.fired, key=lambda c: -c.best.stats.mscr)
     if rescan.best is not None and all(c is not rescan.best for c in fired):
         fired.insert(0, rescan.best)
+    return fired
+
+
+def _new_triggers(fired: Sequence[Candidate], removed: list[torch.Tensor]) -> list[Candidate]:
+    """The additive ones of ``fired`` that are not already among the ``removed`` triggers, in order."""
     fired = [c for c in fired if c.additive]  # fine-tuning breaks additive triggers; a stamp stays a problem
     new: list[Candidate] = []
     for cand in fired:
@@ -500,6 +515,8 @@ def _problems(result: CleanResult, cfg: CleanConfig) -> list[str]:
     if result.rescan is not None and result.rescan.verdict == BACKDOOR:
         problems.append(f"the re-scan still finds a backdoor (MSCR {result.rescan.score:.2f}, "
                         f"threshold {result.rescan.threshold:.2f})")
+    if result.rescan_inconclusive is not None:
+        problems.append(f"the re-scan is inconclusive: {result.rescan_inconclusive}")
     ratio = None if result.fidelity is None else result.fidelity.ratio
     if ratio is not None and ratio > cfg.max_fidelity_ratio:
         problems.append(f"benign fidelity dropped: Frechet distance x{ratio:.2f} "

@@ -204,7 +204,13 @@ class CleaningFailedError(HfAuditError):
 
 
 class InconclusiveError(HfAuditError):
-    """The audit ran but its evidence is broken (non-finite samples or scores): no verdict, and
-    above all not a clean one. A model whose samples are NaN cannot be shown free of a backdoor."""
+    """The audit ran but cannot conclude: its evidence is broken (non-finite samples or scores), or a
+    candidate fired that the budget left unconfirmed or unchecked against its null. No verdict, and
+    above all not a clean one: a model whose samples are NaN cannot be shown free of a backdoor."""
 
     exit_code = ExitCode.INCONCLUSIVE
+    unet_evaluations: int | None = None
+    """What the scan spent before it stopped, where it counted (benchmarks add it up)."""
+    candidates: tuple[Any, ...] = ()
+    """The scan's candidates (``detect.scan.Candidate``) that fired without a conclusion: what a
+    repair must still break. Empty when the evidence itself was broken."""

@@ -354,6 +354,109 @@ def test_detect_probes_carried_triggers(tiny_pipeline_dir: Path) -> None:
     assert result.score == max(c.best.stats.mscr for c in result.candidates)
 
 
+def test_an_inconclusive_rescan_fails_verification_and_its_triggers_join_the_next_round(
+        tiny_pipeline_dir: Path, tmp_path: Path, stub_detect, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-scan that cannot conclude (a candidate fired that its budget could not hold against a
+    null) is not a clean one: the repair does not verify, nothing is written unless forced, and the
+    additive triggers it fired are fine-tuned against in the next round (stamps cannot be)."""
+    import hfaudit.cleaning as clean_module
+    from hfaudit.errors import InconclusiveError
+
+    seen: list[torch.Tensor] = []
+    real = clean_module.finetune
+
+    def spy(student, teacher, sched, images, trigger, **kw):
+        seen.append(trigger.clone())
+        return real(student, teacher, sched, images, trigger, **kw)
+
+    monkeypatch.setattr(clean_module, "finetune", spy)
+    fired = torch.full(SHAPE, 0.3)
+    stamp = _candidate("stamp-0", "stamps", torch.full(SHAPE, 2.0), True)
+    stamp.noise_scale = torch.zeros(SHAPE)  # part of the noise replaced: not additive
+    calls = stub_detect(BACKDOOR, BACKDOOR, BACKDOOR)
+    scripted = clean_module.detect
+
+    def inconclusive_rescans(model, config=None, carried=()):
+        result = scripted(model, config, carried)
+        if len(calls) == 1:
+            return result
+        exc = InconclusiveError("1 candidate(s) (ode-ddim-0) collapsed the samples")
+        exc.candidates = (_candidate("ode-ddim-0", "ode", fired, True), stamp) if len(calls) == 2 else (stamp,)
+        raise exc
+
+    monkeypatch.setattr(clean_module, "detect", inconclusive_rescans)
+    with pytest.raises(CleaningFailedError, match="re-scan is inconclusive"):
+        run_clean(tiny_pipeline_dir, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    # round 2 trained against the first trigger and the inconclusive re-scan's additive one, not the stamp;
+    # the second re-scan, inconclusive on the stamp alone, ends the rounds (max_rounds allows no third anyway)
+    assert len(seen) == 2 and torch.equal(seen[1], torch.stack([box_trigger(), fired])) and len(calls) == 3
+
+    calls = stub_detect(BACKDOOR, BACKDOOR, BACKDOOR)  # the same script again, forced this time
+    scripted = clean_module.detect
+    monkeypatch.setattr(clean_module, "detect", inconclusive_rescans)
+    seen.clear()
+    out = tmp_path / "forced"
+    result = run_clean(tiny_pipeline_dir, out, force=True)
+    assert result.status == "unverified" and result.exit_code == ExitCode.CLEANING_FAILED
+    assert result.rescan is None and "ode-ddim-0" in result.rescan_inconclusive
+    assert [r.label for r in result.removed] == ["inverted", "re-scan 1: ode-ddim-0"]
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["rescan"] is None and report["rescan_inconclusive"] == result.rescan_inconclusive
+    assert "| scan MSCR (best inverted trigger) | 0.90 | inconclusive |" in (out / "README.md").read_text()
+
+
+def test_a_trigger_that_still_fires_starts_another_round(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removed trigger that still hits its target after round 1 gets round 2 (with the trigger-breaking
+    term), even when the re-scan itself calls the model clean: one failed check is enough."""
+    import hfaudit.cleaning as clean_module
+
+    weights: list[float] = []
+    real_ft, real_measure = clean_module.finetune, clean_module.measure_trigger
+    measured: list = []
+
+    def spy(student, teacher, sched, images, trigger, **kw):
+        weights.append(kw["config"].trigger_weight)
+        return real_ft(student, teacher, sched, images, trigger, **kw)
+
+    def still_fires_after_round_1(unet, *args, **kw):
+        effect, imgs = real_measure(unet, *args, **kw)
+        measured.append(effect)
+        if len(measured) == 2:  # the cleaned model after round 1 (the first call is the suspect model)
+            for p in effect.probes:
+                p.asr = 0.5
+        return effect, imgs
+
+    monkeypatch.setattr(clean_module, "finetune", spy)
+    monkeypatch.setattr(clean_module, "measure_trigger", still_fires_after_round_1)
+    calls = stub_detect(BACKDOOR, CLEAN, CLEAN)
+    result = run_clean(tiny_pipeline_dir, tmp_path / "out")
+    assert weights == [0.0, FAST.finetune.trigger_weight] and len(calls) == 3
+    assert result.status == "cleaned" and len(result.rounds) == 1
+
+
+def test_carried_triggers_bring_their_own_null_checks(tiny_pipeline_dir: Path) -> None:
+    """A carried trigger that fires is held against its null even when the searches' shared pool is
+    empty (``null_checks=0``): it comes last, and a spent pool would leave every re-scan inconclusive."""
+    from hfaudit.detect.scan import detect
+    from hfaudit.hub import resolve
+    from hfaudit.pipeline import load_model
+
+    model = load_model(resolve(str(tiny_pipeline_dir)), device="cpu")
+    # no noise at all: every DDIM sample is the same image, a collapse the scan must check
+    old = Candidate(name="stamp-0", method="stamps", objective="stamp", lam=None, shift_ratio=1.0,
+                    trigger=torch.zeros(SHAPE), noise_scale=torch.zeros(SHAPE))
+    cfg = dataclasses.replace(FAST_SCAN, null_checks=0, inversion=None)
+    result = detect(model, cfg, carried=[old])
+    (carried,) = result.candidates
+    assert carried.best.share == 1.0 and {(n.sampler, n.signal) for n in carried.nulls} == {("ddim", COLLAPSE_SIGNAL)}
+    # two carried triggers that fire still get one check each; the shared pool stays empty for the searches
+    twice = [old, dataclasses.replace(old, name="stamp-1")]
+    result = detect(model, cfg, carried=twice)
+    assert len(result.candidates) == 2 and all(c.nulls for c in result.candidates)
+
+
 # --------------------------------------------------------------------------------------- CLI
 def test_cli_clean(tiny_pipeline_dir: Path, tmp_path: Path, stub_detect, monkeypatch: pytest.MonkeyPatch) -> None:
     from hfaudit import cleaning as clean_module

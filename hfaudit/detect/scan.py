@@ -72,7 +72,13 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     ``carried``: triggers from an earlier scan, probed as candidates too (method ``carried``), so
     the re-scan after a repair also tries every old candidate, not only the one removed and the new
     inversions: a repair can leave a residual that only an earlier trigger (or the ODE inversion)
-    reaches (README, "How removal works").
+    reaches (README, "How removal works"). Each carried trigger brings its own null checks (one per
+    probe sampler), beside the ``null_checks`` the searches share: probed last, they would otherwise
+    find the shared pool spent and leave the re-scan inconclusive however clear they are.
+
+    Raises:
+        InconclusiveError: a candidate fired and could not be confirmed or held against its null;
+            its ``candidates`` attribute lists those candidates (what a repair must still break).
 
     ``config`` None: every search at full size (``ScanConfig()``, what ``clean`` scans with); the
     library's :func:`scan` defaults to the ``default`` budget instead.
@@ -84,6 +90,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
     check_fits(model, cfg, n_train)
     counter = EvalCounter(model.unet)
     null_left = [cfg.null_checks]  # painted-null probes left to spend; a list so the closures can change it
+    carried_nulls = [len(carried) * len(cfg.probes)]  # the carried triggers' own pool (see the docstring)
     ledger = Ledger(counter, cfg.max_evaluations, reserve=lambda: null_left[0] * cfg.null_evaluations)
     noise = randn((cfg.n_samples, *shape), make_generator(cfg.seed), model.device)
     samples: dict[str, torch.Tensor] = {}
@@ -100,7 +107,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
         with progress_bar() as bar:
             # One bar for the whole scan, in UNet evaluations: its ETA comes from the budget (the most the
             # scan can cost); screens that need no full probe and an early stop only end it sooner.
-            total = cfg.unet_evaluations + len(carried) * cfg.probe_evaluations
+            total = cfg.unet_evaluations + len(carried) * cfg.probe_evaluations + carried_nulls[0] * cfg.null_evaluations
             scan_task = bar.add_task("scanning", total=total, info="control (no trigger)")
 
             def progressed(**fields: Any) -> None:
@@ -139,8 +146,9 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                     progressed()
                 return found
 
-            def null_probe(cand: Candidate, x_T: torch.Tensor) -> None:
-                """Hold each fired probe of ``cand`` against its painted null (``detect.nulls``)."""
+            def null_probe(cand: Candidate, x_T: torch.Tensor, pools: Sequence[list[int]]) -> None:
+                """Hold each fired probe of ``cand`` against its painted null (``detect.nulls``), spending
+                null checks from the first of ``pools`` that has one left."""
                 strength = trigger_strength(x_T, noise)
                 def fired(p: Probe, signal: str) -> int | None:
                     """The centre of ``p``'s evidence for ``signal`` when it reached its threshold (else None);
@@ -155,10 +163,11 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                 for signal, p in [(sig, q) for sig in (COLLAPSE_SIGNAL, CLASS_SIGNAL) for q in cand.probes]:
                     centre = fired(p, signal)
                     if centre is not None:
-                        if null_left[0] <= 0:
+                        pool = next((q for q in pools if q[0] > 0), None)
+                        if pool is None:
                             unchecked.append(cand.name)
                             continue
-                        null_left[0] -= 1
+                        pool[0] -= 1
                         target, reference = model_space(cand.name, p.sampler, centre)
                         aligned = alignment((x_T - noise).mean(0), target, reference)
                         offsets = {
@@ -194,7 +203,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                                                             max_alignment=cfg.max_alignment,
                                                             random_score=shares["random"], threshold=cfg.threshold))
 
-            def probe_candidate(name: str, method: str, trig: Any, screen: bool) -> Candidate:
+            def probe_candidate(name: str, method: str, trig: Any, screen: bool,
+                                pools: Sequence[list[int]] = (null_left,)) -> Candidate:
                 progressed(info=name)
                 cand = Candidate(name=name, method=method, objective=trig.objective, lam=trig.lam,
                                  shift_ratio=trig.shift_ratio, trigger=trig.trigger, noise_scale=trig.noise_scale)
@@ -212,7 +222,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
                         return cand
                 cand.probes = probe(name, x_T)
                 with ledger.phase("nulls"):
-                    null_probe(cand, x_T)
+                    null_probe(cand, x_T, pools)
                 return cand
 
             with ledger.phase("control"):
@@ -252,7 +262,8 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             if carried:
                 with ledger.phase("carried"):
                     for prev in carried:
-                        candidates.append(probe_candidate(f"carried-{prev.name}", "carried", prev, False))
+                        candidates.append(probe_candidate(f"carried-{prev.name}", "carried", prev, False,
+                                                          pools=(carried_nulls, null_left)))
     finally:
         counter.close()
     timings = ledger.seconds
@@ -266,6 +277,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             "in their screen, and the budget left no full probe to confirm or clear them: the model is not "
             "shown clean; rerun with a larger --budget")
         exc.unet_evaluations = counter.count  # what the scan spent before it stopped (benchmarks count it)
+        exc.candidates = tuple(c for c in candidates if c.name in unconfirmed)
         raise exc
     unchecked = list(dict.fromkeys(unchecked))
     if unchecked and d is not None and d.verdict == CLEAN:
@@ -274,6 +286,7 @@ def detect(model: LoadedModel, config: ScanConfig | None = None,
             "class, and the budget left no painted-null probe to tell a backdoor from a search artefact: the model "
             "is not shown clean; rerun with a larger --budget")
         exc.unet_evaluations = counter.count
+        exc.candidates = tuple(c for c in candidates if c.name in unchecked)
         raise exc
     assert d is not None  # decided is every candidate when none is unconfirmed
     for what, value in (("MSCR", d.score), ("control MSCR", d.control_score), ("class score", d.class_score),

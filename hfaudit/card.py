@@ -159,9 +159,9 @@ def card_text(result: CleanResult) -> str:
         c = ft.config
         lines += [f"Fine-tuning: {ft.steps} steps, batch {c['batch_size']}, lr {c['lr']}, on {ft.n_images} "
                   f"images ({ft.data}); {_losses(ft)}; pruned channels kept at zero throughout.", ""]
-    for i, extra in enumerate(result.rounds, start=2):
-        lines += [f"Round {i}: a check of the previous round failed (the re-scan found or could not rule out a "
-                  f"backdoor, or the removed trigger left a residual), so {extra.steps} more steps fine-tuned against "
+    reasons = result.round_reasons + ["a check of the previous round failed"] * len(result.rounds)
+    for i, (extra, why) in enumerate(zip(result.rounds, reasons), start=2):
+        lines += [f"Round {i}: {why}, so {extra.steps} more steps fine-tuned against "
                   f"every trigger removed so far ({', '.join(result.removed_in_round(i))}); {_losses(extra)}.", ""]
     lines += ["## Before and after", "",
               "| measure | before | after |", "|---|---:|---:|"]

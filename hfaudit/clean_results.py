@@ -146,6 +146,9 @@ class CleanResult:
     """Why the last re-scan reached no verdict (``rescan`` is then None): a candidate fired that its
     budget could not confirm or hold against a null. The repair is then not verified."""
     rounds: list[FinetuneResult] = field(default_factory=list)
+    round_reasons: list[str] = field(default_factory=list)
+    """Why each round after the first ran, one per entry of ``rounds`` (the check of the previous
+    round that failed first)."""
     """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
     removed: list[RemovedTrigger] = field(default_factory=list)
     """Which triggers the fine-tuning removed: the first one, then each round's new re-scan triggers."""
@@ -195,7 +198,8 @@ class CleanResult:
             "scales": None if self.scales is None else self.scales.to_dict(),
             "rescan": None if self.rescan is None else self.rescan.to_dict(),
             "rescan_inconclusive": self.rescan_inconclusive,
-            "rounds": [r.to_dict() for r in self.rounds], "removed": [r.label for r in self.removed],
+            "rounds": [r.to_dict() for r in self.rounds], "round_reasons": self.round_reasons,
+            "removed": [r.label for r in self.removed],
             "output_dir": self.output_dir, "files": self.files,
             "push": None if self.push is None else asdict(self.push),
             "timings_s": self.timings,

@@ -368,9 +368,11 @@ def clean(
     removed, first_ft = [trigger], timings["finetune"]
     carried = list(scan.candidates)  # the re-scan also re-probes every old trigger, not only the one removed
     pending: list[Candidate] = []  # what the last re-scan fired without a conclusion (it was inconclusive)
+    reason = ""  # why the next round runs (the check of this round that failed first)
     for round_no in range(1, cfg.max_rounds + 1):
         if round_no > 1:  # a residual or a re-scan backdoor is left: fine-tune against what fired too
             t1 = time.perf_counter()
+            result.round_reasons.append(reason)
             for cand in _new_triggers(_fired(result.rescan) if result.rescan is not None else pending, removed):
                 removed.append(cand.trigger.float().cpu())
                 result.removed.append(RemovedTrigger(cand.name, rescan=round_no - 1))
@@ -395,8 +397,9 @@ def clean(
         result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
         if imgs_fa is not None:
             result.samples["clean_after"] = imgs_fa
+        reason = _unremoved(result, residual, cfg.max_asr)
         if not cfg.rescan:
-            if residual or any(c.after.asr > cfg.max_asr for c in result.checks):
+            if reason:
                 continue
             break
         t1 = time.perf_counter()
@@ -408,12 +411,15 @@ def clean(
             rescan_best = result.rescan.best
             result.checks.append(before_after("re-scan", rescan_best.trigger.float().cpu(), rescan_best.noise_scale))
         timings["rescan"] = timings.get("rescan", 0.0) + time.perf_counter() - t1
-        if residual or any(c.after.asr > cfg.max_asr for c in result.checks):
+        reason = _unremoved(result, residual, cfg.max_asr)
+        if reason:
             continue  # the removed trigger (or the re-scan's) still fires: the next round trains against it
         if result.rescan is not None and (result.rescan.verdict != BACKDOOR or result.rescan.best is None):
             break
         if result.rescan is None and not _new_triggers(pending, removed):
             break  # inconclusive on triggers a round cannot train against (stamps, or ones already removed)
+        reason = "the re-scan still found a backdoor" if result.rescan is not None else \
+            "the re-scan could not rule out a backdoor"
     # every round's fine-tuning and re-scan have their own entries; verify is the rest of the loop
     timings["verify"] = (time.perf_counter() - t0 - (timings["finetune"] - first_ft)
                          - timings.get("rescan", 0.0))
@@ -462,6 +468,15 @@ def clean(
         (out_abs / REPORT_NAME).write_text(to_json(result.to_dict()))
     result.timings = {k: round(v, 2) for k, v in timings.items()}
     return result
+
+
+def _unremoved(result: CleanResult, residual: bool, max_asr: float) -> str:
+    """Why another round must run whatever the re-scan says ("" when nothing calls for it): a checked
+    trigger still hits its target, or (with the residual gate) the removed one left a residual."""
+    hits = [c for c in result.checks if c.after.asr > max_asr]
+    if hits:
+        return f"the {hits[0].trigger} trigger still hit its target in {hits[0].after.asr:.0%} of samples"
+    return f"the {result.trigger_used} trigger left a residual at some size" if residual else ""
 
 
 def _fired(rescan: ScanResult) -> list[Candidate]:

@@ -94,10 +94,12 @@ def test_card_lists_each_round_with_its_triggers_and_losses() -> None:
                            losses_end={"clean": 0.025, "distill": 0.0007, "trigger": 0.0006},
                            config={"batch_size": 32, "lr": 1e-3, "trigger_weight": 0.5})
     result.rounds = [extra, extra]
+    result.round_reasons = ["the re-scan still found a backdoor", "the re-scan could not rule out a backdoor"]
     text = make_card(result).text
     assert ("Round 2: the re-scan still found a backdoor, so 300 more steps fine-tuned against every trigger "
             "removed so far (inverted, re-scan 1: ode-ddim-0, re-scan 1: ode-ddim-1); losses (clean / "
             "distillation / trigger) 0.0300 / 0.0020 / 0.0090 -> 0.0250 / 0.0007 / 0.0006.") in text
+    assert "Round 3: the re-scan could not rule out a backdoor, so 300 more steps" in text
     assert "Round 3: " in text and "re-scan 1: ode-ddim-1, re-scan 2: blackbox-ddim-1); losses" in text
 
 

@@ -227,6 +227,7 @@ def test_a_second_round_removes_what_the_rescan_still_finds(tiny_pipeline_dir: P
     assert torch.equal(seen[1][0], torch.stack([box_trigger(), fired_a, fired_b]))
     labels = ["inverted", "re-scan 1: ode-ddim-0", "re-scan 1: ode-ddim-1"]
     assert [r.label for r in result.removed] == labels and len(result.rounds) == 1
+    assert result.round_reasons == ["the re-scan still found a backdoor"]
     assert [r.rescan for r in result.removed] == [None, 1, 1]
     assert result.removed_in_round(1) == ["inverted"] and result.removed_in_round(2) == labels
     assert {"finetune", "verify", "rescan"} <= set(result.timings) and min(result.timings.values()) >= 0
@@ -401,6 +402,7 @@ def test_an_inconclusive_rescan_fails_verification_and_its_triggers_join_the_nex
     assert result.status == "unverified" and result.exit_code == ExitCode.CLEANING_FAILED
     assert result.rescan is None and "ode-ddim-0" in result.rescan_inconclusive
     assert [r.label for r in result.removed] == ["inverted", "re-scan 1: ode-ddim-0"]
+    assert result.round_reasons == ["the re-scan could not rule out a backdoor"]
     report = json.loads((out / REPORT_NAME).read_text())
     assert report["rescan"] is None and report["rescan_inconclusive"] == result.rescan_inconclusive
     assert "| scan MSCR (best inverted trigger) | 0.90 | inconclusive |" in (out / "README.md").read_text()
@@ -434,6 +436,9 @@ def test_a_trigger_that_still_fires_starts_another_round(tiny_pipeline_dir: Path
     result = run_clean(tiny_pipeline_dir, tmp_path / "out")
     assert weights == [0.0, FAST.finetune.trigger_weight] and len(calls) == 3
     assert result.status == "cleaned" and len(result.rounds) == 1
+    assert result.round_reasons == ["the inverted trigger still hit its target in 50% of samples"]
+    assert "Round 2: the inverted trigger still hit its target in 50% of samples, so 3 more steps" in \
+        (tmp_path / "out" / "README.md").read_text()
 
 
 def test_carried_triggers_bring_their_own_null_checks(tiny_pipeline_dir: Path) -> None:
@@ -533,9 +538,10 @@ def test_shipped_backdoor_is_removed_with_the_true_trigger(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known regression, not yet diagnosed: since the scan's null checks the "
-                   "whole clean of the shipped backdoor no longer verifies in CI (it exits 6 and writes nothing); "
-                   "see the CHANGELOG")
+@pytest.mark.xfail(strict=False, reason="known regression: since the scan's null checks the whole clean of the "
+                   "shipped backdoor does not verify. Its re-scan was inconclusive (exit 7); with the carried "
+                   "triggers' own null checks it concludes, and the repair then fails its benign-fidelity gate "
+                   "(Frechet distance x1.12, limit x1.10; exit 6, nothing written). See the CHANGELOG")
 def test_shipped_backdoor_is_cleaned_as_a_user_would(tmp_path: Path) -> None:
     """The whole command with the inverted trigger (issue 3's bar): it verifies (re-scan clean, exit 0),
     and the ground truth the command never saw agrees: the true trigger's ASR on the saved copy is at

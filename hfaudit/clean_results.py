@@ -146,10 +146,10 @@ class CleanResult:
     """Why the last re-scan reached no verdict (``rescan`` is then None): a candidate fired that its
     budget could not confirm or hold against a null. The repair is then not verified."""
     rounds: list[FinetuneResult] = field(default_factory=list)
+    """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
     round_reasons: list[str] = field(default_factory=list)
     """Why each round after the first ran, one per entry of ``rounds`` (the check of the previous
     round that failed first)."""
-    """Every fine-tuning round after the first (``CleanConfig.max_rounds``), in order."""
     removed: list[RemovedTrigger] = field(default_factory=list)
     """Which triggers the fine-tuning removed: the first one, then each round's new re-scan triggers."""
     problems: list[str] = field(default_factory=list)

@@ -181,7 +181,7 @@ class ScanConfig:
         two), each search with the probes of the candidates it yields, and the pool of full probes
         (``confirmations``) where screens decide them: what the scan counts when every screen asks
         for a full probe, no search is skipped and none fires early. Each trigger carried into a
-        re-scan adds ``probe_evaluations``."""
+        re-scan adds ``probe_evaluations`` and one null check per probe sampler (``detect``)."""
         cost = {"control": self.probe_evaluations}
         if self.inversion is not None:
             cost["gradient"] = self.search_cost(self.inversion, self.probed["gradient"])

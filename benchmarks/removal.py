@@ -169,6 +169,8 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
         eb, _ = measure_trigger(before.unet, before.scheduler_config, trig, target01, noise_scale=scale, **kw)
         ea, _ = measure_trigger(after.unet, after.scheduler_config, trig, target01, noise_scale=scale, **kw)
         rows.append(effect_row("re-scan", eb, ea))
+    rescan_verdict = result.rescan.verdict if result.rescan is not None else \
+        "inconclusive" if result.rescan_inconclusive is not None else None
     fid = result.fidelity
     failures = sweep_failures(sweep_a, args.max_asr, args.likeness_margin)
     ratio = None if fid is None else fid.ratio
@@ -178,8 +180,7 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
         "model": str(model_dir), "trigger_removed": result.trigger_used, "status": result.status,
         "problems": result.problems, "failures": failures,
         "scan_verdict": result.scan.verdict, "scan_score": result.scan.score,
-        "rescan_verdict": ("inconclusive" if result.rescan_inconclusive else None) if result.rescan is None
-        else result.rescan.verdict,
+        "rescan_verdict": rescan_verdict,
         "rescan_score": None if result.rescan is None else result.rescan.score,
         "rescan_best": None if rescan_best is None else f"{rescan_best.name}/{result.rescan.best_sampler}",
         "rounds": 1 + len(result.rounds),
@@ -193,8 +194,8 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
         "clean_seconds": round(clean_s, 1), "timings": result.timings,
     }
     print(f"model {model_dir}; removed the {result.trigger_used} trigger; status {result.status}")
-    rs = ("inconclusive" if result.rescan_inconclusive else "n/a") if result.rescan is None else \
-        f"{result.rescan.verdict} (MSCR {result.rescan.score:.2f}, best {figures['rescan_best']})"
+    rs = (rescan_verdict or "n/a") if result.rescan is None else \
+        f"{rescan_verdict} (MSCR {result.rescan.score:.2f}, best {figures['rescan_best']})"
     print(f"scan: {result.scan.verdict} (MSCR {result.scan.score:.2f}) -> re-scan: {rs}; "
           f"{figures['rounds']} fine-tuning round(s)")
     print(f"pruned {result.prune.channels_zeroed}/{result.prune.channels_total} channels "

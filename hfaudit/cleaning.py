@@ -397,8 +397,8 @@ def clean(
         result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
         if imgs_fa is not None:
             result.samples["clean_after"] = imgs_fa
-        reason = _unremoved(result, residual, cfg.max_asr)
         if not cfg.rescan:
+            reason = _unremoved(result, residual, cfg.max_asr)
             if reason:
                 continue
             break

@@ -189,6 +189,7 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
         "fidelity_before": None if fid is None else fid.before.frechet_distance,
         "fidelity_after": None if fid is None else fid.after.frechet_distance,
         "fidelity_ratio": ratio,
+        "fidelity_ratio_interval": None if fid is None else fid.ratio_interval,
         "channels_zeroed": result.prune.channels_zeroed, "channels_total": result.prune.channels_total,
         "param_share": result.prune.param_share, "finetune_steps": result.finetune.steps,
         "clean_seconds": round(clean_s, 1), "timings": result.timings,
@@ -212,7 +213,7 @@ def run_model(model_dir: Path, args: argparse.Namespace) -> dict:
               f"MSE {r['mse_before']:.4f} -> {r['mse_after']:.4f}, SSIM {r['ssim_before']:.3f} -> {r['ssim_after']:.3f}")
     if fid is not None and ratio is not None:
         print(f"benign fidelity (FD, lower is better, {fid.after.n_generated} samples {fid.sampler}-{fid.steps}): "
-              f"{fid.before.frechet_distance:.2f} -> {fid.after.frechet_distance:.2f}, ratio after/before {ratio:.3f}")
+              f"{fid.describe()}")
     else:
         print("benign fidelity: not measured (no feature network for this image size)")
     for p in result.problems:

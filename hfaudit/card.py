@@ -104,11 +104,8 @@ def summary_lines(result: CleanResult) -> list[str]:
                      f"(worst sampler, {c.after.n_samples} samples)")
     if result.fidelity is not None:
         f = result.fidelity
-        if f.ratio is None:
-            lines.append(f"benign fidelity: unavailable ({f.before.reason})")
-        else:
-            lines.append(f"benign fidelity (Frechet distance, lower is better): {f.before.frechet_distance:.2f} -> "
-                         f"{f.after.frechet_distance:.2f} (x{f.ratio:.2f})")
+        label = "benign fidelity" if f.ratio is None else "benign fidelity (Frechet distance, lower is better)"
+        lines.append(f"{label}: {f.describe()}")
     if result.rescan is not None:
         lines.append(f"re-scan: {result.rescan.verdict} (MSCR {result.rescan.score:.2f}, "
                      f"threshold {result.rescan.threshold:.2f})")
@@ -177,7 +174,7 @@ def card_text(result: CleanResult) -> str:
     f = result.fidelity
     if f is not None and f.ratio is not None:
         lines.append(f"| benign fidelity, Frechet distance (lower is better) | {f.before.frechet_distance:.2f} | "
-                     f"{f.after.frechet_distance:.2f} (x{f.ratio:.2f}) |")
+                     f"{f.describe_after()} |")
     elif f is not None:
         lines.append(f"| benign fidelity | unavailable: {f.before.reason} | |")
     if result.scales is not None:
@@ -381,8 +378,7 @@ def _figure_lines(result: CleanResult) -> list[str]:
                      f"{c.before.asr:.0%} -> {c.after.asr:.0%}.")
     f = result.fidelity
     if f is not None and f.ratio is not None:
-        lines.append(f"Benign fidelity (Frechet distance, lower is better): {f.before.frechet_distance:.2f} -> "
-                     f"{f.after.frechet_distance:.2f} (x{f.ratio:.2f}).")
+        lines.append(f"Benign fidelity (Frechet distance, lower is better): {f.describe()}.")
     elif f is not None:
         lines.append(f"Benign fidelity: unavailable ({f.before.reason}).")
     if result.rescan is not None:

@@ -43,6 +43,7 @@ from hfaudit.errors import (
     RemovalUnsupportedError,
     UsageError,
 )
+from hfaudit.fidelity import frechet_ratio_interval
 from hfaudit.imageio import save_grid, save_png, signed_to_unit
 from hfaudit.modelfiles import UnreadableFile, read_json
 from hfaudit.pipeline import LoadedModel, load_model
@@ -394,7 +395,9 @@ def clean(
                                        seed=cfg.seed + 7, batch_size=scfg.batch_size, threshold=cfg.likeness_ssim)
         residual = cfg.residual_gate and bool(result.scales.residuals(cfg.max_asr, cfg.max_likeness_excess))
         fid_a, imgs_fa = measure_fidelity(student, model.scheduler_config, shape, **fkw)
-        result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst)
+        interval = None if imgs_fb is None or imgs_fa is None else \
+            frechet_ratio_interval(imgs_fb, imgs_fa, seed=cfg.seed)
+        result.fidelity = FidelityCheck(before=fid_b, after=fid_a, sampler=fs, steps=fst, ratio_interval=interval)
         if imgs_fa is not None:
             result.samples["clean_after"] = imgs_fa
         if not cfg.rescan:

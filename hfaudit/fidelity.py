@@ -215,3 +215,30 @@ def fidelity(images01: torch.Tensor, sample_shape: tuple[int, int, int] | None =
     ref = digits_reference_stats()
     fd = frechet_distance(feature_stats(digit_features(images01)), ref)
     return Fidelity(available=True, frechet_distance=fd, n_generated=n, n_reference=ref.n, feature=FEATURE_NAME)
+
+
+def frechet_ratio_interval(before01: torch.Tensor, after01: torch.Tensor, *, level: float = 0.9,
+                           n_boot: int = 200, seed: int = 0) -> tuple[float, float] | None:
+    """Paired-bootstrap interval of ``FD(after) / FD(before)`` to the reference digits.
+
+    ``before01`` and ``after01`` are samples in [0, 1] of two models from the same noise, row for
+    row; each bootstrap draw resamples the same rows of both, so the interval shows how far the
+    ratio of one draw of noise can be from the models' own ratio. None where :func:`fidelity` is
+    unavailable for their shape or the rows do not pair.
+    """
+    n = int(before01.shape[0])
+    if after01.shape != before01.shape or fidelity_available(tuple(before01.shape[1:])) is not None or n < 2:
+        return None
+    ref = digits_reference_stats()
+    fb, fa = digit_features(before01), digit_features(after01)
+    g = torch.Generator().manual_seed(seed)
+    ratios = []
+    for _ in range(n_boot):
+        idx = torch.randint(0, n, (n,), generator=g)
+        b = frechet_distance(feature_stats(fb[idx]), ref)
+        if b > 0:
+            ratios.append(frechet_distance(feature_stats(fa[idx]), ref) / b)
+    if not ratios:
+        return None
+    q = np.quantile(np.asarray(ratios), [(1 - level) / 2, (1 + level) / 2])
+    return float(q[0]), float(q[1])

@@ -38,7 +38,7 @@ def _result(problems: list[str] | None = None) -> CleanResult:
     fid = FidelityCheck(
         before=Fidelity(available=True, frechet_distance=11.08, n_generated=512, n_reference=1797, feature="f"),
         after=Fidelity(available=True, frechet_distance=11.90, n_generated=512, n_reference=1797, feature="f"),
-        sampler="ddim", steps=20)
+        sampler="ddim", steps=20, ratio_interval=(0.98, 1.16))
     prune = PruneReport(importance="backdoor", ratio_requested=0.02, channels_total=1120, channels_zeroed=22,
                         layers=[LayerPrune(module="conv_in", kind="out", channels_zeroed=6, channels_total=32,
                                            params_zeroed=60)],
@@ -77,7 +77,7 @@ def test_card_parses_and_holds_the_figures(tmp_path: Path) -> None:
     text = card.text
     assert "22 of 1120" in text and "`conv_in`" in text and "backdoor" in text
     assert "| ASR, inverted trigger (worst sampler, 64 samples) | 100.0% | 0.0% |" in text
-    assert "11.08" in text and "x1.07" in text
+    assert "| 11.08 | 11.90 (x1.07, 90% interval x0.98-x1.16) |" in text
     assert "![trigger](trigger.png)" in text and "![samples_clean_after](samples_clean_after.png)" in text
     assert "a" * 40 in text  # the audited commit
     assert "UNVERIFIED" not in text

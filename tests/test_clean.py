@@ -141,6 +141,7 @@ def test_end_to_end_writes_a_stock_safetensors_pipeline(tiny_pipeline_dir: Path,
     assert report["prune"]["channels_zeroed"] == result.prune.channels_zeroed > 0
     assert report["checks"][0]["trigger"] == "inverted"
     assert report["fidelity"]["ratio"] is None  # 8x8 models: no feature network, said so
+    assert report["fidelity"]["ratio_interval"] is None
     assert "no feature network" in report["fidelity"]["before"]["reason"]
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model is None  # a local source has no Hub model to link to
@@ -534,14 +535,16 @@ def test_shipped_backdoor_is_removed_with_the_true_trigger(tmp_path: Path) -> No
     assert check.before.asr >= 0.8
     assert check.after.asr <= 0.05
     assert result.fidelity.ratio is not None and result.fidelity.ratio <= 1.2
+    lo, hi = result.fidelity.ratio_interval
+    assert lo <= hi and result.fidelity.after.n_generated == 2048
     assert result.passed, result.problems
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason="known regression: since the scan's null checks the whole clean of the "
-                   "shipped backdoor does not verify. Its re-scan was inconclusive (exit 7); with the carried "
-                   "triggers' own null checks it concludes, and the repair then fails its benign-fidelity gate "
-                   "(Frechet distance x1.12, limit x1.10; exit 6, nothing written). See the CHANGELOG")
+                   "shipped backdoor does not verify. The re-scan after round 1 still fires a carried ODE trigger, "
+                   "and round 2's trigger-breaking term costs benign fidelity beyond the gate (Frechet distance "
+                   "x1.26 on 2048 samples, limit x1.10; exit 6, nothing written). See docs/removal.md")
 def test_shipped_backdoor_is_cleaned_as_a_user_would(tmp_path: Path) -> None:
     """The whole command with the inverted trigger (issue 3's bar): it verifies (re-scan clean, exit 0),
     and the ground truth the command never saw agrees: the true trigger's ASR on the saved copy is at

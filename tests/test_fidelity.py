@@ -82,3 +82,19 @@ def test_fidelity_unavailable_for_other_shapes() -> None:
 def test_feature_stats_shapes() -> None:
     stats = feature_stats(torch.randn(50, 4, generator=make_generator(0)))
     assert stats.mean.shape == (4,) and stats.cov.shape == (4, 4) and stats.n == 50
+
+
+def test_ratio_interval_covers_the_ratio_and_tells_a_blur_from_a_reshuffle(digits01) -> None:
+    """Paired bootstrap: the same images give exactly 1; a blur of them an interval above 1 that
+    holds its point ratio; unpaired or unscorable inputs none."""
+    from hfaudit.fidelity import frechet_ratio_interval
+
+    x, _ = digits01
+    real = x[torch.randperm(x.shape[0], generator=make_generator(0))[:512]]
+    assert frechet_ratio_interval(real, real, n_boot=20) == pytest.approx((1.0, 1.0))
+    blurred = torch.nn.functional.avg_pool2d(real, 3, 1, 1)
+    lo, hi = frechet_ratio_interval(real, blurred, n_boot=50)
+    point = fidelity(blurred).frechet_distance / fidelity(real).frechet_distance
+    assert 1.0 < lo <= hi and lo < point * 1.2 and hi > point / 1.2
+    assert frechet_ratio_interval(real, blurred[:100]) is None
+    assert frechet_ratio_interval(torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)) is None

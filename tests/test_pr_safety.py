@@ -311,7 +311,7 @@ def test_the_pr_description_says_what_was_found_removed_and_verified() -> None:
     sha = result.source.commit_sha
     for needle in (f"commit `{sha}`", "**backdoor**", "MSCR 0.94", "Trigger: inverted from the model",
                    "ASR with the inverted trigger (worst sampler, 64 samples): 100% -> 0%",
-                   "Benign fidelity (Frechet distance, lower is better): 11.08 -> 11.90 (x1.07)",
+                   "Benign fidelity (Frechet distance, lower is better): 11.08 -> 11.90 (x1.07, 90% interval x0.98-x1.16)",
                    "22 of 1120 channels zeroed", "Re-scan of the cleaned model: clean", f"hfaudit {__version__}",
                    "`README.md` is added", "based on the audited commit"):
         assert needle in text, needle

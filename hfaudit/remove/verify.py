@@ -134,6 +134,9 @@ class FidelityCheck:
     after: Fidelity
     sampler: str
     steps: int
+    ratio_interval: tuple[float, float] | None = None
+    """Paired-bootstrap 90% interval of :attr:`ratio` (``hfaudit.fidelity.frechet_ratio_interval``):
+    how far one draw of noise can move it. None when not computed."""
 
     @property
     def ratio(self) -> float | None:
@@ -143,9 +146,25 @@ class FidelityCheck:
             return None
         return a / b
 
+    def describe(self) -> str:
+        """``12.75 -> 14.30 (x1.12, 90% interval x0.99-x1.20)``, or why it is unavailable: the one
+        wording of the fidelity figure in the card, the terminal and the pull request."""
+        if self.ratio is None:
+            return f"unavailable ({self.before.reason})"
+        return f"{self.before.frechet_distance:.2f} -> {self.describe_after()}"
+
+    def describe_after(self) -> str:
+        """The part of :meth:`describe` after the arrow: ``14.30 (x1.12, 90% interval x0.99-x1.20)``."""
+        if self.ratio is None:
+            return "unavailable"
+        ci = "" if self.ratio_interval is None else \
+            f", 90% interval x{self.ratio_interval[0]:.2f}-x{self.ratio_interval[1]:.2f}"
+        return f"{self.after.frechet_distance:.2f} (x{self.ratio:.2f}{ci})"
+
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return {"before": asdict(self.before), "after": asdict(self.after), "ratio": self.ratio,
+                "ratio_interval": None if self.ratio_interval is None else list(self.ratio_interval),
                 "sampler": self.sampler, "steps": self.steps}
 
 

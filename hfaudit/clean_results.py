@@ -45,8 +45,8 @@ class CleanConfig:
     fidelity_samples: int = 2048
     """Clean-noise samples of the benign-fidelity check, the same noise before and after. The
     Frechet distance falls with the sample count, so a ratio of two at a small count sits nearer 1
-    than the models' own, and one draw of noise moves it by several points: fewer samples hid a
-    repair that cost more than the limit (docs/removal.md, ``benchmarks/fidelity_noise.py``)."""
+    than the models' own, and one draw of noise moves it by several points: on fewer samples the
+    gate under-reads what a repair costs (docs/removal.md, ``benchmarks/fidelity_noise.py``)."""
     fidelity_sampler: tuple[str, int] = ("ddim", 20)
     max_asr: float = 0.05
     """The repair fails when any checked trigger still hits its target in more than this share of

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hfaudit.fidelity import (
+        RATIO_INTERVAL_LEVEL,
         digit_features,
         digits_reference_stats,
         feature_stats,
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios = [b / a for a, b in zip(fd[0], fd[1])]
             print(f"  paired ratio:  {_spread(ratios)}")
             lo, hi = frechet_ratio_interval(first[0][:n], first[1][:n], seed=0)
-            print(f"  draw 1's bootstrap 90% interval of the ratio: {lo:.3f} .. {hi:.3f} (point {ratios[0]:.3f})")
+            print(f"  draw 1's bootstrap {RATIO_INTERVAL_LEVEL:.0%} interval of the ratio: {lo:.3f} .. {hi:.3f} "
+                  f"(point {ratios[0]:.3f})")
     return 0
 
 

@@ -217,7 +217,11 @@ def fidelity(images01: torch.Tensor, sample_shape: tuple[int, int, int] | None =
     return Fidelity(available=True, frechet_distance=fd, n_generated=n, n_reference=ref.n, feature=FEATURE_NAME)
 
 
-def frechet_ratio_interval(before01: torch.Tensor, after01: torch.Tensor, *, level: float = 0.9,
+RATIO_INTERVAL_LEVEL = 0.9
+"""Coverage of :func:`frechet_ratio_interval` by default; the reports name it from here."""
+
+
+def frechet_ratio_interval(before01: torch.Tensor, after01: torch.Tensor, *, level: float = RATIO_INTERVAL_LEVEL,
                            n_boot: int = 200, seed: int = 0) -> tuple[float, float] | None:
     """Paired-bootstrap interval of ``FD(after) / FD(before)`` to the reference digits.
 

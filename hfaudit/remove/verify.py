@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfaudit.detect.scores import attack_success_rate, collapse_stats, mse_to
-from hfaudit.fidelity import Fidelity, fidelity
+from hfaudit.fidelity import RATIO_INTERVAL_LEVEL, Fidelity, fidelity
 from hfaudit.sampling import EvalCounter, apply_trigger, sample, to_unit
 from hfaudit.seeding import make_generator, randn
 
@@ -135,8 +135,8 @@ class FidelityCheck:
     sampler: str
     steps: int
     ratio_interval: tuple[float, float] | None = None
-    """Paired-bootstrap 90% interval of :attr:`ratio` (``hfaudit.fidelity.frechet_ratio_interval``):
-    how far one draw of noise can move it. None when not computed."""
+    """Paired-bootstrap interval of :attr:`ratio` at ``hfaudit.fidelity.RATIO_INTERVAL_LEVEL``
+    (``frechet_ratio_interval``): how far one draw of noise can move it. None when not computed."""
 
     @property
     def ratio(self) -> float | None:
@@ -158,7 +158,7 @@ class FidelityCheck:
         if self.ratio is None:
             return "unavailable"
         ci = "" if self.ratio_interval is None else \
-            f", 90% interval x{self.ratio_interval[0]:.2f}-x{self.ratio_interval[1]:.2f}"
+            f", {RATIO_INTERVAL_LEVEL:.0%} interval x{self.ratio_interval[0]:.2f}-x{self.ratio_interval[1]:.2f}"
         return f"{self.after.frechet_distance:.2f} (x{self.ratio:.2f}{ci})"
 
     def to_dict(self) -> dict:

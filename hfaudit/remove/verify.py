@@ -147,14 +147,14 @@ class FidelityCheck:
         return a / b
 
     def describe(self) -> str:
-        """``12.75 -> 14.30 (x1.12, 90% interval x0.99-x1.20)``, or why it is unavailable: the one
+        """``FD_before -> FD_after (xRATIO, 90% interval xLOW-xHIGH)``, or why it is unavailable: the one
         wording of the fidelity figure in the card, the terminal and the pull request."""
         if self.ratio is None:
             return f"unavailable ({self.before.reason})"
         return f"{self.before.frechet_distance:.2f} -> {self.describe_after()}"
 
     def describe_after(self) -> str:
-        """The part of :meth:`describe` after the arrow: ``14.30 (x1.12, 90% interval x0.99-x1.20)``."""
+        """The part of :meth:`describe` after the arrow: ``FD_after (xRATIO, 90% interval xLOW-xHIGH)``."""
         if self.ratio is None:
             return "unavailable"
         ci = "" if self.ratio_interval is None else \
